@@ -1,0 +1,94 @@
+"""GPU (or CPU) stage: one scorer loaded once per actor, scoring batches of pre-transformed pixels."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from janus_ray.actors.decode_stage import describe_error, pixel_column, stage_error_column, todo_column
+from janus_ray.metrics import get_scorer_class
+
+#: test-only fault injection: "<metric>:<batch number>:<marker file>" makes the actor process of
+#: that metric exit hard on that batch, once (the marker file records that it happened).
+FAULT_ENV = "JANUS_RAY_TEST_KILL_ACTOR"
+
+
+def output_column(key: str) -> str:
+    return f"_jr_out_{key}"
+
+
+def time_column(metric: str) -> str:
+    return f"_jr_sec_{metric}"
+
+
+class MetricActor:
+    """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
+
+    def __init__(
+        self,
+        metric: str,
+        scorer: str,
+        weights_root: str,
+        device: str,
+        dtype: str | None,
+        options: dict[str, Any],
+        torch_threads: int | None = None,
+        fault_injection: str | None = None,
+    ):
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        cls = get_scorer_class(scorer)
+        self.metric = metric
+        self.keys = list(cls.output_columns(**options))
+        self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
+        self.fault_injection = fault_injection
+        self.batches_seen = 0
+
+    def _maybe_die(self) -> None:
+        if not self.fault_injection:
+            return
+        metric, batch_number, marker = self.fault_injection.split(":", 2)
+        if metric == self.metric and self.batches_seen == int(batch_number) and not os.path.exists(marker):
+            Path(marker).write_text(f"killed {metric} actor pid {os.getpid()}\n")
+            os._exit(1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.batches_seen += 1
+        self._maybe_die()
+        started = time.perf_counter()
+        n = len(batch["image_path"])
+        pixels = batch.pop(pixel_column(self.metric))
+        errors = list(batch.pop(stage_error_column(self.metric)))
+        todo = batch[todo_column(self.metric)]
+        eligible = [
+            i for i in range(n) if todo[i] and not errors[i] and not batch["decode_error"][i] and batch["has_prompt"][i]
+        ]
+        scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
+        if eligible:
+            self._score_rows(eligible, pixels, batch["prompt"], scores, errors)
+        out = dict(batch)
+        for key, values in scores.items():
+            out[output_column(key)] = values
+        out[stage_error_column(self.metric)] = np.array(errors, dtype=object)
+        out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
+        return out
+
+    def _score_rows(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray, scores: dict, errors: list) -> None:
+        """Score the rows in one batch; if the batch fails, retry row by row to isolate the culprit."""
+        try:
+            result = self.scorer.score_pixels(pixels[rows], [str(prompts[i]) for i in rows])
+        except Exception as exc:  # noqa: BLE001
+            if len(rows) == 1:
+                errors[rows[0]] = f"scoring failed: {describe_error(exc)}"
+                return
+            for i in rows:
+                self._score_rows([i], pixels, prompts, scores, errors)
+            return
+        for key in self.keys:
+            scores[key][rows] = result[key]

@@ -1,0 +1,205 @@
+"""``janus-ray``: eval | validate | check-weights | list | demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from janus_ray.errors import JanusRayError
+
+
+def _key_value(kind: type):
+    def parse(text: str) -> tuple[str, Any]:
+        if "=" not in text:
+            raise argparse.ArgumentTypeError(f"expected METRIC=VALUE, got {text!r}")
+        key, value = text.split("=", 1)
+        try:
+            return key.strip(), kind(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad value in {text!r}: {exc}") from exc
+
+    return parse
+
+
+def _resource(text: str) -> tuple[str, tuple[str, float]]:
+    metric, _, rest = text.partition("=")
+    name, _, amount = rest.partition(":")
+    if not metric or not name:
+        raise argparse.ArgumentTypeError(f"expected METRIC=RESOURCE[:AMOUNT], got {text!r}")
+    return metric, (name, float(amount or 1))
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``eval``; the earlier tool's snake_case flags are accepted as they were."""
+    parser.add_argument("folders", nargs="*", help="variant folders to score")
+    parser.add_argument("--config", help="YAML file with RunConfig keys (command-line flags override it)")
+    parser.add_argument("--weights-root", "--weights_root", dest="weights_root", help="folder holding the checkpoints")
+    parser.add_argument("--prompt-json", "--prompt_json", dest="prompt_json", help='prompt.json: {"prompts": [...]} or a list')
+    parser.add_argument("--metrics", nargs="+", help="scorer names or model aliases (default: the six metrics)")
+    parser.add_argument("--output-dir", dest="output_dir", help="write results here (default: into each folder)")
+    parser.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="resume cache (default: <output root>/.janus_ray_cache)")
+    parser.add_argument("--all-samples", dest="all_samples", action="store_true", default=None, help="score every sample, not only the first per prompt")
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: reference precision on GPU, float32 on CPU")
+    parser.add_argument("--limit", type=int, help="score only the first N images per folder (smoke runs)")
+    parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
+    parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any row failed")
+    parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="ignore the resume cache")
+    parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
+    parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")
+    parser.add_argument("--replicas", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
+    parser.add_argument("--resource", action="append", type=_resource, default=[], metavar="METRIC=NAME[:AMOUNT]", help="custom Ray resource, e.g. vqascore=vqa_gpu:1")
+    legacy = parser.add_argument_group("earlier tool's flags")
+    legacy.add_argument("--vqa_model", help="clip-flant5-xxl | clip-flant5-xl")
+    legacy.add_argument("--clip_model", help="openai:ViT-L-14-336")
+    legacy.add_argument("--itm_model", help="blip2-itm")
+    legacy.add_argument("--hps_model", help="hpsv2 | hpsv2.1")
+    legacy.add_argument("--pickscore_model", help="pickscore-v1")
+    legacy.add_argument("--imagereward_ckpt", help="path of ImageReward.pt (default: <weights-root>/ImageReward/ImageReward.pt)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """defaults < YAML (--config) < command line; then validate()."""
+    from janus_ray.config import (
+        LEGACY_MODEL_FLAGS,
+        MetricSpec,
+        RunConfig,
+        apply_legacy_flags,
+        load_yaml_config,
+        normalize_metrics,
+    )
+    from janus_ray.errors import ConfigError
+
+    values: dict[str, Any] = load_yaml_config(args.config) if args.config else {}
+    legacy = {flag: values.pop(flag, None) for flag in LEGACY_MODEL_FLAGS}
+    for flag in LEGACY_MODEL_FLAGS:
+        if getattr(args, flag) is not None:
+            legacy[flag] = getattr(args, flag)
+    scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
+                    "limit", "ray_address", "strict", "resume"]
+    for name in scalar_flags:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.folders:
+        values["folders"] = args.folders
+    if args.metrics:
+        values["metrics"] = args.metrics
+    if isinstance(values.get("device"), str) and values["device"].startswith("cuda:"):
+        values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
+    config = RunConfig(**values)
+    config.metrics = normalize_metrics(list(config.metrics), config.metric_specs)
+    apply_legacy_flags(config, legacy)
+    if args.imagereward_ckpt:
+        if "imagereward" not in config.metrics:
+            raise ConfigError("--imagereward_ckpt given but imagereward is not among --metrics.")
+        config.spec("imagereward").options["checkpoint"] = args.imagereward_ckpt
+    per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas)]
+    for attr, pairs in per_metric:
+        for metric, value in pairs:
+            scorer = normalize_metrics([metric], config.metric_specs)[0]
+            if scorer not in config.metrics:
+                raise ConfigError(f"--{attr.replace('_', '-')} given for {metric!r}, which is not enabled. Enabled: {', '.join(config.metrics)}.")
+            setattr(config.metric_specs.setdefault(scorer, MetricSpec()), attr, value)
+    for metric, (name, amount) in args.resource:
+        scorer = normalize_metrics([metric], config.metric_specs)[0]
+        config.metric_specs.setdefault(scorer, MetricSpec()).resources[name] = amount
+    config.validate()
+    return config
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from janus_ray.pipeline import evaluate
+
+    config = config_from_args(args)
+    result = evaluate(config)
+    if result.n_failed:
+        print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column.", file=sys.stderr)
+    return 1 if (config.strict and result.n_failed) else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from janus_ray.manifest import build_manifest, load_prompts, validate_report
+
+    prompts = load_prompts(args.prompt_json) if args.prompt_json else None
+    scans = build_manifest(args.folders, prompts, all_samples=args.all_samples)
+    text, ok = validate_report(scans, check_images=True)
+    print(text)
+    return 0 if ok else 1
+
+
+def cmd_check_weights(args: argparse.Namespace) -> int:
+    from janus_ray.config import DEFAULT_METRICS
+    from janus_ray.metrics import get_scorer_class, scorer_options
+    from janus_ray.metrics.weights import file_status
+
+    root = Path(args.weights_root)
+    names = args.metrics or [*DEFAULT_METRICS, "hpsv2.1"]
+    bad = 0
+    for name in names:
+        cls = get_scorer_class(name)
+        print(f"{name}:")
+        for item in cls.required_files(root, **scorer_options(name)):
+            found = item.resolve()
+            status = file_status(found) if found else "MISSING"
+            shown = found or item.path
+            bad += status != "OK"
+            print(f"  {status:<10} {shown}  ({item.purpose})")
+    print("all weight files present" if not bad else f"{bad} file(s) missing or unreadable")
+    return 1 if bad else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from janus_ray.metrics import ALIASES, get_scorer_class, list_scorers
+
+    for name in list_scorers():
+        cls = get_scorer_class(name)
+        aliases = [a for a, (target, _) in ALIASES.items() if target == name]
+        direction = "higher is better" if cls.higher_is_better else "lower is better"
+        print(f"{name:<12} {cls.column:<14} {direction:<17} range {cls.score_range}  aliases: {', '.join(aliases) or '-'}")
+        print(f"{'':<12} reference: {cls.reference}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from janus_ray.demo import run_demo
+
+    return run_demo(Path(args.dir), fresh=args.fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="janus-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("eval", help="score every folder's images with every metric on Ray")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("validate", help="report what would be scored, before any model loads")
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--prompt-json", "--prompt_json", dest="prompt_json")
+    p.add_argument("--all-samples", dest="all_samples", action="store_true")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE")
+    p.add_argument("--weights-root", "--weights_root", dest="weights_root", required=True)
+    p.add_argument("--metrics", nargs="+")
+    p.set_defaults(func=cmd_check_weights)
+    p = sub.add_parser("list", help="the scorers, their columns, direction and reference")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("demo", help="tiny random models + sample folders, scored end to end on local Ray")
+    p.add_argument("--dir", default="janus_ray_demo", help="where to create the demo (default: ./janus_ray_demo)")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier demo directory first")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except JanusRayError as exc:
+        print(f"janus-ray: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

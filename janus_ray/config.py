@@ -1,0 +1,207 @@
+"""One run configuration: defaults < YAML file < command line, checked by one ``validate()``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from janus_ray.errors import ConfigError, UnknownNameError
+from janus_ray.metrics import SCORERS, resolve_name
+
+#: the six metrics of the earlier tool, in its column order
+DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
+
+#: the earlier tool's model flags: flag -> (scorer it selects, valid values)
+LEGACY_MODEL_FLAGS = {
+    "vqa_model": ("vqascore", ["clip-flant5-xxl", "clip-flant5-xl"]),
+    "clip_model": ("clipscore", ["openai:ViT-L-14-336"]),
+    "itm_model": ("itmscore", ["blip2-itm"]),
+    "hps_model": ("hpsv2", ["hpsv2", "hpsv2.1"]),
+    "pickscore_model": ("pickscore", ["pickscore-v1"]),
+}
+
+#: GPU share per metric when GPUs exist: the xxl VQA model takes a whole GPU; the five small
+#: models (about 1-4 GB each) pack onto one GPU together.
+DEFAULT_NUM_GPUS = {"vqascore": 1.0}
+SMALL_MODEL_GPU_SHARE = 0.2
+DEFAULT_BATCH_SIZE = {"vqascore": 16, "itmscore": 32, "imagereward": 32}
+SMALL_MODEL_BATCH_SIZE = 64
+CPU_BATCH_SIZE = 8
+
+
+@dataclass
+class MetricSpec:
+    """Resources and options of one metric's actor pool."""
+
+    batch_size: int | None = None  # None: chosen from the metric and the device
+    num_gpus: float | None = None  # None: 0 without GPUs, else DEFAULT_NUM_GPUS / SMALL_MODEL_GPU_SHARE
+    replicas: int = 1
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {"vqa_gpu": 1}
+    options: dict[str, Any] = field(default_factory=dict)  # scorer options (e.g. vqascore model)
+
+    def resolved_batch_size(self, name: str, on_gpu: bool) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        if not on_gpu:
+            return CPU_BATCH_SIZE
+        return DEFAULT_BATCH_SIZE.get(name, SMALL_MODEL_BATCH_SIZE)
+
+    def resolved_num_gpus(self, name: str, cluster_has_gpus: bool) -> float:
+        if not cluster_has_gpus:
+            return 0.0
+        if self.num_gpus is not None:
+            return self.num_gpus
+        return DEFAULT_NUM_GPUS.get(name, SMALL_MODEL_GPU_SHARE)
+
+
+@dataclass
+class RunConfig:
+    """Everything ``janus-ray eval`` needs. Field names are the YAML keys."""
+
+    folders: list[str] = field(default_factory=list)
+    weights_root: str | None = None
+    prompt_json: str | None = None
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    metric_specs: dict[str, MetricSpec] = field(default_factory=dict)
+    output_dir: str | None = None  # None: results into each folder, summary at their common parent
+    cache_dir: str | None = None  # resume cache; None: <output root>/.janus_ray_cache
+    all_samples: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str | None = None  # None: reference precision on CUDA, float32 on CPU
+    limit: int | None = None
+    ray_address: str | None = None
+    strict: bool = False
+    resume: bool = True
+    decode_batch_size: int = 16
+    max_image_pixels: int | None = 178_956_970
+
+    def spec(self, metric: str) -> MetricSpec:
+        return self.metric_specs.setdefault(metric, MetricSpec())
+
+    def validate(self) -> None:
+        """Check every field and cross-field rule; raise ConfigError saying what is valid."""
+        if not self.folders:
+            raise ConfigError("No input folders given: pass one or more FOLDER arguments (or `folders:` in the config).")
+        for folder in self.folders:
+            if not Path(folder).is_dir():
+                raise ConfigError(f"Input folder {folder!r} does not exist or is not a directory.")
+        if not self.weights_root:
+            raise ConfigError("--weights-root is required: the folder holding the model checkpoints.")
+        if not Path(self.weights_root).is_dir():
+            raise ConfigError(f"--weights-root {self.weights_root!r} does not exist or is not a directory.")
+        if self.prompt_json is not None and not Path(self.prompt_json).is_file():
+            raise ConfigError(f"--prompt-json {self.prompt_json!r} does not exist.")
+        if not self.metrics:
+            raise ConfigError(f"No metrics selected. Available: {', '.join(SCORERS)}.")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ConfigError(f"Metric listed twice in {self.metrics}.")
+        for metric in list(self.metric_specs):
+            if metric not in self.metrics:
+                raise ConfigError(
+                    f"Settings given for metric {metric!r}, which is not enabled. Enabled: {', '.join(self.metrics)}."
+                )
+        for metric, spec in self.metric_specs.items():
+            if spec.batch_size is not None and spec.batch_size < 1:
+                raise ConfigError(f"Batch size of {metric} must be >= 1, got {spec.batch_size}.")
+            if spec.num_gpus is not None and not 0 <= spec.num_gpus:
+                raise ConfigError(f"GPU share of {metric} must be >= 0, got {spec.num_gpus}.")
+            if spec.num_gpus is not None and spec.num_gpus > 1 and spec.num_gpus != int(spec.num_gpus):
+                raise ConfigError(f"GPU share of {metric} above 1 must be a whole number, got {spec.num_gpus}.")
+            if spec.replicas < 1:
+                raise ConfigError(f"Replicas of {metric} must be >= 1, got {spec.replicas}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}.")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
+        if self.decode_batch_size < 1:
+            raise ConfigError(f"decode_batch_size must be >= 1, got {self.decode_batch_size}.")
+
+
+def normalize_metrics(names: list[str], specs: dict[str, MetricSpec]) -> list[str]:
+    """Resolve aliases (clip-flant5-xl, pickscore-v1, ...) to scorer names, moving implied options into specs."""
+    resolved = []
+    for name in names:
+        scorer, implied = resolve_name(name)  # raises UnknownNameError listing the valid names
+        if implied:
+            specs.setdefault(scorer, MetricSpec()).options.update(implied)
+        resolved.append(scorer)
+    return resolved
+
+
+def apply_legacy_flags(config: RunConfig, flags: dict[str, str | None]) -> None:
+    """Apply the earlier tool's ``--vqa_model`` / ``--hps_model`` ... flags to the metric list."""
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        scorer, valid = LEGACY_MODEL_FLAGS[flag]
+        if value not in valid:
+            extra = ""
+            if value == "blip2-flan-t5-xxl":
+                extra = " (no t2v_metrics release ever had blip2-flan-t5-xxl; the earlier tool produced no VQAScore with it)"
+            raise ConfigError(f"--{flag} {value!r} is not available{extra}. Valid: {', '.join(valid)}.")
+        if flag == "hps_model":
+            if value == "hpsv2.1" and "hpsv2" in config.metrics:
+                config.metrics[config.metrics.index("hpsv2")] = "hpsv2.1"
+            continue
+        scorer_name, implied = resolve_name(value)
+        if implied:
+            config.spec(scorer_name).options.update(implied)
+        if scorer_name not in config.metrics:
+            config.metrics.append(scorer_name)
+
+
+def _metric_spec_from_mapping(metric: str, value: Any) -> MetricSpec:
+    if value is True or value is None:
+        return MetricSpec()
+    if not isinstance(value, dict):
+        raise ConfigError(f"metric_specs.{metric} must be a mapping, got {type(value).__name__}.")
+    known = {f.name for f in dataclasses.fields(MetricSpec)}
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in metric_specs.{metric}. Valid: {', '.join(sorted(known))}.")
+    return MetricSpec(**value)
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file into a dict of RunConfig fields (unknown keys are an error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}.")
+    known = {f.name for f in dataclasses.fields(RunConfig)} | set(LEGACY_MODEL_FLAGS)
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}. Valid: {', '.join(sorted(known))}.")
+    specs = data.pop("metric_specs", None) or {}
+    if not isinstance(specs, dict):
+        raise ConfigError(f"metric_specs in {path} must be a mapping of metric -> settings.")
+    data["metric_specs"] = {}
+    for metric, value in specs.items():
+        scorer, implied = resolve_name(metric)
+        spec = _metric_spec_from_mapping(metric, value)
+        spec.options = {**implied, **spec.options}
+        data["metric_specs"][scorer] = spec
+    return data
+
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "MetricSpec",
+    "RunConfig",
+    "UnknownNameError",
+    "apply_legacy_flags",
+    "load_yaml_config",
+    "normalize_metrics",
+]

@@ -1,0 +1,41 @@
+"""Exceptions with precise, user-facing messages (never bare asserts)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class JanusRayError(Exception):
+    """Base class of every error janus_ray raises on purpose."""
+
+
+class UnknownNameError(JanusRayError, KeyError):
+    """A user-facing name (metric, scorer, option value) that is not registered."""
+
+    def __init__(self, kind: str, name: str, available: Iterable[str]):
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        super().__init__(unknown_name_message(kind, name, self.available))
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0])
+
+
+def unknown_name_message(kind: str, name: str, available: Iterable[str]) -> str:
+    """'unknown <kind> 'x'; did you mean 'y'? available: a, b, c'."""
+    available = sorted(available)
+    close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"Unknown {kind} {name!r}.{hint} Available: {', '.join(available)}."
+
+
+class WeightsError(JanusRayError, FileNotFoundError):
+    """A weight file is missing or unreadable; the message names the path and the expected layout."""
+
+
+class ConfigError(JanusRayError, ValueError):
+    """Invalid configuration (bad flag combination, bad value)."""
+
+
+class InputError(JanusRayError, ValueError):
+    """Invalid input data: folders, prompt files, manifests."""

@@ -1,0 +1,569 @@
+"""Find the image-text pairs to score in each input folder (pure Python: no Ray, no torch).
+
+Each folder is scanned on its own and must follow exactly one layout (``CONVENTIONS``). A folder
+that matches several is an error: mixing would silently take prompts from the wrong source.
+Problems found at scan time (index out of range, file listed but absent) keep their row, with
+``error`` set, so they are counted as failed in the results instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from janus_ray.errors import ConfigError, InputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+OUTPUT_PREFIX = "janus_eval_scores."  # our own outputs, written into the scanned folders
+JANUS, HF_JSONL, HF_CSV, GENEVAL, SIDECAR, EMPTY = (
+    "janus-prompt-dirs", "hf-metadata-jsonl", "hf-metadata-csv", "geneval", "sidecar-txt", "empty",
+)
+CONVENTIONS = (JANUS, HF_JSONL, HF_CSV, GENEVAL, SIDECAR, EMPTY)
+
+FILE_NOT_FOUND = "file not found"
+_PROMPT_DIR = re.compile(r"^prompt_(\d+)$", re.IGNORECASE)  # <run>/prompt_0007/
+_IDX_SLUG_DIR = re.compile(r"^(\d+)_.+$")  # generated_samples_batch/12_a-red-cat/
+_TRAILING_NUMBER = re.compile(r"(\d+)$")  # img_00, 00, img_20250101-120000_01
+_GENEVAL_META = re.compile(r"^(\d+)/metadata\.jsonl$")
+_GENEVAL_SAMPLE = re.compile(r"^(\d+)/samples/[^/]+$")
+_GENEVAL_GRID = re.compile(r"^\d+/grid\.[^/]+$")  # GenEval writes it by default: not a sample
+_OUT_OF_RANGE = re.compile(r"^prompt index \d+ out of range")
+
+# Why an image on disk got no row: reason -> (warning text, counts as a problem in validate_report).
+_DROP_REASONS = {
+    "duplicate": ("duplicate image(s) dropped (same prompt index and sample; the first in path "
+                  "order is kept)", True),
+    "duplicate entry": ("metadata line(s) dropped: their file_name is already listed", True),
+    "extra sample": ("extra sample(s) ignored: only sample 0 of each prompt is scored unless "
+                     "all samples are requested", False),
+    "outside prompt dirs": ("image(s) ignored: not directly inside a prompt_<idx>/ or "
+                            "<idx>_<slug>/ sub-folder", True),
+    "no sample number": ("image(s) ignored: the file name does not end with a sample number "
+                         "(img_00.jpg, 00.jpg, img_<date>-<time>_00.jpg)", True),
+    "not in metadata": ("image(s) on disk have no metadata entry and are not scored", True),
+    "not a geneval sample": ("image(s) ignored: not inside <idx>/samples/", True),
+}
+_MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image-text pair to score."""
+
+    folder: str  # the parent folder as given by the user
+    prompt_idx: int | None  # 0-based index into the prompt list; None where the layout has none
+    prompt: str | None  # None = missing prompt (the pipeline records "missing prompt")
+    image_path: str  # absolute path
+    rel_path: str  # relative to folder, posix separators: the CSV's image_path column
+    sample: int  # sample index within the prompt (0 = first)
+    error: str | None = None  # reason known at scan time; the row is scored as failed
+
+
+@dataclass
+class FolderScan:
+    """What one folder holds: its layout, the rows to score, and what was left out and why."""
+
+    folder: str
+    convention: str  # one of CONVENTIONS
+    rows: list[ManifestRow]
+    warnings: list[str]
+    images_found: int = 0  # image files on disk (hidden files and our outputs excluded)
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> rel paths without a row
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt file
+
+
+def load_prompts(path: str | os.PathLike) -> list[str]:
+    """Read prompt.json: ``{"prompts": [...]}`` or a bare JSON list of strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Prompt file not found: {path}" if not path.exists()
+                         else f"Prompt file is not a file: {path}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"Prompt file {path} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start}).") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"Prompt file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno}.") from exc
+    prompts = _prompt_list(data, path)
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"Prompt file {path}: prompt at index {i} is not a string "
+                             f"(got {type(prompt).__name__}: {prompt!r}).")
+    if not prompts:
+        raise InputError(f"Prompt file {path} holds no prompts.")
+    return prompts
+
+
+def _prompt_list(data: object, path: Path) -> list:
+    """The list inside either accepted shape, or an InputError describing what was found."""
+    expected = 'expected {"prompts": [...]} or a JSON list of strings'
+    if isinstance(data, dict):
+        if "prompts" not in data:
+            keys = ", ".join(repr(k) for k in list(data)[:10]) or "none"
+            raise InputError(f"Prompt file {path}: {expected}; the object has no 'prompts' key "
+                             f"(keys: {keys}).")
+        data = data["prompts"]
+        if not isinstance(data, list):
+            raise InputError(f"Prompt file {path}: {expected}; 'prompts' is a "
+                             f"{type(data).__name__}, not a list.")
+    if not isinstance(data, list):
+        raise InputError(f"Prompt file {path}: {expected}; got a JSON {type(data).__name__}.")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder scanning
+
+
+def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] | None,
+                   all_samples: bool = False, limit: int | None = None) -> list[FolderScan]:
+    """Scan every folder; ``limit`` keeps the first N rows of each (smoke runs)."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of rows per folder, got {limit}.")
+    folders = list(folders)
+    if not folders:
+        raise InputError("No input folders given.")
+    seen: dict[str, str | os.PathLike] = {}
+    for folder in folders:  # outputs are written into each folder: the same one twice would clash
+        key = os.path.realpath(folder)
+        if key in seen:
+            raise InputError(f"Folder {folder} is given twice (same as {seen[key]}).")
+        seen[key] = folder
+    scans = [scan_folder(folder, prompts, all_samples) for folder in folders]
+    if limit is not None:
+        for scan in scans:
+            scan.rows = scan.rows[:limit]
+    return scans
+
+
+def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
+                all_samples: bool = False) -> FolderScan:
+    """Detect the folder's layout and list its rows, sorted by (prompt_idx, sample, rel_path)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"Input folder not found: {folder}" if not root.exists()
+                         else f"Input path is not a folder: {folder}")
+    files = _inventory(root)
+    images = [f for f in files if _is_image(f)]
+    found = _detect(files, images)
+    if len(found) > 1:
+        layouts = "; ".join(f"{name} (e.g. {example})" for name, example in found.items())
+        raise InputError(f"Folder {folder} matches more than one input layout: {layouts}. "
+                         "janus_ray does not mix prompt sources: keep one layout per folder.")
+    if not found and images:
+        raise InputError(_unknown_layout_message(folder, images))
+    convention = next(iter(found), EMPTY)
+    scan = FolderScan(str(folder), convention, [], [], images_found=len(images))
+    if convention == EMPTY:
+        scan.warnings.append(f"{folder}: no images found.")
+        return scan
+    if prompts is not None and convention != JANUS:
+        scan.warnings.append(f"{folder}: the prompt list is not used: the {convention} layout "
+                             "carries its own prompts.")
+    _SCANNERS[convention](scan, root, files, images, prompts, all_samples)
+    _finish(scan, len(prompts) if prompts is not None else None)
+    return scan
+
+
+def _inventory(root: Path) -> list[str]:
+    """Sorted relative posix paths of the visible files under root, our own outputs excluded."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for name in filenames:
+            if not name.startswith(".") and not name.startswith(OUTPUT_PREFIX):
+                found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+    return sorted(found)
+
+
+def _is_image(rel: str) -> bool:
+    return posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _detect(files: list[str], images: list[str]) -> dict[str, str]:
+    """Every layout the folder shows evidence of -> one example path of that evidence."""
+    fileset = set(files)
+    evidence = {
+        JANUS: next((f for f in images if _janus_dir_idx(f) is not None), None),
+        HF_JSONL: "metadata.jsonl" if "metadata.jsonl" in fileset else None,
+        HF_CSV: "metadata.csv" if "metadata.csv" in fileset else None,
+        GENEVAL: next((f for f in files if _GENEVAL_META.match(f)), None),
+        SIDECAR: next((f for f in images if _sidecar_of(f) in fileset), None),
+    }
+    return {name: example for name, example in evidence.items() if example is not None}
+
+
+def _unknown_layout_message(folder: str | os.PathLike, images: list[str]) -> str:
+    return (f"Folder {folder} holds {len(images)} image(s) (e.g. {images[0]}) but no known "
+            "layout. Expected one of: <run>/prompt_<idx>/img_00.jpg or generated_samples_batch/"
+            "<idx>_<slug>/00.jpg (with --prompt-json); metadata.jsonl or metadata.csv with "
+            "file_name and prompt (or text) columns; GenEval <idx>/metadata.jsonl + "
+            "<idx>/samples/*.png; or a <name>.txt prompt file beside each <name>.jpg.")
+
+
+def _row(scan: FolderScan, root: Path, rel: str, idx: int | None, prompt: str | None,
+         sample: int = 0, error: str | None = None) -> None:
+    # An empty or blank prompt cannot be scored meaningfully: treat it as missing.
+    prompt = prompt if prompt is not None and prompt.strip() else None
+    scan.rows.append(ManifestRow(scan.folder, idx, prompt, os.path.abspath(root / rel), rel,
+                                 sample, error))
+
+
+def _drop(scan: FolderScan, reason: str, rel: str) -> None:
+    scan.dropped.setdefault(reason, []).append(rel)
+
+
+# --- 1. Janus prompt dirs ----------------------------------------------------------------------
+
+
+def _janus_dir_idx(rel: str) -> int | None:
+    """Prompt index from the image's parent folder name (prompt_0007, 12_a-red-cat), else None."""
+    parent = posixpath.basename(posixpath.dirname(rel))
+    match = _PROMPT_DIR.match(parent) or _IDX_SLUG_DIR.match(parent)
+    return int(match.group(1)) if match else None
+
+
+def _sample_number(rel: str) -> int | None:
+    match = _TRAILING_NUMBER.search(posixpath.splitext(posixpath.basename(rel))[0])
+    return int(match.group(1)) if match else None
+
+
+def _scan_janus(scan: FolderScan, root: Path, files: list[str], images: list[str],
+                prompts: Sequence[str] | None, all_samples: bool) -> None:
+    if prompts is None:
+        raise InputError(f"Folder {scan.folder} uses the {JANUS} layout (prompt index in the "
+                         "sub-folder names): --prompt-json is required for this layout.")
+    kept: dict[tuple[int, int], str] = {}
+    for rel in images:  # sorted, so the first of duplicates in path order wins
+        idx, sample = _janus_dir_idx(rel), _sample_number(rel)
+        reason = ("outside prompt dirs" if idx is None else "no sample number" if sample is None
+                  else "extra sample" if sample > 0 and not all_samples
+                  else "duplicate" if (idx, sample) in kept else None)
+        if reason:
+            _drop(scan, reason, rel)
+        else:
+            kept[(idx, sample)] = rel
+    for (idx, sample), rel in kept.items():
+        if idx < len(prompts):
+            _row(scan, root, rel, idx, prompts[idx], sample)
+        else:
+            error = f"prompt index {idx} out of range (prompt list has {len(prompts)})"
+            _row(scan, root, rel, idx, None, sample, error)
+    if not all_samples:
+        _warn_no_first_sample(scan, {idx for idx, _ in kept})
+
+
+def _warn_no_first_sample(scan: FolderScan, with_first: set[int]) -> None:
+    """Prompts whose only images are later samples: the old tool scored nothing for them either."""
+    later = {_janus_dir_idx(rel) for rel in scan.dropped.get("extra sample", [])}
+    missing = sorted(later - with_first)
+    if missing:
+        scan.warnings.append(f"{scan.folder}: {len(missing)} prompt(s) have no sample 0 and are "
+                             f"not scored (indices {_examples(missing)}).")
+
+
+# --- 2. Hugging Face imagefolder metadata -----------------------------------------------------
+
+
+def _scan_hf(scan: FolderScan, root: Path, files: list[str], images: list[str],
+             prompts: Sequence[str] | None, all_samples: bool) -> None:
+    name = "metadata.jsonl" if scan.convention == HF_JSONL else "metadata.csv"
+    read = _read_metadata_jsonl if scan.convention == HF_JSONL else _read_metadata_csv
+    listed: set[str] = set()
+    for idx, (file_name, prompt) in enumerate(read(root / name)):
+        rel = _normalise_rel(file_name)
+        if rel is None:
+            _row(scan, root, file_name, idx, prompt, error="file_name points outside the folder")
+        elif rel in listed:
+            _drop(scan, "duplicate entry", rel)
+        else:
+            listed.add(rel)
+            _row(scan, root, rel, idx, prompt,
+                 error=None if (root / rel).is_file() else FILE_NOT_FOUND)
+    for rel in images:
+        if rel not in listed:
+            _drop(scan, "not in metadata", rel)
+
+
+def _normalise_rel(file_name: str) -> str | None:
+    """file_name as a clean relative posix path, or None when it leaves the folder."""
+    rel = posixpath.normpath(file_name.replace("\\", "/"))
+    return None if rel.startswith(("/", "../")) or rel == ".." else rel
+
+
+def _read_metadata_jsonl(path: Path) -> list[tuple[str, str | None]]:
+    """(file_name, prompt) per non-blank line; 'prompt' wins over 'text' when both exist."""
+    entries, has_prompt_column = [], False
+    for lineno, line in enumerate(_json_lines(_read_text(path)), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}, line {lineno}: invalid JSON: {exc.msg} at column "
+                             f"{exc.colno}.") from exc
+        if not isinstance(record, dict):
+            raise InputError(f"{path}, line {lineno}: expected a JSON object, got "
+                             f"{type(record).__name__}.")
+        has_prompt_column |= "prompt" in record or "text" in record
+        entries.append(_metadata_entry(record, f"{path}, line {lineno}"))
+    if entries and not has_prompt_column:
+        raise InputError(f"{path}: no 'prompt' or 'text' field in any line (needed with "
+                         "'file_name').")
+    return entries
+
+
+def _read_metadata_csv(path: Path) -> list[tuple[str, str | None]]:
+    """(file_name, prompt) per data row of a real CSV file (quotes, commas, newlines handled)."""
+    # newline="" lets the csv module handle quoted newlines itself, as the csv docs require.
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    columns = reader.fieldnames or []
+    if "file_name" not in columns or not {"prompt", "text"} & set(columns):
+        raise InputError(f"{path}: needs a 'file_name' column and a 'prompt' or 'text' column; "
+                         f"found columns: {', '.join(columns) or 'none'}.")
+    return [_metadata_entry(record, f"{path}, line {reader.line_num}") for record in reader]
+
+
+def _metadata_entry(record: dict, where: str) -> tuple[str, str | None]:
+    file_name = record.get("file_name")
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise InputError(f"{where}: missing or empty 'file_name'.")
+    prompt = record["prompt"] if "prompt" in record else record.get("text")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"{where}: the prompt must be a string, got {type(prompt).__name__}.")
+    return file_name, prompt
+
+
+def _json_lines(text: str) -> list[str]:
+    # Not str.splitlines: JSON strings may hold a raw U+2028 or form feed, which it splits on.
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")  # utf-8-sig: spreadsheet exports add a BOM
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+    except OSError as exc:
+        raise InputError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+# --- 3. GenEval --------------------------------------------------------------------------------
+
+
+def _scan_geneval(scan: FolderScan, root: Path, files: list[str], images: list[str],
+                  prompts: Sequence[str] | None, all_samples: bool) -> None:
+    samples: dict[str, list[str]] = defaultdict(list)
+    for rel in images:
+        match = _GENEVAL_SAMPLE.match(rel)
+        if match:
+            samples[match.group(1)].append(rel)
+        elif not _GENEVAL_GRID.match(rel):
+            _drop(scan, "not a geneval sample", rel)
+    seen: set[int] = set()
+    for dirname in sorted(samples):
+        idx = int(dirname)
+        if idx in seen:  # "7" and "007": the same prompt twice
+            for rel in samples[dirname]:
+                _drop(scan, "duplicate", rel)
+            continue
+        seen.add(idx)
+        prompt, error = _geneval_prompt(root, dirname)
+        for sample, rel in enumerate(samples[dirname]):
+            if sample > 0 and not all_samples:
+                _drop(scan, "extra sample", rel)
+            else:
+                _row(scan, root, rel, idx, prompt, sample, error)
+    _warn_geneval_without_samples(scan, files, seen)
+
+
+def _geneval_prompt(root: Path, dirname: str) -> tuple[str | None, str | None]:
+    """(prompt, None) from <idx>/metadata.jsonl, or (None, why not): the rows still count."""
+    rel = f"{dirname}/metadata.jsonl"
+    try:
+        line = next((ln for ln in _json_lines(_read_text(root / rel)) if ln.strip()), "")
+        record = json.loads(line)
+    except InputError:
+        return None, f"cannot read {rel}"
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON in {rel}: {exc.msg}"
+    prompt = record.get("prompt") if isinstance(record, dict) else None
+    if not isinstance(prompt, str):
+        return None, f"no 'prompt' string in {rel}"
+    return prompt, None
+
+
+def _warn_geneval_without_samples(scan: FolderScan, files: list[str],
+                                  with_samples: set[int]) -> None:
+    empty = sorted({int(m.group(1)) for f in files if (m := _GENEVAL_META.match(f))}
+                   - with_samples)
+    if empty:
+        scan.warnings.append(f"{scan.folder}: {len(empty)} prompt folder(s) have no samples "
+                             f"(indices {_examples(empty)}).")
+
+
+# --- 4. Sidecar .txt ---------------------------------------------------------------------------
+
+
+def _sidecar_of(rel: str) -> str:
+    return posixpath.splitext(rel)[0] + ".txt"
+
+
+def _scan_sidecar(scan: FolderScan, root: Path, files: list[str], images: list[str],
+                  prompts: Sequence[str] | None, all_samples: bool) -> None:
+    fileset = set(files)
+    for rel in images:
+        txt = _sidecar_of(rel)
+        prompt, error = _read_sidecar(root, txt) if txt in fileset else (None, None)
+        _row(scan, root, rel, None, prompt, 0, error)
+
+
+def _read_sidecar(root: Path, txt: str) -> tuple[str | None, str | None]:
+    """The file's text with only its trailing newline removed (the prompt is otherwise verbatim)."""
+    try:
+        text = _read_text(root / txt)
+    except InputError as exc:
+        return None, str(exc)
+    return text.removesuffix("\n").removesuffix("\r"), None
+
+
+_SCANNERS = {JANUS: _scan_janus, HF_JSONL: _scan_hf, HF_CSV: _scan_hf, GENEVAL: _scan_geneval,
+             SIDECAR: _scan_sidecar}
+
+
+# --- common ------------------------------------------------------------------------------------
+
+
+def _row_key(row: ManifestRow) -> tuple:
+    return (row.prompt_idx is None, row.prompt_idx or 0, row.sample, row.rel_path)
+
+
+def _finish(scan: FolderScan, n_prompts: int | None) -> None:
+    """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
+    scan.rows.sort(key=_row_key)
+    for reason, rels in scan.dropped.items():
+        scan.warnings.append(f"{scan.folder}: {len(rels)} {_DROP_REASONS[reason][0]}: "
+                             f"{_examples(rels)}.")
+    groups = _problem_rows(scan)
+    if groups["out of range"]:
+        scan.warnings.append(
+            f"{scan.folder}: {len(groups['out of range'])} image(s) have a prompt index outside "
+            f"the prompt list ({n_prompts} prompts), kept as failed: "
+            f"{_examples(groups['out of range'])}.")
+    if groups["not found"]:
+        scan.warnings.append(f"{scan.folder}: {len(groups['not found'])} file(s) listed in the "
+                             f"metadata do not exist, kept as failed: "
+                             f"{_examples(groups['not found'])}.")
+    if groups["no prompt"]:
+        scan.warnings.append(f"{scan.folder}: {len(groups['no prompt'])} image(s) without a "
+                             f"prompt, kept as failed: {_examples(groups['no prompt'])}.")
+    if groups["other"]:
+        scan.warnings.append(f"{scan.folder}: {len(groups['other'])} row(s) with errors, kept as "
+                             f"failed: {_examples(groups['other'])}.")
+
+
+def _problem_rows(scan: FolderScan) -> dict[str, list[str]]:
+    """Rows that will fail, grouped by cause (other errors are shown with their message)."""
+    groups: dict[str, list[str]] = {"out of range": [], "not found": [], "no prompt": [],
+                                    "other": []}
+    for row in scan.rows:
+        if row.error and _OUT_OF_RANGE.match(row.error):
+            groups["out of range"].append(row.rel_path)
+        elif row.error == FILE_NOT_FOUND:
+            groups["not found"].append(row.rel_path)
+        elif row.error:
+            groups["other"].append(f"{row.rel_path} ({row.error})")
+        elif row.prompt is None:
+            groups["no prompt"].append(row.rel_path)
+    return groups
+
+
+def _examples(items: Sequence) -> str:
+    shown = ", ".join(str(item) for item in items[:_MAX_EXAMPLES])
+    return shown + (f", ... ({len(items) - _MAX_EXAMPLES} more)" if len(items) > _MAX_EXAMPLES
+                    else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation report (the `validate` command: no model loads)
+
+
+def validate_report(scans: Sequence[FolderScan], check_images: bool = True) -> tuple[str, bool]:
+    """A human-readable report per folder and whether everything is ready to score."""
+    lines, ok = [], True
+    for scan in scans:
+        folder_lines, folder_ok = _folder_report(scan, check_images)
+        lines += folder_lines + [""]
+        ok &= folder_ok
+    n_rows = sum(len(scan.rows) for scan in scans)
+    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans)} folder(s), {n_rows} row(s) "
+                 "to score.")
+    return "\n".join(lines), ok
+
+
+_ALWAYS_REPORTED = {"images without a prompt", "prompt indices out of range", "duplicates dropped",
+                    "unreadable images"}
+
+
+def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], bool]:
+    groups = _problem_rows(scan)
+    dropped = scan.dropped
+    checks = [  # (label, items, is a problem); "always" ones print even at 0, the rest only if any
+        ("images without a prompt",
+         groups["no prompt"] + dropped.get("not in metadata", [])
+         + dropped.get("outside prompt dirs", []), True),
+        ("prompt indices out of range", groups["out of range"], True),
+        ("listed files not found", groups["not found"], True),
+        ("rows with other errors", groups["other"], True),
+        ("duplicates dropped", dropped.get("duplicate", []) + dropped.get("duplicate entry", []),
+         True),
+        ("file names without a sample number", dropped.get("no sample number", []), True),
+        ("images outside <idx>/samples/", dropped.get("not a geneval sample", []), True),
+        ("extra samples ignored", dropped.get("extra sample", []), False),
+    ]
+    if check_images:
+        checks.append(("unreadable images", _unreadable(scan.rows), True))
+    lines = [f"== {scan.folder}", f"  convention: {scan.convention}",
+             f"  images found: {scan.images_found}", f"  rows to score: {len(scan.rows)}"]
+    ok = scan.convention != EMPTY
+    if not ok:
+        lines.append("  no images found")
+    for label, items, is_problem in checks:
+        if items or label in _ALWAYS_REPORTED:
+            lines.append(f"  {label}: {len(items)}" + (f" ({_examples(items)})" if items else ""))
+        ok &= not (items and is_problem)
+    lines.append(f"  status: {'ok' if ok else 'PROBLEMS'}")
+    return lines, ok
+
+
+def _unreadable(rows: Sequence[ManifestRow]) -> list[str]:
+    """Rows whose image exists but cannot be decoded; PIL is imported only when checking."""
+    from PIL import Image
+
+    from janus_ray.images import open_image
+
+    bad = []
+    for row in rows:
+        if not os.path.isfile(row.image_path):
+            continue  # already reported as "file not found"
+        try:
+            with Image.open(row.image_path) as img:
+                img.verify()  # structure and checksums (PNG CRCs)
+            open_image(row.image_path)  # full decode, as the pipeline does: catches truncation
+        except Exception as exc:  # noqa: BLE001  (any decoder failure means unreadable)
+            bad.append(f"{row.rel_path}: {type(exc).__name__}: {exc}")
+    return bad

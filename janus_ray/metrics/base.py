@@ -1,0 +1,166 @@
+"""The scorer contract: a plain Python class, no Ray.
+
+A scorer loads its model once in ``__init__`` and turns a batch of images + prompts into scores.
+The work is split like a transformers pipeline, so the Ray pipeline can run the CPU part in a
+separate stage:
+
+* ``image_transform`` (built by the classmethod ``build_image_transform``, no model needed):
+  one PIL image in its original mode -> float32 CHW numpy array, exactly the reference's pixels;
+* ``score_pixels(pixels, prompts)``: stacked pixel tensor + prompts -> ``{column: scores}``;
+* ``score`` / ``score_variants``: convenience over both, for paths or PIL images.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from janus_ray.errors import ConfigError, InputError
+from janus_ray.images import ImageInput, open_image
+from janus_ray.metrics.weights import RequiredFile, check_required
+
+ImageTransform = Callable[[Image.Image], np.ndarray]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N' -> torch.device, with a clear error when CUDA is absent."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"Invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"Invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {device!r} requested but CUDA is not available on this machine.")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, cuda_default: str) -> torch.dtype:
+    """None -> the reference's own precision on CUDA, float32 on CPU."""
+    if dtype is None:
+        dtype = cuda_default if device.type == "cuda" else "float32"
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ConfigError(f"Unsupported dtype {dtype}; choose one of {', '.join(DTYPES)}.")
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"Unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+class Scorer(abc.ABC):
+    """Base class of every metric. Subclasses set the metadata and implement the abstract methods."""
+
+    #: registry name, also the key of the primary score in ``score_variants``
+    name: ClassVar[str]
+    #: column name in janus_eval_scores.csv (compatible with the earlier tool)
+    column: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    #: theoretical range of the primary score (None = unbounded)
+    score_range: ClassVar[tuple[float | None, float | None]] = (None, None)
+    #: the reference implementation whose numbers this scorer reproduces
+    reference: ClassVar[str]
+    #: precision the reference computes in on CUDA (used when dtype is None on CUDA)
+    cuda_dtype: ClassVar[str] = "float32"
+    #: extra outputs of score_variants besides ``name``: {key: csv column}
+    variant_columns: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        weights_root: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        **options: Any,
+    ):
+        self.weights_root = Path(weights_root).expanduser()
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, self.cuda_dtype)
+        self.options = options
+        check_required(self.required_files(self.weights_root, **options), self.name)
+        self.image_transform = self.build_image_transform(self.weights_root, **options)
+        with torch.inference_mode():
+            self.load()
+
+    # ----- to implement -------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def required_files(cls, weights_root: Path, **options: Any) -> list[RequiredFile]:
+        """Every file this scorer reads, for check-weights and the early, clear missing-file error."""
+
+    @classmethod
+    @abc.abstractmethod
+    def build_image_transform(cls, weights_root: Path, **options: Any) -> ImageTransform:
+        """A picklable callable: PIL image (original mode) -> float32 CHW array. No model load."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model (once). Raise WeightsError naming the file on a corrupt checkpoint."""
+
+    @abc.abstractmethod
+    def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Model math on a batch already on ``self.device``: {name: scores, variant: scores}."""
+
+    # ----- public API ---------------------------------------------------------------------
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Open (if paths) and transform images into one stacked float32 pixel tensor on CPU."""
+        arrays = [self.image_transform(open_image(img)) for img in images]
+        return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0)
+
+    def score_pixels(self, pixel_values: torch.Tensor | np.ndarray, prompts: Sequence[str]) -> dict[str, list[float]]:
+        """Score pre-transformed pixels (from ``image_transform``) against prompts."""
+        prompts = [str(p) for p in prompts]
+        if len(pixel_values) != len(prompts):
+            raise InputError(f"{self.name}: got {len(pixel_values)} images but {len(prompts)} prompts.")
+        if len(prompts) == 0:
+            return {key: [] for key in (self.name, *self.variant_columns)}
+        if isinstance(pixel_values, np.ndarray):
+            pixel_values = torch.from_numpy(pixel_values)
+        pixel_values = pixel_values.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            outputs = self.forward(pixel_values, prompts)
+        return {key: value.detach().float().cpu().tolist() for key, value in outputs.items()}
+
+    def score_variants(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> dict[str, list[float]]:
+        """All outputs of this scorer (primary score under ``name`` plus ``variant_columns``)."""
+        if len(images) != len(prompts):
+            raise InputError(f"{self.name}: got {len(images)} images but {len(prompts)} prompts.")
+        return self.score_pixels(self.preprocess(images), prompts)
+
+    def score(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> list[float]:
+        """One score per (image, prompt) pair; images are paths or PIL images in any mode."""
+        return self.score_variants(images, prompts)[self.name]
+
+    @classmethod
+    def output_columns(cls, **options: Any) -> dict[str, str]:
+        """Output key -> result column for these options (primary first, then variants)."""
+        return {cls.name: cls.column, **cls.variant_columns}
+
+    @classmethod
+    def metadata(cls) -> dict[str, Any]:
+        """Name, direction, range and reference, for reports and result files."""
+        return {
+            "name": cls.name,
+            "column": cls.column,
+            "higher_is_better": cls.higher_is_better,
+            "range": list(cls.score_range),
+            "reference": cls.reference,
+            "variants": dict(cls.variant_columns),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weights_root={str(self.weights_root)!r}, device={self.device}, dtype={self.dtype})"
+
+
+def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """Deduplicate prompts: (unique list, index of each input prompt into it)."""
+    position: dict[str, int] = {}
+    index = [position.setdefault(p, len(position)) for p in prompts]
+    return list(position), torch.tensor(index, dtype=torch.long)

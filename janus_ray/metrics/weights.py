@@ -1,0 +1,110 @@
+"""Weights-root layout: which files each scorer needs, checking them, and clear errors.
+
+The layout is the one our users already have (their ``dataset/`` folder):
+
+    clip-flant5-xxl/  clip-flant5-xl/ (optional)  clip-vit-large-patch14-336/  blip2-itm-vit-g/
+    PickScore_v1/  HPSv2/HPS_v2_compressed.pt  HPSv2/HPS_v2.1_compressed.pt
+    ImageReward/ImageReward.pt  ImageReward/med_config.json  bert-base-uncased/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from janus_ray.errors import WeightsError
+
+LAYOUT_HELP = """Expected weights-root layout:
+  <weights-root>/clip-flant5-xxl/            (VQAScore; or clip-flant5-xl/) config.json, weights, spiece.model
+  <weights-root>/clip-vit-large-patch14-336/ (CLIPScore, and VQAScore's vision tower) HF CLIP folder
+  <weights-root>/blip2-itm-vit-g/            (ITMScore) HF Blip2ForImageTextRetrieval folder
+  <weights-root>/PickScore_v1/               (PickScore) HF CLIP folder with its processor files
+  <weights-root>/HPSv2/HPS_v2_compressed.pt  (HPSv2; HPS_v2.1_compressed.pt for HPSv2.1)
+  <weights-root>/ImageReward/ImageReward.pt + med_config.json  (ImageReward)
+  <weights-root>/bert-base-uncased/          (ImageReward's tokenizer) vocab.txt"""
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """One file a scorer needs. ``alternatives`` are other names that satisfy the same need."""
+
+    path: Path
+    purpose: str
+    alternatives: tuple[Path, ...] = ()
+
+    def candidates(self) -> tuple[Path, ...]:
+        return (self.path, *self.alternatives)
+
+    def resolve(self) -> Path | None:
+        """The first candidate that exists, or None."""
+        return next((p for p in self.candidates() if p.exists()), None)
+
+
+def hf_weights_file(folder: Path, purpose: str) -> RequiredFile:
+    """The model weights of a Hugging Face folder: safetensors preferred, pytorch_model.bin accepted."""
+    return RequiredFile(folder / "model.safetensors", purpose, (folder / "pytorch_model.bin",))
+
+
+def file_status(path: Path) -> str:
+    """'OK', 'MISSING' or 'UNREADABLE' (exists but cannot be opened or is structurally broken)."""
+    if not path.exists():
+        return "MISSING"
+    try:
+        if path.is_dir():
+            return "OK"
+        with path.open("rb") as fh:
+            head = fh.read(8)
+        if path.stat().st_size == 0:
+            return "UNREADABLE"
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix in {".pt", ".bin", ".pth"} and head[:2] == b"PK":
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    return "UNREADABLE"
+        elif path.suffix == ".safetensors":
+            header_len = int.from_bytes(head, "little")
+            if header_len <= 0 or header_len > path.stat().st_size:
+                return "UNREADABLE"
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return "UNREADABLE"
+    return "OK"
+
+
+def check_required(files: list[RequiredFile], scorer_name: str) -> None:
+    """Raise one WeightsError naming every missing or unreadable file and the expected layout."""
+    problems = []
+    for item in files:
+        found = item.resolve()
+        if found is None:
+            names = " or ".join(str(p) for p in item.candidates())
+            problems.append(f"  MISSING     {names}  ({item.purpose})")
+        elif file_status(found) != "OK":
+            problems.append(f"  UNREADABLE  {found}  ({item.purpose})")
+    if problems:
+        raise WeightsError(
+            f"Cannot load scorer {scorer_name!r}: weight files are missing or unreadable:\n"
+            + "\n".join(problems)
+            + "\n"
+            + LAYOUT_HELP
+        )
+
+
+def load_failure(scorer_name: str, path: Path, exc: BaseException) -> WeightsError:
+    """Wrap an exception raised while reading a weight file into a WeightsError naming the file."""
+    return WeightsError(
+        f"Cannot load scorer {scorer_name!r}: {path} is corrupt or not in the expected format "
+        f"({type(exc).__name__}: {exc}).\n{LAYOUT_HELP}"
+    )
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (for provenance in result metadata)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,165 @@
+"""Per-folder result files and the run summary, all written atomically.
+
+Per folder: ``janus_eval_scores.csv`` (the earlier tool's columns, real CSV quoting, 6 decimals,
+last row AVERAGE), ``janus_eval_scores.json`` (per_image + averages + meta) and
+``janus_eval_scores.parquet`` (typed, with an ``error`` column). At the output root:
+``summary.csv`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULT_STEM = "janus_eval_scores"
+#: the earlier tool's metric columns, always present (empty when a metric is off or failed)
+BASE_COLUMNS = ["HPSv2Score", "VQAScore", "CLIPScore", "ITMScore", "PickScore", "ImageReward"]
+ID_COLUMNS = ["prompt_idx", "prompt", "image_path"]
+
+
+def score_columns(enabled_columns: Sequence[str]) -> list[str]:
+    """The six base columns, then every other enabled column in the order given."""
+    return BASE_COLUMNS + [c for c in enabled_columns if c not in BASE_COLUMNS]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float | None]:
+    """Mean of each column over the rows that have a score (None when no row has one)."""
+    means: dict[str, float | None] = {}
+    for column in columns:
+        values = table[column].dropna() if column in table else pd.Series(dtype=float)
+        means[column] = float(values.mean()) if len(values) else None
+    return means
+
+
+def _fmt(value: Any) -> str:
+    return "" if _is_missing(value) else f"{float(value):.6f}"
+
+
+def render_csv(table: pd.DataFrame, columns: Sequence[str]) -> str:
+    """The per-folder CSV: one row per image, then ``AVERAGE,,,<mean per metric>``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*ID_COLUMNS, *columns])
+    for row in table.itertuples(index=False):
+        record = row._asdict()
+        prompt_idx = record["prompt_idx"]
+        writer.writerow(
+            [
+                "" if _is_missing(prompt_idx) else int(prompt_idx),
+                "" if record["prompt"] is None else record["prompt"],
+                record["image_path"],
+                *(_fmt(record.get(c)) for c in columns),
+            ]
+        )
+    means = column_means(table, columns)
+    writer.writerow(["AVERAGE", "", "", *(_fmt(means[c]) for c in columns)])
+    return out.getvalue()
+
+
+def _json_value(value: Any) -> Any:
+    if _is_missing(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def render_json(table: pd.DataFrame, columns: Sequence[str], meta: dict[str, Any]) -> str:
+    """``{"per_image": [...], "averages": {...}, "meta": {...}}`` (earlier tool's keys + meta)."""
+    per_image = []
+    for row in table.itertuples(index=False):
+        record = row._asdict()
+        entry = {key: _json_value(record[key]) for key in ID_COLUMNS}
+        entry.update({c: _json_value(record.get(c)) for c in columns})
+        entry["sample"] = _json_value(record["sample"])
+        entry["error"] = _json_value(record["error"])
+        per_image.append(entry)
+    document = {"per_image": per_image, "averages": column_means(table, columns), "meta": meta}
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def parquet_bytes(table: pd.DataFrame, columns: Sequence[str]) -> bytes:
+    """The per-image table, typed: ids, scores (float64, null when missing), error text."""
+    frame = table[[*ID_COLUMNS, "sample", *columns, "error"]].copy()
+    frame["prompt_idx"] = frame["prompt_idx"].astype("Int64")
+    frame["sample"] = frame["sample"].astype("Int64")
+    for column in columns:
+        frame[column] = frame[column].astype("float64")
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(arrow, sink)
+    return sink.getvalue()
+
+
+def write_folder_results(table: pd.DataFrame, out_dir: Path, columns: Sequence[str], meta: dict[str, Any]) -> list[Path]:
+    """Write the three per-folder files; ``table`` has ID_COLUMNS, sample, error and ``columns``."""
+    table = table.sort_values(["prompt_idx", "sample", "image_path"], na_position="last", kind="stable")
+    for column in columns:
+        if column not in table:
+            table[column] = float("nan")
+    paths = [out_dir / f"{RESULT_STEM}.{ext}" for ext in ("csv", "json", "parquet")]
+    atomic_write(paths[0], render_csv(table, columns).encode("utf-8"))
+    atomic_write(paths[1], render_json(table, columns, meta).encode("utf-8"))
+    atomic_write(paths[2], parquet_bytes(table, columns))
+    return paths
+
+
+def write_summary(rows: list[dict[str, Any]], columns: Sequence[str], root: Path) -> list[Path]:
+    """``summary.csv`` / ``summary.md`` at the output root: one row per folder, one column per metric mean."""
+    header = ["folder", "images", "failed", *columns]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row["folder"], row["images"], row["failed"], *(_fmt(row["means"].get(c)) for c in columns)])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["folder"], str(row["images"]), str(row["failed"])]
+        cells += [_fmt(row["means"].get(c)) or "–" for c in columns]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    paths = [root / "summary.csv", root / "summary.md"]
+    atomic_write(paths[0], buffer.getvalue().encode("utf-8"))
+    atomic_write(paths[1], ("\n".join(lines) + "\n").encode("utf-8"))
+    return paths
+
+
+def format_summary_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table for the terminal."""
+    header = ["folder", "images", "failed", *columns]
+    body = [
+        [row["folder"], str(row["images"]), str(row["failed"]), *(_fmt(row["means"].get(c)) or "-" for c in columns)]
+        for row in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*line) for line in [header, *body])
