@@ -161,6 +161,9 @@ def manifest_frame(scans: list[FolderScan]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(
         records, columns=["folder", "prompt_idx", "prompt", "image_path", "abs_path", "sample", "error"]
     )
+    for column in ("prompt", "error"):  # keep None (not NaN) for absent text
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    frame["prompt_idx"] = frame["prompt_idx"].astype("Int64")
     frame["row_id"] = np.arange(len(frame), dtype=np.int64)
     frame["image_sha256"] = [file_sha256(Path(p)) for p in frame["abs_path"]]
     return frame
@@ -233,9 +236,8 @@ def stream_scores(
             num_gpus=plan.num_gpus or None,
             num_cpus=plan.num_cpus,
             resources=plan.resources or None,
-            # A crashed actor is restarted and its in-flight batch retried: no row lost or doubled.
-            max_restarts=-1,
-            max_task_retries=-1,
+            # No max_restarts/max_task_retries here: Ray Data's actor pools default to -1 for both,
+            # so a crashed actor is restarted and its in-flight batch retried (the kill test checks).
         )
     keep = ["row_id", "decode_error"]
     for plan in plans:
@@ -323,15 +325,13 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
     frame = manifest_frame(scans)
     cache = ResultCache(Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache")
     known = cache.load() if config.resume else {}
-    todo = {}
+    todo, n_cached = {}, 0
+    scorable = [record.error is None and bool(record.image_sha256) for record in frame.itertuples(index=False)]
     for plan in plans:
-        flags = np.zeros(len(frame), dtype=bool)
-        for i, record in enumerate(frame.itertuples(index=False)):
-            if record.error is None and record.image_sha256:
-                flags[i] = (record.image_sha256, record.prompt, plan.settings_key) not in known
-        todo[plan.metric] = flags
+        cached = np.array([(sha, prompt, plan.settings_key) in known for sha, prompt in zip(frame["image_sha256"], frame["prompt"])], dtype=bool)
+        todo[plan.metric] = np.array(scorable, dtype=bool) & ~cached
+        n_cached += int(cached.sum())
     rows = _dataset_rows(frame, todo)
-    n_cached = int(sum((~todo[p.metric]).sum() for p in plans))
     print(f"[janus-ray] {len(frame)} pair(s), {len(rows)} to score, resume cache hits: {n_cached}", file=stream)
 
     results: list[pd.DataFrame] = []

@@ -28,9 +28,15 @@ BASE_COLUMNS = ["HPSv2Score", "VQAScore", "CLIPScore", "ITMScore", "PickScore", 
 ID_COLUMNS = ["prompt_idx", "prompt", "image_path"]
 
 
+#: the usual extra columns come first, in this order; any other enabled variant follows
+PREFERRED_EXTRA_COLUMNS = ["HPSv2.1Score", "PickScore_scaled"]
+
+
 def score_columns(enabled_columns: Sequence[str]) -> list[str]:
-    """The six base columns, then every other enabled column in the order given."""
-    return BASE_COLUMNS + [c for c in enabled_columns if c not in BASE_COLUMNS]
+    """The six base columns, then HPSv2.1Score / PickScore_scaled when enabled, then any other."""
+    extras = [c for c in enabled_columns if c not in BASE_COLUMNS]
+    extras.sort(key=lambda c: PREFERRED_EXTRA_COLUMNS.index(c) if c in PREFERRED_EXTRA_COLUMNS else len(PREFERRED_EXTRA_COLUMNS))
+    return BASE_COLUMNS + extras
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -70,8 +76,8 @@ def render_csv(table: pd.DataFrame, columns: Sequence[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*ID_COLUMNS, *columns])
-    for row in table.itertuples(index=False):
-        record = row._asdict()
+    # to_dict, not itertuples: namedtuples rename columns such as "HPSv2.1Score".
+    for record in table.to_dict("records"):
         prompt_idx = record["prompt_idx"]
         writer.writerow(
             [
@@ -97,8 +103,7 @@ def _json_value(value: Any) -> Any:
 def render_json(table: pd.DataFrame, columns: Sequence[str], meta: dict[str, Any]) -> str:
     """``{"per_image": [...], "averages": {...}, "meta": {...}}`` (earlier tool's keys + meta)."""
     per_image = []
-    for row in table.itertuples(index=False):
-        record = row._asdict()
+    for record in table.to_dict("records"):
         entry = {key: _json_value(record[key]) for key in ID_COLUMNS}
         entry.update({c: _json_value(record.get(c)) for c in columns})
         entry["sample"] = _json_value(record["sample"])
