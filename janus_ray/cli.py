@@ -1,4 +1,4 @@
-"""``janus-ray``: eval | validate | check-weights | list | demo."""
+"""janus-ray: score generated images with six text-to-image metrics on Ray (eval | report | validate | check-weights | list | demo)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
     parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any row failed")
     parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="ignore the resume cache")
+    parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
+    parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
     parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")
     parser.add_argument("--replicas", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
@@ -78,7 +80,7 @@ def config_from_args(args: argparse.Namespace):
         if getattr(args, flag) is not None:
             legacy[flag] = getattr(args, flag)
     scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
-                    "limit", "ray_address", "strict", "resume"]
+                    "limit", "ray_address", "strict", "resume", "decode_batch_size"]
     for name in scalar_flags:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -114,6 +116,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     result = evaluate(config)
+    if args.report:
+        from janus_ray.report import build_report
+
+        try:
+            for path in build_report(result.output_root):
+                print(f"[janus-ray] report: {path}", file=sys.stderr)
+        except JanusRayError as exc:  # a report problem must not turn a finished eval into a failure
+            print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)
     if result.n_failed:
         print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column.", file=sys.stderr)
     return 1 if (config.strict and result.n_failed) else 0
@@ -183,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-root", "--weights_root", dest="weights_root", required=True)
     p.add_argument("--metrics", nargs="+")
     p.set_defaults(func=cmd_check_weights)
+    from janus_ray.report import add_report_subcommand
+
+    add_report_subcommand(sub)
     p = sub.add_parser("list", help="the scorers, their columns, direction and reference")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("demo", help="tiny random models + sample folders, scored end to end on local Ray")

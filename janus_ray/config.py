@@ -147,14 +147,51 @@ def apply_legacy_flags(config: RunConfig, flags: dict[str, str | None]) -> None:
                 extra = " (no t2v_metrics release ever had blip2-flan-t5-xxl; the earlier tool produced no VQAScore with it)"
             raise ConfigError(f"--{flag} {value!r} is not available{extra}. Valid: {', '.join(valid)}.")
         if flag == "hps_model":
+            if value in config.metrics:
+                continue
             if value == "hpsv2.1" and "hpsv2" in config.metrics:
+                # hpsv2.1 takes hpsv2's place (and its settings, unless it has its own)
                 config.metrics[config.metrics.index("hpsv2")] = "hpsv2.1"
+                if "hpsv2" in config.metric_specs and "hpsv2.1" not in config.metric_specs:
+                    config.metric_specs["hpsv2.1"] = config.metric_specs.pop("hpsv2")
+            else:  # like the other model flags: the flag enables its metric
+                config.metrics.append(value)
             continue
         scorer_name, implied = resolve_name(value)
         if implied:
             config.spec(scorer_name).options.update(implied)
         if scorer_name not in config.metrics:
             config.metrics.append(scorer_name)
+
+
+#: YAML value types: (accepted types, description); None is accepted for every field whose default is None
+_YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **{name: ((str,), "a string") for name in ("weights_root", "prompt_json", "output_dir", "cache_dir", "device",
+                                              "dtype", "ray_address", *LEGACY_MODEL_FLAGS)},
+    **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume")},
+    **{name: ((int,), "an integer") for name in ("limit", "decode_batch_size", "max_image_pixels")},
+    "folders": ((list,), "a list of folders"),
+    "metrics": ((list,), "a list of metric names"),
+    # MetricSpec fields
+    "batch_size": ((int,), "an integer"),
+    "num_gpus": ((int, float), "a number"),
+    "replicas": ((int,), "an integer"),
+    "resources": ((dict,), "a mapping of resource name -> amount"),
+    "options": ((dict,), "a mapping of option -> value"),
+}
+
+
+def _check_yaml_types(data: dict[str, Any], where: str, nullable: set[str]) -> None:
+    """Raise ConfigError for a value of the wrong type (a YAML typo would otherwise fail deep inside)."""
+    for key, value in data.items():
+        if key not in _YAML_TYPES or (value is None and key in nullable):
+            continue
+        types, description = _YAML_TYPES[key]
+        wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if key in ("folders", "metrics") and not wrong:
+            wrong = not all(isinstance(item, str) for item in value)
+        if wrong:
+            raise ConfigError(f"{key} in {where} must be {description}, got {value!r}.")
 
 
 def _metric_spec_from_mapping(metric: str, value: Any) -> MetricSpec:
@@ -166,6 +203,7 @@ def _metric_spec_from_mapping(metric: str, value: Any) -> MetricSpec:
     unknown = set(value) - known
     if unknown:
         raise ConfigError(f"Unknown key(s) {sorted(unknown)} in metric_specs.{metric}. Valid: {', '.join(sorted(known))}.")
+    _check_yaml_types(value, f"metric_specs.{metric}", nullable={"batch_size", "num_gpus"})
     return MetricSpec(**value)
 
 
@@ -184,6 +222,11 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}. Valid: {', '.join(sorted(known))}.")
+    for key in ("folders", "metrics"):  # a single name is a one-item list, not a list of characters
+        if isinstance(data.get(key), str):
+            data[key] = [data[key]]
+    nullable = {f.name for f in dataclasses.fields(RunConfig) if f.default is None} | {"max_image_pixels", *LEGACY_MODEL_FLAGS}
+    _check_yaml_types(data, str(path), nullable)
     specs = data.pop("metric_specs", None) or {}
     if not isinstance(specs, dict):
         raise ConfigError(f"metric_specs in {path} must be a mapping of metric -> settings.")

@@ -102,12 +102,16 @@ def run_demo(directory: Path, fresh: bool = False) -> int:
         metrics=["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward", "hpsv2.1"],
     )
     result = evaluate(config)
+    from janus_ray.report import build_report
+
+    report_paths = build_report(result.output_root)
     print(
         "\nNOTE: the demo uses tiny RANDOM-weight models in the real checkpoint formats; its scores are "
         "meaningless. Point --weights-root at real checkpoints for real scores.\n"
         f"Inputs:   {directory / 'variants'}\nWeights:  {weights}\n"
         f"Results:  janus_eval_scores.csv/.json/.parquet in each folder under {directory / 'variants'}\n"
-        f"Summary:  {result.summary_paths[0]}  and  {result.summary_paths[1]}",
+        f"Summary:  {result.summary_paths[0]}  and  {result.summary_paths[1]}\n"
+        f"Report:   {', '.join(str(p) for p in report_paths)}",
         file=sys.stderr,
     )
     return 0

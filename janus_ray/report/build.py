@@ -84,6 +84,8 @@ def compare(folders: list[Folder], metrics: list[Metric], baseline: str, seed: i
                 )
             rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for column in ("n_prompts_paired", "n_pairs", "n_unmatched"):  # counts stay integers next to the baseline's blanks
+        table[column] = table[column].astype("Int64")
     table["holm_p"] = holm(table["wilcoxon_p"].to_numpy(dtype=float))
     paired_rows = table["folder"] != baseline
     table["significant"] = [bool(p < ALPHA) if tested else None for p, tested in zip(table["holm_p"], paired_rows)]

@@ -28,6 +28,10 @@ def _style(ax) -> None:
     ax.grid(axis="x", alpha=0.3)
 
 
+def _labels(names: Sequence[str]) -> list[str]:
+    return [n.replace("$", r"\$") for n in names]  # a '$' would start matplotlib mathtext
+
+
 def _direction(higher_is_better: bool) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 
@@ -53,13 +57,13 @@ def bar_chart(
     errors = np.nan_to_num(np.vstack([means - lows, highs - means]))
     colors = [BASE if n == baseline else BAR for n in names]
     ax.barh(y, np.nan_to_num(means), xerr=errors, color=colors, capsize=3, ecolor="#333333")
-    ax.set_yticks(y, labels=list(names), fontsize=8)
+    ax.set_yticks(y, labels=_labels(names), fontsize=8)
     finite = np.concatenate([lows, highs, means])
     finite = finite[np.isfinite(finite)]
     if len(finite):
         pad = max(finite.max() - finite.min(), abs(finite.max()) * 1e-3, 1e-9) * 0.25
         ax.set_xlim(finite.min() - pad, finite.max() + pad)
-    ax.set_title(f"{title} ({_direction(higher_is_better)})", fontsize=10)
+    ax.set_title(f"{_labels([title])[0]} ({_direction(higher_is_better)})", fontsize=10)
     ax.set_xlabel("mean with 95% bootstrap CI (axis zoomed to the CIs)", fontsize=8)
     _style(ax)
     return _png(fig)
@@ -75,8 +79,8 @@ def distribution(title: str, names: Sequence[str], samples: Sequence[np.ndarray]
         ax.boxplot(data, orientation="horizontal", **style)
     except TypeError:
         ax.boxplot(data, vert=False, **style)
-    ax.set_yticks(np.arange(1, len(names) + 1), labels=list(names)[::-1], fontsize=8)
-    ax.set_title(f"{title} ({_direction(higher_is_better)})", fontsize=10)
+    ax.set_yticks(np.arange(1, len(names) + 1), labels=_labels(names)[::-1], fontsize=8)
+    ax.set_title(f"{_labels([title])[0]} ({_direction(higher_is_better)})", fontsize=10)
     ax.set_xlabel("score per image (box: quartiles, triangle: mean)", fontsize=8)
     _style(ax)
     return _png(fig)

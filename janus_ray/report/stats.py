@@ -71,6 +71,8 @@ def bootstrap_mean_ci(
     The statistic of a resample is sum / count over the drawn groups, so groups with several
     samples weigh by their size, as in the plain mean. NaN when empty; (v, v) for one group.
     """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return float("nan"), float("nan")

@@ -58,7 +58,9 @@ def _meta(variant_dirs: list[Path], output_dir: Path | None, counts: dict) -> di
 def _scores(rng: np.random.Generator, v: int, n_rows: int, difficulty: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
     for m, (name, (column, _, mean, sd)) in enumerate(METRICS.items()):
-        offset = ((v + 5 * m) % 6 - 2.5) * 0.25 * sd  # each variant a different rank per metric
+        # an overall quality per variant plus a per-metric twist: ranks differ between metrics
+        quality, twist = ((v * 4) % 6 - 2.5) / 2.5, ((v + 5 * m) % 6 - 2.5) / 2.5
+        offset = (0.7 * quality + 0.5 * twist) * 0.5 * sd
         out[column] = mean + offset + difficulty[:, m] * sd + rng.normal(0, 0.35 * sd, n_rows)
     out["PickScore_scaled"] = 100.0 * out["PickScore"]
     return out

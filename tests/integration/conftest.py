@@ -12,9 +12,10 @@ from janus_ray.demo import PROMPTS, make_variant_folders, synthetic_image
 WEIGHTS_ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "weights"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """One embedded Ray instance for the whole session (starting Ray costs seconds)."""
+    """An embedded Ray instance per test module (module scope: the job-submit test runs its own
+    head with `ray start`, and `ray stop` must not find an embedded instance alive)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)

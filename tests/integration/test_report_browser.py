@@ -57,8 +57,9 @@ def test_html_is_self_contained_escaped_and_small(report):
     srcs = re.findall(r'<img src="([^"]*)"', html)
     assert srcs and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in srcs)
     assert "http://" not in html and "https://" not in html
+    assert "image file not found" not in html  # images found through meta.config.folders (--output-dir)
     assert len(html.encode()) < report_build.MAX_HTML_BYTES
-    assert "at most 160 px" in html  # the size cap is stated in the footer
+    assert "at most 160 px" in " ".join(html.split())  # the size cap is stated in the footer
 
 
 def test_images_are_found_in_results_written_into_the_folders(tmp_path):
@@ -99,3 +100,18 @@ def test_report_renders_in_chromium_with_every_image_loaded(report, tmp_path):
     with Image.open(png) as shot:
         assert shot.size == (1400, 2400)
         assert np.asarray(shot.convert("L")).std() > 10  # not a blank page
+
+
+def test_cli_subcommand_builds_the_report(tmp_path):
+    import argparse
+
+    from janus_ray.report import add_report_subcommand
+
+    root = make_synthetic_run(tmp_path, 2, 4)
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    baseline = sorted(p.name for p in root.iterdir() if p.is_dir())[1]
+    args = parser.parse_args(["report", str(root), "--baseline", baseline, "--resamples", "50", "--seed", "1"])
+    assert args.func(args) == 0
+    table = pd.read_csv(root / "comparison.csv")
+    assert set(table["baseline"]) == {baseline} and set(table["n_resamples"]) == {50} and set(table["seed"]) == {1}

@@ -1,0 +1,95 @@
+"""Faults on a real local Ray: a killed metric actor, and a killed driver followed by a rerun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from janus_ray import load_scorer
+from janus_ray.actors.metric_actor import FAULT_ENV
+from janus_ray.config import MetricSpec, RunConfig
+from janus_ray.pipeline import evaluate
+
+from .conftest import WEIGHTS_ROOT, build_inputs
+
+
+def read_all(folders, root: Path | None = None) -> pd.DataFrame:
+    frames = []
+    for folder in folders:
+        base = root / Path(folder).name if root else Path(folder)
+        frames.append(pd.read_parquet(base / "janus_eval_scores.parquet").assign(folder=Path(folder).name))
+    return pd.concat(frames, ignore_index=True).sort_values(["folder", "image_path"], ignore_index=True)
+
+
+def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tmp_path, monkeypatch):
+    inputs = build_inputs(tmp_path)
+    marker = tmp_path / "killed.txt"
+    monkeypatch.setenv(FAULT_ENV, f"clipscore:2:{marker}")
+    config = RunConfig(
+        folders=[str(f) for f in inputs["folders"]],
+        weights_root=str(WEIGHTS_ROOT),
+        prompt_json=str(inputs["prompt_json"]),
+        metrics=["clipscore", "pickscore"],
+        metric_specs={"clipscore": MetricSpec(batch_size=2)},
+        decode_batch_size=2,
+        output_dir=str(tmp_path / "out"),
+    )
+    result = evaluate(config)
+    assert marker.read_text().startswith("killed clipscore actor")  # the fault really happened
+    table = read_all(inputs["folders"], tmp_path / "out")
+    assert len(table) == result.n_rows == 7 * 4 + 1 + 1  # every pair exactly once (+ orphan + no-prompt)
+    assert not table.duplicated(["folder", "image_path"]).any()
+    good = table[table["error"].isna()]
+    assert len(good) == result.n_rows - 3 and good["CLIPScore"].notna().all()
+    paths = [str(Path(next(f for f in inputs["folders"] if f.name == name)) / rel)
+             for name, rel in zip(good["folder"], good["image_path"])]
+    direct = load_scorer("clipscore", WEIGHTS_ROOT).score(paths, list(good["prompt"]))
+    np.testing.assert_allclose(good["CLIPScore"], direct, atol=1e-5)
+
+
+def _eval_command(inputs: dict, out: Path, cache: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "janus_ray", "eval", *map(str, inputs["folders"]),
+        "--weights-root", str(WEIGHTS_ROOT), "--prompt-json", str(inputs["prompt_json"]),
+        "--metrics", "clipscore", "imagereward", "--batch-size", "clipscore=2", "--batch-size", "imagereward=2",
+        "--decode-batch-size", "2", "--output-dir", str(out), "--cache-dir", str(cache),
+    ]
+
+
+def test_a_killed_driver_completes_on_rerun_with_the_uninterrupted_results(tmp_path):
+    inputs = build_inputs(tmp_path, n_prompts=6)
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    # 1. the reference: one uninterrupted run
+    reference = subprocess.run(_eval_command(inputs, tmp_path / "ref", tmp_path / "ref_cache"),
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    # 2. a run killed (SIGKILL, driver and its local Ray) once the first results are cached
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    process = subprocess.Popen(_eval_command(inputs, out, cache), env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(cache.glob("part-*.parquet")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    parts_before = len(list(cache.glob("part-*.parquet")))
+    assert parts_before >= 1, "the run was killed before any result was cached"
+    assert not (out / "summary.csv").exists(), "the run finished before it could be killed"
+    # 3. the rerun resumes and completes
+    rerun = subprocess.run(_eval_command(inputs, out, cache), env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    hits = int(rerun.stderr.split("resume cache hits: ")[1].split()[0])
+    assert hits >= 1
+    got, expected = read_all(inputs["folders"], out), read_all(inputs["folders"], tmp_path / "ref")
+    pd.testing.assert_frame_equal(got.drop(columns=["CLIPScore", "ImageReward"]),
+                                  expected.drop(columns=["CLIPScore", "ImageReward"]))
+    # Scores equal up to float32 batch-composition noise (a resumed row may share a batch with others).
+    for column in ("CLIPScore", "ImageReward"):
+        np.testing.assert_allclose(got[column], expected[column], atol=1e-6, equal_nan=True)
