@@ -48,7 +48,7 @@ def weights_fingerprint(files: list[RequiredFile]) -> list[list[Any]]:
 
 
 class ResultCache:
-    """Append-only Parquet parts under ``directory``."""
+    """Append-only Parquet parts under ``directory``, plus a memo of weight-file hashes."""
 
     SCHEMA = pa.schema([("image_sha256", pa.string()), ("prompt", pa.string()), ("settings", pa.string()), ("scores", pa.string())])
 
@@ -74,3 +74,23 @@ class ResultCache:
         sink = io.BytesIO()
         pq.write_table(table, sink)
         atomic_write(self.directory / f"part-{uuid.uuid4().hex}.parquet", sink.getvalue())
+
+    def weights_sha256(self, paths: list[Path]) -> dict[str, str]:
+        """sha256 of each weight file, memoised by (size, mtime) so a 45 GB checkpoint is hashed once."""
+        memo_path = self.directory / "weights_sha256.json"
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            memo = {}
+        out, changed = {}, False
+        for path in paths:
+            stat = path.stat()
+            entry = memo.get(str(path))
+            if not entry or entry[:2] != [stat.st_size, stat.st_mtime_ns]:
+                entry = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
+                memo[str(path)] = entry
+                changed = True
+            out[str(path)] = entry[2]
+        if changed:
+            atomic_write(memo_path, json.dumps(memo, indent=1).encode("utf-8"))
+        return out

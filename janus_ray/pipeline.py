@@ -80,18 +80,35 @@ class RunResult:
 # ---------------------------------------------------------------------------------------------
 # Ray setup and planning
 # ---------------------------------------------------------------------------------------------
-def init_ray(address: str | None) -> None:
-    """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray instance."""
+def init_ray(address: str | None) -> bool:
+    """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray; True if embedded."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    return not address
+
+
+def check_placement(plans: list[MetricPlan], resources: dict[str, float], can_grow: bool, stream) -> None:
+    """Refuse (fixed cluster) or warn (autoscaling cluster) when a plan asks for what no node has:
+    such actors would wait forever."""
+    for plan in plans:
+        wanted = {"GPU": plan.num_gpus, **plan.resources}
+        for name, amount in wanted.items():
+            if amount and resources.get(name, 0.0) < min(amount, 1.0):
+                message = (
+                    f"{plan.metric} asks for {amount:g} {name} per actor but the Ray cluster has "
+                    f"{resources.get(name, 0.0):g} {name}."
+                )
+                if not can_grow:
+                    raise ConfigError(message + " Remove that setting or run on a cluster that has it.")
+                print(f"[janus-ray] warning: {message} Waiting for the autoscaler to add such a node.", file=stream)
 
 
 def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) -> list[MetricPlan]:
@@ -313,11 +330,12 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
             print(f"[janus-ray]   warning: {warning}", file=stream)
     output_root, out_dirs = output_dirs(config)
 
-    init_ray(config.ray_address)
+    embedded = init_ray(config.ray_address)
     import ray
 
     resources = ray.cluster_resources()
     plans = plan_metrics(config, resources.get("GPU", 0.0), resources.get("CPU", 1.0))
+    check_placement(plans, resources, can_grow=not embedded and config.ray_address is not None, stream=stream)
     for plan in plans:
         plan.settings_key = settings_key(plan, weights_root)
     print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
@@ -346,23 +364,23 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
     if rows:
         stream_scores(rows, plans, config, on_batch)
     table = assemble(frame, plans, known, results)
-    return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, weights_root, stream)
+    meta = run_meta(config, plans, weights_root, cache)
+    return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream)
 
 
 def _cache_records(batch: pd.DataFrame, frame: pd.DataFrame, plans: list[MetricPlan], todo_rows) -> list[dict]:
     """The successful scores of a result batch, keyed by image content, prompt and settings."""
-    meta = frame.set_index("row_id").loc[batch["row_id"], ["image_sha256", "prompt"]]
+    row_ids = batch["row_id"].to_numpy()
+    shas = frame["image_sha256"].to_numpy()[row_ids]  # row_id is the frame position
+    prompts = frame["prompt"].to_numpy()[row_ids]
     records = []
     for plan in plans:
         values = {key: batch[output_column(key)].to_numpy() for key in plan.columns}
-        for j, row_id in enumerate(batch["row_id"]):
+        for j, row_id in enumerate(row_ids):
             if row_id not in todo_rows[plan.metric] or math.isnan(values[plan.scorer][j]):
                 continue
-            sha, prompt = meta.iloc[j]["image_sha256"], meta.iloc[j]["prompt"]
-            records.append(
-                {"image_sha256": sha, "prompt": prompt, "settings": plan.settings_key,
-                 "scores": json.dumps({k: float(v[j]) for k, v in values.items()})}
-            )
+            scores = json.dumps({k: float(v[j]) for k, v in values.items()})
+            records.append({"image_sha256": shas[j], "prompt": prompts[j], "settings": plan.settings_key, "scores": scores})
     return records
 
 
@@ -395,8 +413,8 @@ def assemble(frame: pd.DataFrame, plans: list[MetricPlan], known: dict, results:
     return table
 
 
-def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, counts: dict[str, Any]) -> dict[str, Any]:
-    """Provenance written into every JSON result file."""
+def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cache: ResultCache) -> dict[str, Any]:
+    """Provenance written into every JSON result file (per-folder counts are added by the caller)."""
     import ray
     import torch
     import transformers
@@ -404,34 +422,24 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cou
     metrics = {}
     for plan in plans:
         cls = get_scorer_class(plan.scorer)
-        files = cls.required_files(weights_root, **plan.options)
+        files = [f.resolve() for f in cls.required_files(weights_root, **plan.options)]
         metrics[plan.metric] = {
             **cls.metadata(),
             "options": plan.options,
             "columns": plan.columns,
             "device": plan.device,
             "dtype": plan.dtype or ("float32" if plan.device == "cpu" else cls.cuda_dtype),
-            "weights_sha256": {str(p): file_sha256(p) for p in _existing(files)},
+            "weights_sha256": cache.weights_sha256([f for f in files if f is not None and f.is_file()]),
         }
     return {
         "janus_ray_version": __version__,
         "metrics": metrics,
         "versions": {"ray": ray.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "config": {k: v for k, v in asdict(config).items() if k != "metric_specs"},
-        "counts": counts,
     }
 
 
-def _existing(files) -> list[Path]:
-    out = []
-    for item in files:
-        found = item.resolve()
-        if found is not None and found.is_file():
-            out.append(found)
-    return out
-
-
-def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, weights_root, stream) -> RunResult:
+def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream) -> RunResult:
     """Per-folder files, summary files, and the terminal summary."""
     columns = score_columns([c for p in plans for c in p.columns.values()])
     for column in columns:  # the earlier tool's six columns exist even when a metric is off
@@ -449,8 +457,8 @@ def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, 
             "convention": scan.convention,
         }
         all_counts[scan.folder] = counts
-        meta = run_meta(config, plans, weights_root, counts)
-        folder_outputs[scan.folder] = write_folder_results(part.copy(), out_dirs[scan.folder], columns, meta)
+        folder_meta = {**meta, "counts": counts}
+        folder_outputs[scan.folder] = write_folder_results(part.copy(), out_dirs[scan.folder], columns, folder_meta)
         failed_rows = int(part[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
         summary_rows.append(
             {"folder": Path(scan.folder).name, "images": len(part), "failed": failed_rows,

@@ -55,7 +55,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    # pd.NA: nullable Int64 / string columns; NaN: pandas 3 ``str`` columns hold NaN for a missing text
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float | None]:
@@ -82,7 +83,7 @@ def render_csv(table: pd.DataFrame, columns: Sequence[str]) -> str:
         writer.writerow(
             [
                 "" if _is_missing(prompt_idx) else int(prompt_idx),
-                "" if record["prompt"] is None else record["prompt"],
+                "" if _is_missing(record["prompt"]) else record["prompt"],
                 record["image_path"],
                 *(_fmt(record.get(c)) for c in columns),
             ]
@@ -120,7 +121,19 @@ def parquet_bytes(table: pd.DataFrame, columns: Sequence[str]) -> bytes:
     frame["sample"] = frame["sample"].astype("Int64")
     for column in columns:
         frame[column] = frame[column].astype("float64")
-    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    # An explicit schema: with no failed row the error column is all None, which pyarrow would
+    # otherwise type as `null` (and text columns as string or large_string depending on the dtype).
+    schema = pa.schema(
+        [
+            ("prompt_idx", pa.int64()),
+            ("prompt", pa.string()),
+            ("image_path", pa.string()),
+            ("sample", pa.int64()),
+            *[(column, pa.float64()) for column in columns],
+            ("error", pa.string()),
+        ]
+    )
+    arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     sink = io.BytesIO()
     pq.write_table(arrow, sink)
     return sink.getvalue()

@@ -1,0 +1,57 @@
+"""Resource planning without Ray: GPU shares, CPU fallback, custom resources, refusals."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from janus_ray.config import MetricSpec, RunConfig
+from janus_ray.errors import ConfigError
+from janus_ray.pipeline import check_placement, plan_metrics
+
+METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
+
+
+def config(**kwargs) -> RunConfig:
+    return RunConfig(folders=["x"], weights_root="w", metrics=list(METRICS), **kwargs)
+
+
+def test_without_gpus_everything_runs_on_cpu():
+    plans = plan_metrics(config(), cluster_gpus=0, cluster_cpus=2)
+    assert all(p.device == "cpu" and p.num_gpus == 0 for p in plans)
+    assert sum(p.num_cpus for p in plans) <= 2
+
+
+def test_with_gpus_vqa_takes_a_whole_gpu_and_small_models_share_one():
+    plans = {p.metric: p for p in plan_metrics(config(), cluster_gpus=2, cluster_cpus=16)}
+    assert plans["vqascore"].num_gpus == 1 and plans["vqascore"].device == "cuda"
+    small = [p.num_gpus for m, p in plans.items() if m != "vqascore"]
+    assert sum(small) == pytest.approx(1.0)
+
+
+def test_device_cpu_forces_cpu_even_with_gpus():
+    plans = plan_metrics(config(device="cpu"), cluster_gpus=4, cluster_cpus=16)
+    assert all(p.num_gpus == 0 for p in plans)
+
+
+def test_device_cuda_without_gpus_is_refused():
+    with pytest.raises(ConfigError, match="no GPUs"):
+        plan_metrics(config(device="cuda"), cluster_gpus=0, cluster_cpus=2)
+
+
+def test_custom_resource_missing_on_a_fixed_cluster_is_refused_and_warned_on_autoscaling():
+    cfg = config(metric_specs={"vqascore": MetricSpec(resources={"vqa_gpu": 1})})
+    plans = plan_metrics(cfg, cluster_gpus=1, cluster_cpus=8)
+    with pytest.raises(ConfigError, match="vqa_gpu"):
+        check_placement(plans, {"CPU": 8, "GPU": 1}, can_grow=False, stream=io.StringIO())
+    out = io.StringIO()
+    check_placement(plans, {"CPU": 8, "GPU": 1}, can_grow=True, stream=out)
+    assert "autoscaler" in out.getvalue()
+    check_placement(plans, {"CPU": 8, "GPU": 1, "vqa_gpu": 1}, can_grow=False, stream=io.StringIO())
+
+
+def test_explicit_batch_size_and_replicas_are_kept():
+    cfg = config(metric_specs={"clipscore": MetricSpec(batch_size=5, replicas=3, num_gpus=0.5)})
+    plan = next(p for p in plan_metrics(cfg, cluster_gpus=1, cluster_cpus=8) if p.metric == "clipscore")
+    assert (plan.batch_size, plan.replicas, plan.num_gpus) == (5, 3, 0.5)
