@@ -268,12 +268,13 @@ def stream_scores(
 # The driver
 # ---------------------------------------------------------------------------------------------
 class Progress:
-    """One line per metric: done / total and images per second."""
+    """One line per metric: done / total, wall-clock images/s, and images/s of the actors' own time."""
 
     def __init__(self, plans: list[MetricPlan], totals: dict[str, int], stream=sys.stderr):
         self.plans, self.totals, self.stream = plans, totals, stream
         self.done = dict.fromkeys(totals, 0)
         self.failed = dict.fromkeys(totals, 0)
+        self.busy = dict.fromkeys(totals, 0.0)
         self.started = time.perf_counter()
         self.last_print = 0.0
 
@@ -281,8 +282,8 @@ class Progress:
         for plan in self.plans:
             mine = batch[batch["row_id"].isin(todo_rows[plan.metric])]
             self.done[plan.metric] += len(mine)
-            primary = output_column(plan.scorer)
-            self.failed[plan.metric] += int(mine[primary].isna().sum())
+            self.failed[plan.metric] += int(mine[output_column(plan.scorer)].isna().sum())
+            self.busy[plan.metric] += float(batch[time_column(plan.metric)].sum())
         now = time.perf_counter()
         if now - self.last_print > 5 or all(self.done[m] >= self.totals[m] for m in self.totals):
             self.last_print = now
@@ -292,10 +293,10 @@ class Progress:
         elapsed = max(1e-9, time.perf_counter() - self.started)
         for plan in self.plans:
             m = plan.metric
-            rate = self.done[m] / elapsed
+            actor_rate = self.done[m] / self.busy[m] if self.busy[m] else 0.0
             print(
-                f"[janus-ray] {m:<12} {self.done[m]:>6}/{self.totals[m]:<6} {rate:8.2f} img/s"
-                f"  failed {self.failed[m]}",
+                f"[janus-ray] {m:<12} {self.done[m]:>6}/{self.totals[m]:<6} {self.done[m] / elapsed:8.2f} img/s"
+                f" (actors busy: {actor_rate:.2f} img/s per replica)  failed {self.failed[m]}",
                 file=self.stream,
                 flush=True,
             )

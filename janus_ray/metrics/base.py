@@ -123,6 +123,9 @@ class Scorer(abc.ABC):
             return {key: [] for key in (self.name, *self.variant_columns)}
         if isinstance(pixel_values, np.ndarray):
             pixel_values = torch.from_numpy(pixel_values)
+        if self.device.type == "cuda" and not pixel_values.is_cuda:
+            # pinned host memory makes the copy truly asynchronous
+            pixel_values = pixel_values.pin_memory()
         pixel_values = pixel_values.to(self.device, non_blocking=True)
         with torch.inference_mode():
             outputs = self.forward(pixel_values, prompts)

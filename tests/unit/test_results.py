@@ -315,3 +315,17 @@ def test_column_means_and_terminal_table():
     text = format_summary_table(SUMMARY_ROWS, SUMMARY_COLUMNS).splitlines()
     assert text[0].split() == ["folder", "images", "failed", *SUMMARY_COLUMNS]
     assert text[2].split() == ["variant|b", "8", "2", "0.500000", "-", "-"]
+
+
+def test_missing_text_in_string_dtype_columns(tmp_path):
+    # pandas 3 infers the ``str`` dtype for text, whose missing value is NaN (not None): the CSV
+    # must still show an empty cell, not "nan", and JSON null.
+    table = make_table(["a", "b"])
+    table["prompt"] = pd.Series(["a", None])
+    table["error"] = pd.Series([None, "missing prompt"])
+    paths = write_folder_results(table, tmp_path, COLUMNS, {})
+    body = read_csv_rows(paths[0])[1:-1]
+    assert [row[1] for row in body] == ["a", ""]
+    per_image = strict_json(paths[1])["per_image"]
+    assert [e["prompt"] for e in per_image] == ["a", None]
+    assert [e["error"] for e in per_image] == [None, "missing prompt"]

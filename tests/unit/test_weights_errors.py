@@ -133,6 +133,15 @@ def test_corrupt_file_raises_weights_error_naming_it(name, rel, damage, tmp_path
     assert_names_file(info.value, bad)
 
 
+@pytest.mark.xfail(strict=True, reason="_hf_clip.load names vocab.json for any tokenizer failure (reported)")
+def test_corrupt_bpe_merges_file_is_the_one_named(tmp_path):
+    root = linked_root(tmp_path)
+    bad = replace_file(root, "clip-vit-large-patch14-336/merges.txt", GARBAGE)
+    with pytest.raises(WeightsError) as info:
+        load_scorer("clipscore", root)
+    assert_names_file(info.value, bad)
+
+
 def test_safetensors_with_a_broken_header_is_a_weights_error(tmp_path):
     # Header length is plausible (passes the cheap check), the header itself is not JSON.
     rel = "clip-vit-large-patch14-336/model.safetensors"
