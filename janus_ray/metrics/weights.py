@@ -9,7 +9,6 @@ The layout is the one our users already have (their ``dataset/`` folder):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -99,12 +98,3 @@ def load_failure(scorer_name: str, path: Path, exc: BaseException) -> WeightsErr
         f"Cannot load scorer {scorer_name!r}: {path} is corrupt or not in the expected format "
         f"({type(exc).__name__}: {exc}).\n{LAYOUT_HELP}"
     )
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (for provenance in result metadata)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
