@@ -112,9 +112,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # every flag checked before ray is even imported
     from janus_ray.pipeline import evaluate
 
-    config = config_from_args(args)
     result = evaluate(config)
     if args.report:
         from janus_ray.report import build_report

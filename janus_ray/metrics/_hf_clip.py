@@ -7,6 +7,8 @@ embeddings. Each folder carries its own preprocessing and tokenizer files, which
 
 from __future__ import annotations
 
+import json
+
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +111,7 @@ class HFCLIPScorer(Scorer):
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as exc:
-            raise load_failure(self.name, folder / "vocab.json", exc) from exc
+            raise load_failure(self.name, _broken_tokenizer_file(folder), exc) from exc
         weights_file = hf_weights_file(folder, "").resolve() or folder
         try:
             model, info = CLIPModel.from_pretrained(
@@ -189,3 +191,14 @@ class HFCLIPScorer(Scorer):
 def normalise(features: torch.Tensor) -> torch.Tensor:
     """x / ||x||, written as the references write it (not F.normalize, which clamps the norm)."""
     return features / torch.norm(features, dim=-1, keepdim=True)
+
+
+def _broken_tokenizer_file(folder: Path) -> Path:
+    """Which CLIP tokenizer file to blame: vocab.json if it is not valid JSON, else merges.txt."""
+    vocab = folder / "vocab.json"
+    try:
+        json.loads(vocab.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return vocab
+    merges = folder / "merges.txt"
+    return merges if merges.exists() else folder / "tokenizer.json"

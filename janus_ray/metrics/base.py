@@ -162,6 +162,14 @@ class Scorer(abc.ABC):
         return f"{type(self).__name__}(weights_root={str(self.weights_root)!r}, device={self.device}, dtype={self.dtype})"
 
 
+def reject_unknown_options(scorer: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
+    """Raise ConfigError naming the unknown options and the accepted ones (a typo must not be ignored)."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        allowed = ", ".join(accepted) if accepted else "none"
+        raise ConfigError(f"{scorer}: unknown option(s) {', '.join(unknown)}; accepted: {allowed}.")
+
+
 def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     """Deduplicate prompts: (unique list, index of each input prompt into it)."""
     position: dict[str, int] = {}

@@ -41,7 +41,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from janus_ray.metrics.base import ImageTransform, Scorer, unique_prompts
+from janus_ray.metrics.base import ImageTransform, Scorer, reject_unknown_options, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, load_failure
 
 HPS_FOLDER = "HPSv2"
@@ -128,6 +128,7 @@ class HPSv2Scorer(Scorer):
 
     @classmethod
     def required_files(cls, weights_root: Path, **options: Any) -> list[RequiredFile]:
+        reject_unknown_options(cls.name, options, ())
         return [RequiredFile(cls.checkpoint_path(weights_root), f"{cls.name} checkpoint (xswu/HPSv2)")]
 
     @classmethod

@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from janus_ray.errors import WeightsError
-from janus_ray.metrics.base import Scorer, unique_prompts
+from janus_ray.metrics.base import Scorer, reject_unknown_options, unique_prompts
 from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
@@ -262,6 +262,7 @@ class ImageRewardScorer(Scorer):
 
     @classmethod
     def required_files(cls, weights_root: Path, checkpoint: str | None = None, **options: Any) -> list[RequiredFile]:
+        reject_unknown_options(cls.name, options, ("checkpoint",))
         # ImageReward/vision_config.json is optional (absent: BLIP ViT-L/16), so it is not listed.
         return [
             RequiredFile(cls.checkpoint_path(weights_root, checkpoint), "ImageReward checkpoint (plain state_dict)"),
@@ -352,6 +353,13 @@ class ImageRewardScorer(Scorer):
             tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
         except Exception as exc:  # any failure reading the folder is a weights problem
             raise load_failure(self.name, folder, exc) from exc
+        # In a real BERT vocabulary the special tokens are base entries, not tokens added on load.
+        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if tokenizer.convert_tokens_to_ids(t) >= tokenizer.vocab_size]
+        if missing:  # a garbled vocab.txt would otherwise load and give meaningless scores
+            raise WeightsError(
+                f"Cannot load scorer {self.name!r}: {folder / 'vocab.txt'} lacks the BERT special tokens "
+                f"{', '.join(missing)}; it is not a bert-base-uncased vocabulary.\n{LAYOUT_HELP}"
+            )
         if len(tokenizer) > vocab_size:
             raise WeightsError(
                 f"Cannot load scorer {self.name!r}: the tokenizer in {folder} has {len(tokenizer)} tokens "

@@ -141,3 +141,15 @@ def test_rerun_resumes_from_the_cache_with_identical_results(full_run, local_ray
         a = pd.read_parquet(pd.io.common.BytesIO(before[folder]))
         b = pd.read_parquet(folder / "janus_eval_scores.parquet")
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_demo_builds_inputs_scores_them_and_says_the_numbers_mean_nothing(local_ray, tmp_path, capsys):
+    from janus_ray.demo import VARIANTS, run_demo
+
+    assert run_demo(tmp_path / "demo") == 0
+    err = capsys.readouterr().err
+    assert "meaningless" in err and "summary.csv" in err
+    summary = pd.read_csv(tmp_path / "demo" / "variants" / "summary.csv")
+    assert sorted(summary["folder"]) == sorted(VARIANTS)
+    assert summary[["VQAScore", "CLIPScore", "HPSv2.1Score"]].notna().all().all()
+    assert (tmp_path / "demo" / "variants" / "report.html").is_file()

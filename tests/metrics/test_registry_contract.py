@@ -116,7 +116,7 @@ def test_paths_and_pil_images_give_the_same_scores(scorer):
 
 
 # Scorers that do not validate their options (see report): a typo in an option is silently ignored.
-_IGNORES_UNKNOWN_OPTIONS = {"hpsv2", "hpsv2.1", "imagereward"}
+_IGNORES_UNKNOWN_OPTIONS: set[str] = set()
 
 
 @pytest.mark.parametrize(

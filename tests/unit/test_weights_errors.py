@@ -133,7 +133,6 @@ def test_corrupt_file_raises_weights_error_naming_it(name, rel, damage, tmp_path
     assert_names_file(info.value, bad)
 
 
-@pytest.mark.xfail(strict=True, reason="_hf_clip.load names vocab.json for any tokenizer failure (reported)")
 def test_corrupt_bpe_merges_file_is_the_one_named(tmp_path):
     root = linked_root(tmp_path)
     bad = replace_file(root, "clip-vit-large-patch14-336/merges.txt", GARBAGE)
@@ -239,3 +238,12 @@ def test_check_weights_unknown_metric_is_a_clean_error(capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert "Did you mean 'clipscore'" in captured.err
+
+
+def test_garbled_bert_vocab_for_imagereward_is_a_weights_error(tmp_path):
+    root = linked_root(tmp_path)
+    bad = replace_file(root, "bert-base-uncased/vocab.txt", b"hello\nworld\n")
+    (root / "bert-base-uncased" / "tokenizer.json").unlink(missing_ok=True)
+    with pytest.raises(WeightsError, match=r"lacks the BERT special tokens") as info:
+        load_scorer("imagereward", root)
+    assert str(bad) in str(info.value)
