@@ -183,6 +183,8 @@ def manifest_frame(scans: list[FolderScan]) -> pd.DataFrame:
     frame["prompt_idx"] = frame["prompt_idx"].astype("Int64")
     frame["row_id"] = np.arange(len(frame), dtype=np.int64)
     frame["image_sha256"] = [file_sha256(Path(p)) for p in frame["abs_path"]]
+    unreadable = (frame["image_sha256"] == "") & frame["error"].isna()
+    frame.loc[unreadable, "error"] = "unreadable image: the file cannot be read"
     return frame
 
 
@@ -196,7 +198,7 @@ def _dataset_rows(frame: pd.DataFrame, todo: dict[str, np.ndarray]) -> list[dict
             "image_path": record.abs_path,
             "prompt": record.prompt if record.prompt is not None else "",
             "has_prompt": record.prompt is not None and record.error is None,
-            "decode_error": "" if record.image_sha256 else "unreadable image: file cannot be read",
+            "decode_error": "",
         }
         row.update({todo_column(m): bool(flags[i]) for m, flags in todo.items()})
         rows.append(row)

@@ -55,3 +55,19 @@ def test_explicit_batch_size_and_replicas_are_kept():
     cfg = config(metric_specs={"clipscore": MetricSpec(batch_size=5, replicas=3, num_gpus=0.5)})
     plan = next(p for p in plan_metrics(cfg, cluster_gpus=1, cluster_cpus=8) if p.metric == "clipscore")
     assert (plan.batch_size, plan.replicas, plan.num_gpus) == (5, 3, 0.5)
+
+
+def test_an_image_that_cannot_be_read_becomes_a_failed_row_with_its_reason(tmp_path):
+    from janus_ray.manifest import FolderScan, ManifestRow
+    from janus_ray.pipeline import manifest_frame
+
+    good = tmp_path / "a.png"
+    good.write_bytes(b"some bytes")
+    rows = [
+        ManifestRow(folder=str(tmp_path), prompt_idx=0, prompt="p", image_path=str(good), rel_path="a.png", sample=0),
+        ManifestRow(folder=str(tmp_path), prompt_idx=1, prompt="q", image_path=str(tmp_path / "gone.png"),
+                    rel_path="gone.png", sample=0),
+    ]
+    frame = manifest_frame([FolderScan(folder=str(tmp_path), convention="sidecar-txt", rows=rows, warnings=[])])
+    assert frame.loc[0, "error"] is None and len(frame.loc[0, "image_sha256"]) == 64
+    assert frame.loc[1, "error"] == "unreadable image: the file cannot be read"
