@@ -78,6 +78,10 @@ class RunConfig:
     strict: bool = False
     resume: bool = True
     decode_batch_size: int = 16
+    #: without GPUs: "fused" = decode + all metrics in each actor (fewer copies and processes),
+    #: "per-metric" = the GPU layout (one actor pool per metric) on CPU
+    cpu_layout: str = "fused"
+    cpu_replicas: int | None = None  # fused CPU actors; None: one per 2 CPUs
     max_image_pixels: int | None = 178_956_970
 
     def spec(self, metric: str) -> MetricSpec:
@@ -120,6 +124,10 @@ class RunConfig:
             raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
+        if self.cpu_layout not in ("fused", "per-metric"):
+            raise ConfigError(f"cpu_layout must be 'fused' or 'per-metric', got {self.cpu_layout!r}.")
+        if self.cpu_replicas is not None and self.cpu_replicas < 1:
+            raise ConfigError(f"cpu_replicas must be >= 1, got {self.cpu_replicas}.")
         if self.decode_batch_size < 1:
             raise ConfigError(f"decode_batch_size must be >= 1, got {self.decode_batch_size}.")
 

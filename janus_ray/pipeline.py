@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.actors.decode_stage import DecodeStage, todo_column
+from janus_ray.actors.decode_stage import DecodeStage, stage_error_column, todo_column
+from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import FAULT_ENV, MetricActor, output_column, time_column
-from janus_ray.actors.decode_stage import stage_error_column
 from janus_ray.cache import ResultCache, file_sha256, weights_fingerprint
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
@@ -214,56 +214,97 @@ def stream_scores(
     config: RunConfig,
     on_batch: Callable[[pd.DataFrame], None],
 ) -> None:
-    """Stream ``rows`` through the decode stage and every metric's actor pool; call ``on_batch``."""
+    """Stream ``rows`` through decoding and every metric's actors; call ``on_batch`` per result batch."""
     import ray
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    any_gpu = any(p.num_gpus for p in plans)
-    decode_cpus = 1.0 if any_gpu else 0.5
-    max_decoders = max(1, int(cluster_cpus - len(plans))) if any_gpu else 1
     n_blocks = max(1, min(len(rows) // config.decode_batch_size, 2000))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    decode_spec = {
-        p.metric: {"scorer": p.scorer, "weights_root": str(Path(config.weights_root).resolve()), "options": p.options}
-        for p in plans
-    }
-    ds = ds.map_batches(
-        DecodeStage,
-        fn_constructor_kwargs={"metrics": decode_spec, "max_pixels": config.max_image_pixels},
-        batch_size=config.decode_batch_size,
-        batch_format="numpy",
-        concurrency=(1, max_decoders),
-        num_cpus=decode_cpus,
-    )
-    threads = max(1, int(cluster_cpus // max(1, len(plans)))) if not any_gpu else None
-    for plan in plans:
-        ds = ds.map_batches(
-            MetricActor,
-            fn_constructor_kwargs={
-                "metric": plan.metric,
-                "scorer": plan.scorer,
-                "weights_root": str(Path(config.weights_root).resolve()),
-                "device": plan.device,
-                "dtype": plan.dtype,
-                "options": plan.options,
-                "torch_threads": threads if plan.num_gpus == 0 else None,
-                "fault_injection": os.environ.get(FAULT_ENV),
-            },
-            batch_size=plan.batch_size,
-            batch_format="numpy",
-            concurrency=plan.replicas,
-            num_gpus=plan.num_gpus or None,
-            num_cpus=plan.num_cpus,
-            resources=plan.resources or None,
-            # No max_restarts/max_task_retries here: Ray Data's actor pools default to -1 for both,
-            # so a crashed actor is restarted and its in-flight batch retried (the kill test checks).
-        )
+    if use_fused_layout(plans, config):
+        ds = _fused_stage(ds, plans, config, cluster_cpus)
+    else:
+        ds = _separate_stages(ds, plans, config, cluster_cpus)
     keep = ["row_id", "decode_error"]
     for plan in plans:
         keep += [output_column(k) for k in plan.columns] + [stage_error_column(plan.metric), time_column(plan.metric)]
     ds = ds.select_columns(keep)
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         on_batch(batch)
+
+
+def use_fused_layout(plans: list[MetricPlan], config: RunConfig) -> bool:
+    return config.cpu_layout == "fused" and not any(p.num_gpus for p in plans)
+
+
+def fused_replicas(config: RunConfig, cluster_cpus: float) -> int:
+    return config.cpu_replicas or max(1, int(cluster_cpus) // 2)
+
+
+def _decode_kwargs(plans: list[MetricPlan], config: RunConfig) -> dict[str, Any]:
+    weights_root = str(Path(config.weights_root).resolve())
+    metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
+    return {"metrics": metrics, "max_pixels": config.max_image_pixels}
+
+
+def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | None) -> dict[str, Any]:
+    return {
+        "metric": plan.metric,
+        "scorer": plan.scorer,
+        "weights_root": str(Path(config.weights_root).resolve()),
+        "device": plan.device,
+        "dtype": plan.dtype,
+        "options": plan.options,
+        "torch_threads": torch_threads,
+        "fault_injection": os.environ.get(FAULT_ENV),
+    }
+
+
+def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float):
+    """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
+    replicas = fused_replicas(config, cluster_cpus)
+    threads = max(1, int(cluster_cpus // replicas))
+    return ds.map_batches(
+        FusedStage,
+        fn_constructor_kwargs={
+            "decode": _decode_kwargs(plans, config),
+            "metrics": [_metric_kwargs(p, config, None) for p in plans],
+            "torch_threads": threads,
+        },
+        batch_size=max(p.batch_size for p in plans),
+        batch_format="numpy",
+        concurrency=replicas,
+        num_cpus=cluster_cpus / replicas,
+        # Ray Data's actor pools default to max_restarts=-1 / max_task_retries=-1: a crashed actor is
+        # restarted and its batch retried, so no row is lost or doubled (the kill test checks).
+    )
+
+
+def _separate_stages(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float):
+    """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
+    any_gpu = any(p.num_gpus for p in plans)
+    max_decoders = max(1, int(cluster_cpus - len(plans))) if any_gpu else 1
+    ds = ds.map_batches(
+        DecodeStage,
+        fn_constructor_kwargs=_decode_kwargs(plans, config),
+        batch_size=config.decode_batch_size,
+        batch_format="numpy",
+        concurrency=(1, max_decoders),
+        num_cpus=1.0 if any_gpu else 0.5,
+    )
+    threads = max(1, int(cluster_cpus // max(1, len(plans))))
+    for plan in plans:
+        ds = ds.map_batches(
+            MetricActor,
+            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None),
+            batch_size=plan.batch_size,
+            batch_format="numpy",
+            concurrency=plan.replicas,
+            num_gpus=plan.num_gpus or None,
+            num_cpus=plan.num_cpus,
+            resources=plan.resources or None,
+            # Same restart/retry defaults as above: the kill test covers this layout too.
+        )
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +383,10 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
     for plan in plans:
         plan.settings_key = settings_key(plan, weights_root)
     print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
+    if use_fused_layout(plans, config):
+        replicas = fused_replicas(config, resources.get("CPU", 1.0))
+        print(f"[janus-ray] no GPUs: decode + all metrics fused in {replicas} CPU actor(s) "
+              "(cpu_layout='per-metric' for one pool per metric)", file=stream)
 
     frame = manifest_frame(scans)
     cache = ResultCache(Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache")

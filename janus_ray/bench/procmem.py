@@ -1,6 +1,7 @@
 """Peak memory of a process and all its descendants (a Ray driver, its GCS, raylet and workers).
 
-Sampled every ``interval`` seconds with psutil (a dependency of Ray; Ray also vendors it in
+Sampled every ``interval`` seconds (PSS every ``pss_every``-th sample: reading smaps_rollup of a
+few GB-sized processes costs milliseconds each, which on a small machine would perturb the timing) with psutil (a dependency of Ray; Ray also vendors it in
 ``ray/thirdparty_files``, which is used when psutil itself is not installed):
 
 * ``rss``: the sum of every process's resident set. Over-counts pages shared between processes
@@ -66,13 +67,14 @@ def peak_rss_self_bytes() -> int:
 class TreeSampler:
     """Samples the memory of ``pid`` and its descendants in a background thread until ``stop()``."""
 
-    def __init__(self, pid: int, interval: float = 0.5):
-        self.pid, self.interval = pid, interval
+    def __init__(self, pid: int, interval: float = 1.0, pss_every: int = 3):
+        self.pid, self.interval, self.pss_every = pid, interval, pss_every
         self.psutil = import_psutil()
         self.peak_rss = 0
         self.peak_pss: int | None = None
         self.peak_processes = 0
         self.samples = 0
+        self.cpu_seconds: dict[int, float] = {}  # last cumulative user+system seconds seen per pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,10 +95,12 @@ class TreeSampler:
             "peak_pss_mb": round(self.peak_pss / 2**20, 1) if self.peak_pss is not None else None,
             "peak_processes": self.peak_processes,
             "samples": self.samples,
+            # CPU seconds of every process of the tree (the last second of each process is missed)
+            "tree_cpu_s": round(sum(self.cpu_seconds.values()), 1) if self.samples else None,
             "method": (
                 f"psutil {self.psutil.__version__}: sum over the process and all its descendants, sampled every "
-                f"{self.interval} s (rss = sum of resident sets, over-counts shared pages; pss = sum of "
-                "proportional set sizes from /proc/<pid>/smaps_rollup)"
+                f"{self.interval} s (rss = sum of resident sets, over-counts shared pages; pss, every "
+                f"{self.interval * self.pss_every:g} s = sum of proportional set sizes from /proc/<pid>/smaps_rollup)"
                 if self.psutil is not None
                 else "psutil unavailable: not measured"
             ),
@@ -113,11 +117,16 @@ class TreeSampler:
                 processes = [root, *root.children(recursive=True)]
             except psutil.Error:
                 break
-            rss, pss, pss_ok = 0, 0, True
+            rss, pss = 0, 0
+            pss_ok = self.samples % self.pss_every == 0
             for process in processes:
                 try:
                     rss += process.memory_info().rss
+                    times = process.cpu_times()
+                    self.cpu_seconds[process.pid] = times.user + times.system
                 except psutil.Error:
+                    continue
+                if not pss_ok:
                     continue
                 value = _pss_bytes(process.pid)
                 if value is None:
@@ -132,7 +141,7 @@ class TreeSampler:
             self._stop.wait(self.interval)
 
 
-def run_sampled(command: list[str], env: dict | None = None, interval: float = 0.5, log_path: Path | None = None,
+def run_sampled(command: list[str], env: dict | None = None, interval: float = 1.0, log_path: Path | None = None,
                 timeout: float | None = None) -> dict:
     """Run ``command`` to completion; return its wall seconds, exit code and the tree's peak memory."""
     import subprocess

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from janus_ray import load_scorer
 from janus_ray.actors.metric_actor import FAULT_ENV
@@ -28,7 +29,8 @@ def read_all(folders, root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(["folder", "image_path"], ignore_index=True)
 
 
-def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cpu_layout", ["fused", "per-metric"])
+def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tmp_path, monkeypatch, cpu_layout):
     inputs = build_inputs(tmp_path)
     marker = tmp_path / "killed.txt"
     monkeypatch.setenv(FAULT_ENV, f"clipscore:2:{marker}")
@@ -40,6 +42,7 @@ def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tm
         metric_specs={"clipscore": MetricSpec(batch_size=2)},
         decode_batch_size=2,
         output_dir=str(tmp_path / "out"),
+        cpu_layout=cpu_layout,
     )
     result = evaluate(config)
     assert marker.read_text().startswith("killed clipscore actor")  # the fault really happened

@@ -43,7 +43,9 @@ def full_run(local_ray, tmp_path_factory):
     from .conftest import build_inputs
 
     inputs = build_inputs(tmp_path_factory.mktemp("e2e"))
-    return inputs, run(inputs, decode_batch_size=4)
+    # The GPU layout (decode pool + one actor pool per metric) on CPU; the fused CPU layout is
+    # covered by the fault tests and the demo test.
+    return inputs, run(inputs, decode_batch_size=4, cpu_layout="per-metric")
 
 
 def test_every_folder_gets_three_files_and_the_summary(full_run):
@@ -135,7 +137,7 @@ def test_json_keeps_the_earlier_keys_and_adds_meta(full_run):
 def test_rerun_resumes_from_the_cache_with_identical_results(full_run, local_ray):
     inputs, first = full_run
     before = {f: (f / "janus_eval_scores.parquet").read_bytes() for f in inputs["folders"]}
-    second = run(inputs, decode_batch_size=4)
+    second = run(inputs, decode_batch_size=4)  # the cache is keyed by content, not by layout
     assert second.n_cached == len(ALL_METRICS) * (first.n_rows - first.n_failed)
     for folder in inputs["folders"]:
         a = pd.read_parquet(pd.io.common.BytesIO(before[folder]))

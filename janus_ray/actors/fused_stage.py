@@ -1,0 +1,32 @@
+"""CPU-only clusters: decode and every metric in one actor process.
+
+Without GPUs there is nothing to overlap with, and every stage boundary costs a copy of the
+batch (pixel tensors of all metrics) through the object store plus one more process importing
+torch and loading its model. Fusing the stages keeps the decode-once and batching benefits and
+drops that overhead; replicas of the fused actor give the parallelism.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from janus_ray.actors.decode_stage import DecodeStage
+from janus_ray.actors.metric_actor import MetricActor
+
+
+class FusedStage:
+    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process."""
+
+    def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None):
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.stages = [DecodeStage(**decode)] + [MetricActor(**kwargs) for kwargs in metrics]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for stage in self.stages:
+            batch = stage(batch)
+        return batch

@@ -1,0 +1,386 @@
+"""The benchmark's timed phases. Each runs in a fresh child process:
+
+    python -m janus_ray.bench.phases SPEC.json
+
+``SPEC.json`` says which phase, the inputs, the metrics and where to write the result JSON. The
+parent (``janus_ray.bench.runner``) measures the child's wall time and the peak memory of its
+whole process tree; the child adds what only it can see.
+
+* ``pipeline``: ``janus-ray eval`` (``janus_ray.cli.main``) in this fresh process, so it starts its
+  own embedded Ray: cold start included. Probes are installed first, by replacing names that
+  ``janus_ray.pipeline`` looks up when it runs (the pipeline's code is unchanged; each probe calls
+  the real class): ``ProbeProgress`` records when each result batch reaches the driver, with the
+  per-metric actor seconds (``_jr_sec_<metric>`` columns) it carries; ``ProbeMetricActor`` and
+  ``ProbeDecodeStage`` record, inside each actor process, the load time, each batch's wall and CPU
+  seconds and input bytes, the peak RSS and (on CUDA) ``torch.cuda.max_memory_allocated``.
+* ``baseline``: what the earlier tool did, with janus_ray's scorers (same model math): for each
+  folder, for each metric, load the model, then score each image alone (open, preprocess, score:
+  ``scorer.score([path], [prompt])``).
+* ``model_work``: each scorer's forward alone, on pixel tensors made beforehand, in batches of the
+  pipeline's size, in the pipeline's row order (so text-feature caches hit as in the pipeline),
+  after one untimed warm-up batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STARTED = time.perf_counter()
+
+PROBE_ENV = "JANUS_RAY_BENCH_PROBE_DIR"
+
+
+# ----- helpers -----------------------------------------------------------------------------------
+def _vm_hwm_bytes() -> int | None:
+    """Peak resident set of this process (VmHWM), Linux; else getrusage."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    from janus_ray.bench.procmem import peak_rss_self_bytes
+
+    return peak_rss_self_bytes()
+
+
+def _cuda_peak_mb(device: Any) -> float | None:
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda" or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def _cuda_now_mb(device: Any) -> float | None:
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda" or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.memory_allocated(device) / 2**20, 1)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: Any) -> None:
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _rows(spec: dict) -> list[tuple[str, str, str]]:
+    """(folder, image path, prompt) of every scorable pair, in the pipeline's order."""
+    from janus_ray.manifest import build_manifest, load_prompts
+
+    prompts = load_prompts(spec["prompt_json"])
+    scans = build_manifest(spec["folders"], prompts)
+    rows = []
+    for scan in scans:
+        for row in scan.rows:
+            if row.prompt is not None and not row.error:
+                rows.append((scan.folder, str(row.image_path), row.prompt))
+    return rows
+
+
+# ----- probes for the pipeline phase -------------------------------------------------------------
+def _numeric_bytes(batch: dict) -> int:
+    """Bytes of the numeric arrays of a Ray Data batch (the pixel tensors dominate)."""
+    import numpy as np
+
+    return int(sum(a.nbytes for a in batch.values() if isinstance(a, np.ndarray) and a.dtype != object))
+
+
+class _StageProbe:
+    """Per-batch wall/CPU seconds and input bytes of one Ray Data stage, written to the probe folder."""
+
+    def __init__(self, stage: str, started: float):
+        self.record = {"stage": stage, "pid": os.getpid(), "started_at": started, "loaded_at": time.time(),
+                       "load_s": time.time() - started, "batches": []}
+        self.path = Path(os.environ.get(PROBE_ENV, ".")) / f"{stage}-{os.getpid()}.json"
+
+    def call(self, fn, batch: dict, device: Any = None):
+        n = len(batch["image_path"])
+        in_bytes = _numeric_bytes(batch)
+        wall, cpu = time.time(), time.process_time()
+        out = fn(batch)
+        self.record["batches"].append([wall, time.time(), n, time.process_time() - cpu, in_bytes])
+        self.write(device)
+        return out
+
+    def write(self, device: Any = None) -> None:
+        self.record["peak_rss_mb"] = round((_vm_hwm_bytes() or 0) / 2**20, 1)
+        self.record["process_cpu_s"] = time.process_time()  # whole process: imports, load, Ray's data handling
+        if device is not None:
+            if not self.record["batches"]:
+                self.record["cuda_weights_mb"] = _cuda_now_mb(device)
+            self.record["cuda_peak_mb"] = _cuda_peak_mb(device)
+        try:
+            self.path.write_text(json.dumps(self.record), encoding="utf-8")
+        except OSError:
+            pass
+
+
+def _probe_classes():
+    from janus_ray.actors.decode_stage import DecodeStage
+    from janus_ray.actors.metric_actor import MetricActor, time_column
+    from janus_ray.pipeline import Progress
+
+    class ProbeProgress(Progress):
+        """Progress that also records when each result batch reaches the driver, and its actor seconds."""
+
+        instances: list = []
+
+        def __init__(self, plans, totals, stream=sys.stderr):
+            super().__init__(plans, totals, stream)
+            self.created = time.perf_counter()
+            self.arrivals: list[tuple[float, int]] = []
+            self.actor_seconds = {p.metric: 0.0 for p in plans}
+            ProbeProgress.instances.append(self)
+
+        def update(self, batch, todo_rows) -> None:
+            self.arrivals.append((time.perf_counter(), len(batch)))
+            for plan in self.plans:
+                column = time_column(plan.metric)
+                if column in batch:  # per-row share of the batch's seconds: the sum is the batch time
+                    self.actor_seconds[plan.metric] += float(batch[column].fillna(0).sum())
+            super().update(batch, todo_rows)
+
+    class ProbeMetricActor(MetricActor):
+        """MetricActor recording its load time, per-batch wall/CPU seconds, input bytes and memory peaks."""
+
+        def __init__(self, **kwargs):
+            started = time.time()
+            super().__init__(**kwargs)
+            self._probe = _StageProbe(kwargs["metric"], started)
+            self._probe.write(self.scorer.device)
+
+        def __call__(self, batch):
+            return self._probe.call(super().__call__, batch, self.scorer.device)
+
+    class ProbeDecodeStage(DecodeStage):
+        """DecodeStage recording per-batch wall/CPU seconds and the bytes it produces."""
+
+        def __init__(self, **kwargs):
+            started = time.time()
+            super().__init__(**kwargs)
+            self._probe = _StageProbe("_decode", started)
+            self._probe.write()
+
+        def __call__(self, batch):
+            out = self._probe.call(super().__call__, batch)
+            self._probe.record["batches"][-1][4] = _numeric_bytes(out)  # bytes it produced
+            self._probe.write()
+            return out
+
+    return ProbeProgress, ProbeMetricActor, ProbeDecodeStage
+
+
+def _stage_summary(records: list[dict]) -> dict:
+    batches = [b for r in records for b in r["batches"]]
+    return {
+        "actors": len(records),
+        "load_s": max((r["load_s"] for r in records), default=None),
+        "batches": len(batches),
+        "rows": sum(b[2] for b in batches),
+        "busy_s": sum(b[1] - b[0] for b in batches),
+        "cpu_s": sum(b[3] for b in batches),
+        # CPU of the actor processes outside the stage's calls: start-up, imports, model load and Ray
+        # Data's own work (reading input blocks, building output blocks)
+        "process_cpu_s": sum(r.get("process_cpu_s", 0.0) for r in records),
+        "mb_in": round(sum(b[4] for b in batches) / 2**20, 1),
+        "peak_rss_mb": max((r.get("peak_rss_mb") or 0 for r in records), default=None),
+        "cuda_peak_mb": max((r["cuda_peak_mb"] for r in records if r.get("cuda_peak_mb") is not None), default=None),
+        "cuda_weights_mb": max((r["cuda_weights_mb"] for r in records if r.get("cuda_weights_mb") is not None), default=None),
+    }
+
+
+def run_pipeline(spec: dict) -> dict:
+    import janus_ray.cli as cli
+    import janus_ray.pipeline as pipeline
+
+    imported = time.perf_counter()
+    probe_progress, probe_actor, probe_decode = _probe_classes()
+    pipeline.Progress = probe_progress
+    pipeline.MetricActor = probe_actor
+    pipeline.DecodeStage = probe_decode
+    eval_started, eval_wall = time.perf_counter(), time.time()
+    code = cli.main(spec["cli_argv"])
+    eval_done = time.perf_counter()
+    if code != 0:
+        raise SystemExit(f"janus-ray eval exited with {code}")
+    progress = probe_progress.instances[-1]
+    arrivals = progress.arrivals
+    rows_total = sum(n for _, n in arrivals)
+    records: dict[str, list] = {}
+    for path in Path(os.environ[PROBE_ENV]).glob("*.json"):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        records.setdefault(record["stage"], []).append(record)
+    chain = [p.metric for p in progress.plans]  # the metric stages run chained, in this order
+    stages = {"_decode": _stage_summary(records.get("_decode", [])),
+              **{m: _stage_summary(records.get(m, [])) for m in chain}}
+    # Steady state: from the moment the last model finished loading to the last batch of any stage.
+    metric_records = [r for m in chain for r in records.get(m, [])]
+    all_loaded = max(r["loaded_at"] for r in metric_records)
+    last_end = max(b[1] for r in metric_records for b in r["batches"])
+    last_stage_rows = sum(b[2] for r in records.get(chain[-1], []) for b in r["batches"] if b[1] > all_loaded)
+    steady_s = last_end - all_loaded
+    per_metric = {}
+    for metric in chain:
+        stage = stages[metric]
+        per_metric[metric] = {
+            **stage,
+            "actor_busy_s": progress.actor_seconds[metric],  # from the _jr_sec_<metric> column
+            "images_per_s": rows_total / progress.actor_seconds[metric] if progress.actor_seconds[metric] else None,
+            "actor_peak_rss_mb": stage["peak_rss_mb"],
+        }
+    first_t, last_t = arrivals[0][0], arrivals[-1][0]
+    return {
+        "images": rows_total,
+        "import_s": imported - STARTED,
+        "evaluate_s": eval_done - eval_started,
+        "until_stream_s": progress.created - eval_started,  # manifest + hashing + Ray start + planning
+        "all_models_loaded_s": all_loaded - eval_wall,  # ... + actor processes started and every model loaded
+        "scoring_done_s": last_end - eval_wall,
+        "steady_s": steady_s,
+        "steady_images_per_s": last_stage_rows / steady_s if steady_s > 0 else None,
+        "driver_first_result_s": first_t - eval_started,  # when results start reaching the driver
+        "driver_last_result_s": last_t - eval_started,
+        "write_s": eval_done - last_t,  # assembling and writing the result files (+ summary, report)
+        "result_batches": len(arrivals),
+        "chain": chain,
+        "decode": stages["_decode"],
+        "per_metric": per_metric,
+    }
+
+
+# ----- baseline ---------------------------------------------------------------------------------
+def run_baseline(spec: dict) -> dict:
+    import csv
+
+    import torch
+
+    from janus_ray.metrics import load_scorer
+
+    imported = time.perf_counter()
+    rows = _rows(spec)
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for folder, path, prompt in rows:
+        by_folder.setdefault(folder, []).append((path, prompt))
+    per_metric = {m["scorer"]: {"load_s": 0.0, "score_s": 0.0, "images": 0, "cuda_peak_mb": None} for m in spec["metrics"]}
+    out_dir = Path(spec["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder, pairs in by_folder.items():
+        scores: dict[str, list[float]] = {}
+        for metric in spec["metrics"]:
+            stats = per_metric[metric["scorer"]]
+            started = time.perf_counter()
+            scorer = load_scorer(metric["scorer"], spec["weights_root"], device=spec["device"], dtype=spec["dtype"],
+                                 **metric["options"])
+            loaded = time.perf_counter()
+            values = []
+            for path, prompt in pairs:  # one image at a time: open, preprocess, score
+                values.append(scorer.score([path], [prompt])[0])
+            _sync(scorer.device)
+            done = time.perf_counter()
+            stats["load_s"] += loaded - started
+            stats["score_s"] += done - loaded
+            stats["images"] += len(pairs)
+            peak = _cuda_peak_mb(scorer.device)
+            if peak is not None:
+                stats["cuda_peak_mb"] = max(stats["cuda_peak_mb"] or 0, peak)
+            scores[metric["scorer"]] = values
+            device = scorer.device
+            del scorer
+            _free(device)
+        # The earlier tool wrote one CSV per folder.
+        with (out_dir / f"{Path(folder).name}.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image_path", "prompt", *scores])
+            for i, (path, prompt) in enumerate(pairs):
+                writer.writerow([path, prompt, *(scores[m][i] for m in scores)])
+    for stats in per_metric.values():
+        stats["images_per_s"] = stats["images"] / stats["score_s"] if stats["score_s"] else None
+        stats["images_per_s_with_load"] = stats["images"] / (stats["score_s"] + stats["load_s"])
+    return {"images": len(rows), "import_s": imported - STARTED, "torch_threads": torch.get_num_threads(),
+            "run_s": time.perf_counter() - imported, "per_metric": per_metric,
+            "peak_rss_self_mb": round((_vm_hwm_bytes() or 0) / 2**20, 1)}
+
+
+# ----- model work -------------------------------------------------------------------------------
+def run_model_work(spec: dict) -> dict:
+    import torch
+
+    from janus_ray.metrics import load_scorer
+
+    rows = _rows(spec)
+    per_metric = {}
+    for metric in spec["metrics"]:
+        batch_size = metric["batch_size"]
+        started = time.perf_counter()
+        scorer = load_scorer(metric["scorer"], spec["weights_root"], device=spec["device"], dtype=spec["dtype"],
+                             **metric["options"])
+        load_s = time.perf_counter() - started
+        weights_mb = _cuda_now_mb(scorer.device)
+        # Pixel tensors made beforehand (pixel values do not change the work): one pool of a batch.
+        pool = scorer.preprocess([path for _, path, _ in rows[:batch_size]])
+        warm = min(batch_size, len(pool))
+        scorer.score_pixels(pool[:warm], [f"warm-up prompt number {i}" for i in range(warm)])
+        _sync(scorer.device)
+        started = time.perf_counter()
+        for start in range(0, len(rows), batch_size):
+            prompts = [prompt for _, _, prompt in rows[start : start + batch_size]]
+            chunk = pool[: len(prompts)] if len(prompts) <= len(pool) else pool[torch.arange(len(prompts)) % len(pool)]
+            scorer.score_pixels(chunk, prompts)
+        _sync(scorer.device)
+        forward_s = time.perf_counter() - started
+        per_metric[metric["scorer"]] = {
+            "forward_s": forward_s,
+            "images": len(rows),
+            "batch_size": batch_size,
+            "images_per_s": len(rows) / forward_s if forward_s else None,
+            "load_s": load_s,
+            "cuda_weights_mb": weights_mb,
+            "cuda_peak_mb": _cuda_peak_mb(scorer.device),
+        }
+        device = scorer.device
+        del scorer, pool
+        _free(device)
+    return {"images": len(rows), "torch_threads": torch.get_num_threads(), "per_metric": per_metric,
+            "total_s": sum(m["forward_s"] for m in per_metric.values()),
+            "peak_rss_self_mb": round((_vm_hwm_bytes() or 0) / 2**20, 1)}
+
+
+PHASES = {"pipeline": run_pipeline, "baseline": run_baseline, "model_work": run_model_work}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    threads = spec.get("torch_threads")
+    if threads and spec["phase"] != "pipeline":
+        import torch
+
+        torch.set_num_threads(threads)
+    result = PHASES[spec["phase"]](spec)
+    result["child_s"] = time.perf_counter() - STARTED
+    Path(spec["result"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
