@@ -116,7 +116,9 @@ def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) ->
     use_gpus = cluster_gpus > 0 and config.device != "cpu"
     if config.device == "cuda" and cluster_gpus == 0:
         raise ConfigError("--device cuda requested but the Ray cluster has no GPUs.")
-    cpu_share = max(0.1, (cluster_cpus - 0.5) / max(1, len(config.metrics)))
+    # Logical CPUs only (threads are set separately); 1 CPU stays free for Ray Data's own small
+    # tasks (column projection, output) so results stream to the driver instead of arriving at the end.
+    cpu_share = max(0.05, (cluster_cpus - 1.5) / max(1, len(config.metrics)))
     plans = []
     for metric in config.metrics:
         spec = config.spec(metric)
@@ -273,7 +275,7 @@ def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: f
         batch_size=max(p.batch_size for p in plans),
         batch_format="numpy",
         concurrency=replicas,
-        num_cpus=cluster_cpus / replicas,
+        num_cpus=max(0.1, (cluster_cpus - 1.0) / replicas),  # 1 CPU left for Ray Data's own tasks
         # Ray Data's actor pools default to max_restarts=-1 / max_task_retries=-1: a crashed actor is
         # restarted and its batch retried, so no row is lost or doubled (the kill test checks).
     )
