@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,15 @@ class DecodeStage:
             for metric, spec in metrics.items()
         }
         self.shapes: dict[str, tuple[int, ...]] = {}
+        # Metrics whose transforms are identical (HPSv2 and HPSv2.1 share one) compute it once.
+        self.same_as: dict[str, str] = {}
+        first_by_bytes: dict[bytes, str] = {}
+        for metric, transform in self.transforms.items():
+            try:
+                key = pickle.dumps(transform)
+            except Exception:  # noqa: BLE001 - an unpicklable transform is simply not shared
+                continue
+            self.same_as[metric] = first_by_bytes.setdefault(key, metric)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_path"])
@@ -58,11 +68,14 @@ class DecodeStage:
             except Exception as exc:  # noqa: BLE001 - any unreadable file costs its row only
                 decode_errors[i] = f"unreadable image: {describe_error(exc)}"
                 continue
+            done: dict[str, np.ndarray] = {}
             for metric in wanted:
+                source = self.same_as.get(metric, metric)
                 try:
-                    array = np.ascontiguousarray(self.transforms[metric](image), dtype=np.float32)
-                    self.shapes[metric] = array.shape
-                    pixels[metric][i] = array
+                    if source not in done:
+                        done[source] = np.ascontiguousarray(self.transforms[source](image), dtype=np.float32)
+                    self.shapes[metric] = done[source].shape
+                    pixels[metric][i] = done[source]
                 except Exception as exc:  # noqa: BLE001
                     errors[metric][i] = f"preprocessing failed: {describe_error(exc)}"
         out = dict(batch)
