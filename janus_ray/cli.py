@@ -49,7 +49,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="ignore the resume cache")
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
-    parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per 2 CPUs)")
+    parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
     parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")

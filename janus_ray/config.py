@@ -81,7 +81,7 @@ class RunConfig:
     #: without GPUs: "fused" = decode + all metrics in each actor (fewer copies and processes),
     #: "per-metric" = the GPU layout (one actor pool per metric) on CPU
     cpu_layout: str = "fused"
-    cpu_replicas: int | None = None  # fused CPU actors; None: one per 2 CPUs
+    cpu_replicas: int | None = None  # fused CPU actors; None: one per CPU, one torch thread each
     max_image_pixels: int | None = 178_956_970
 
     def spec(self, metric: str) -> MetricSpec:

@@ -229,7 +229,9 @@ def stream_scores(
     keep = ["row_id", "decode_error"]
     for plan in plans:
         keep += [output_column(k) for k in plan.columns] + [stage_error_column(plan.metric), time_column(plan.metric)]
-    ds = ds.select_columns(keep)
+    # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
+    # results would reach the driver (progress, resume cache) only at the end of the run.
+    ds = ds.select_columns(keep, num_cpus=0)
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         on_batch(batch)
 
@@ -239,7 +241,9 @@ def use_fused_layout(plans: list[MetricPlan], config: RunConfig) -> bool:
 
 
 def fused_replicas(config: RunConfig, cluster_cpus: float) -> int:
-    return config.cpu_replicas or max(1, int(cluster_cpus) // 2)
+    """One single-threaded fused actor per CPU: decoding in one overlaps model work in another
+    (measured on 2 CPUs, 6x200 tiny images: 111.5 s with 1 actor x 2 threads, 84.5 s with 2 x 1)."""
+    return config.cpu_replicas or max(1, int(cluster_cpus))
 
 
 def _decode_kwargs(plans: list[MetricPlan], config: RunConfig) -> dict[str, Any]:

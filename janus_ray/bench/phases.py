@@ -12,7 +12,9 @@ whole process tree; the child adds what only it can see.
   the real class): ``ProbeProgress`` records when each result batch reaches the driver, with the
   per-metric actor seconds (``_jr_sec_<metric>`` columns) it carries; ``ProbeMetricActor`` and
   ``ProbeDecodeStage`` record, inside each actor process, the load time, each batch's wall and CPU
-  seconds and input bytes, the peak RSS and (on CUDA) ``torch.cuda.max_memory_allocated``.
+  seconds and input bytes, the peak RSS and (on CUDA) ``torch.cuda.max_memory_allocated``;
+  ``ProbeFusedStage`` (the CPU-only layout: decode and every metric in one actor) builds its
+  in-process stages from those two, so each stage is measured in either layout.
 * ``baseline``: what the earlier tool did, with janus_ray's scorers (same model math): for each
   folder, for each metric, load the model, then score each image alone (open, preprocess, score:
   ``scorer.score([path], [prompt])``).
@@ -187,7 +189,20 @@ def _probe_classes():
             self._probe.write()
             return out
 
-    return ProbeProgress, ProbeMetricActor, ProbeDecodeStage
+    from janus_ray.actors.fused_stage import FusedStage
+
+    class ProbeFusedStage(FusedStage):
+        """FusedStage (CPU-only layout: decode + every metric in one actor) built from the probe stages."""
+
+        def __init__(self, **kwargs):
+            # FusedStage builds its stages from these module names; in this (worker) process they
+            # become the probes, so each in-process stage records its own load, batches and memory.
+            import janus_ray.actors.fused_stage as fused_module
+
+            fused_module.DecodeStage, fused_module.MetricActor = ProbeDecodeStage, ProbeMetricActor
+            super().__init__(**kwargs)
+
+    return ProbeProgress, ProbeMetricActor, ProbeDecodeStage, ProbeFusedStage
 
 
 def _stage_summary(records: list[dict]) -> dict:
@@ -201,7 +216,8 @@ def _stage_summary(records: list[dict]) -> dict:
         "cpu_s": sum(b[3] for b in batches),
         # CPU of the actor processes outside the stage's calls: start-up, imports, model load and Ray
         # Data's own work (reading input blocks, building output blocks)
-        "process_cpu_s": sum(r.get("process_cpu_s", 0.0) for r in records),
+        "process_cpu_s": (None if any(r.get("process_cpu_s") is None for r in records)
+                          else sum(r["process_cpu_s"] for r in records)),
         "mb_in": round(sum(b[4] for b in batches) / 2**20, 1),
         "peak_rss_mb": max((r.get("peak_rss_mb") or 0 for r in records), default=None),
         "cuda_peak_mb": max((r["cuda_peak_mb"] for r in records if r.get("cuda_peak_mb") is not None), default=None),
@@ -214,10 +230,12 @@ def run_pipeline(spec: dict) -> dict:
     import janus_ray.pipeline as pipeline
 
     imported = time.perf_counter()
-    probe_progress, probe_actor, probe_decode = _probe_classes()
+    probe_progress, probe_actor, probe_decode, probe_fused = _probe_classes()
     pipeline.Progress = probe_progress
     pipeline.MetricActor = probe_actor
     pipeline.DecodeStage = probe_decode
+    if hasattr(pipeline, "FusedStage"):
+        pipeline.FusedStage = probe_fused
     eval_started, eval_wall = time.perf_counter(), time.time()
     code = cli.main(spec["cli_argv"])
     eval_done = time.perf_counter()
@@ -231,6 +249,13 @@ def run_pipeline(spec: dict) -> dict:
         record = json.loads(path.read_text(encoding="utf-8"))
         records.setdefault(record["stage"], []).append(record)
     chain = [p.metric for p in progress.plans]  # the metric stages run chained, in this order
+    # Whole-process CPU per actor process (stages fused into one process share it: counted once).
+    process_cpu = {r["pid"]: r.get("process_cpu_s", 0.0) for rs in records.values() for r in rs}
+    shared = {pid for pid in process_cpu if sum(r["pid"] == pid for rs in records.values() for r in rs) > 1}
+    for rs in records.values():
+        for r in rs:
+            if r["pid"] in shared:
+                r["process_cpu_s"] = None
     stages = {"_decode": _stage_summary(records.get("_decode", [])),
               **{m: _stage_summary(records.get(m, [])) for m in chain}}
     # Steady state: from the moment the last model finished loading to the last batch of any stage.
@@ -263,6 +288,10 @@ def run_pipeline(spec: dict) -> dict:
         "write_s": eval_done - last_t,  # assembling and writing the result files (+ summary, report)
         "result_batches": len(arrivals),
         "chain": chain,
+        "actor_processes": len(process_cpu),
+        "actor_processes_cpu_s": sum(process_cpu.values()),
+        "layout": "fused" if any(r["pid"] == d["pid"] for d in records.get("_decode", []) for r in metric_records)
+        else "per-metric",
         "decode": stages["_decode"],
         "per_metric": per_metric,
     }

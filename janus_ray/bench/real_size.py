@@ -32,7 +32,8 @@ Memory: nothing is instantiated. The key names and shapes come from the model bu
 device; each tensor is drawn on its own, cast to the file dtype and appended to the current shard,
 so host memory peaks at one shard (``shard_bytes``, 2 GB by default) plus one tensor in fp32
 (FlanT5-XXL's 32128 x 4096 embedding: 0.5 GB). The single-file formats the scorers require
-(CLIP/PickScore ``model.safetensors``, HPS and ImageReward ``.pt``) are held whole: 4 GB at most.
+(CLIP/PickScore/BLIP-2 ``model.safetensors``, HPS and ImageReward ``.pt``) are held whole: 4.7 GB at
+most (BLIP-2 in fp32).
 
 Sizes at scale 1: 38.4 GB on disk, 16.2 B parameters, with FlanT5-XXL (22.3 GB of it); 21.8 GB with
 ``--vqa-model clip-flant5-xl``. ``scale`` < 1 shrinks widths (whole attention heads, head size kept), depths and

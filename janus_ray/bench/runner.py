@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="real-size only: which CLIP-FlanT5 VQAScore uses")
     parser.add_argument("--torch-threads", type=int, help="torch threads of the baseline and model-work processes "
                                                            "(default: torch's default)")
+    parser.add_argument("--eval-args", default="", help="extra `janus-ray eval` arguments for the pipeline phase, "
+                                                         "e.g. \"--cpu-layout per-metric\" (one string)")
     parser.add_argument("--seed", type=int, default=0, help="prompts and random weights")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before a phase's process is killed")
     return parser
@@ -272,6 +274,8 @@ def format_table(report: dict) -> str:
         lines.append(f"{'pipeline, end to end (cold)':<34}{p['wall_s']:>9.1f}{_f(p['images_per_s'], '{:.2f}'):>10}"
                      f"{_f(p['peak_pss_mb'], '{:.0f}'):>13}{_f(p['peak_rss_mb'], '{:.0f}'):>13}{_f(p['tree_cpu_s']):>9}")
         d = p["detail"]
+        lines.append(f"{'  layout: ' + str(d.get('layout')) + ', actor processes: ' + str(d.get('actor_processes')):<52}"
+                     f"{_f(d.get('actor_processes_cpu_s')):>9}  (their CPU s)")
         lines.append(f"{'  Ray up, ready to stream':<34}{_f(d.get('until_stream_s')):>9}")
         lines.append(f"{'  all models loaded':<34}{_f(d.get('all_models_loaded_s')):>9}")
         lines.append(f"{'  steady state (loaded -> done)':<34}{_f(d.get('steady_s')):>9}"
@@ -352,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             "folders": [str(f) for f in inputs["folders"]], "prompt_json": str(inputs["prompt_json"]),
             "weights_root": str(root), "metrics": plan, "device": device, "dtype": args.dtype,
             "torch_threads": args.torch_threads,
-            "cli_argv_template": eval_argv(inputs, root, plan, device, args.dtype, work / "runs" / "pipeline"),
+            "cli_argv_template": eval_argv(inputs, root, plan, device, args.dtype, work / "runs" / "pipeline")
+            + shlex.split(args.eval_args),
         }
         runs: dict[str, list[dict]] = {}
         for phase in PHASE_NAMES:

@@ -1,0 +1,160 @@
+"""scripts/bench.py at a tiny size, and the real-size weights generator at a tiny scale.
+
+No timing is asserted: only that every phase ran and the JSON holds positive numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from janus_ray import load_scorer
+from janus_ray.bench import real_size
+from janus_ray.bench.inputs import make_inputs, make_prompts
+from janus_ray.demo import synthetic_image
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "scripts" / "bench.py"
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(BENCH), *args, "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert "speed-up" in done.stdout or "model work" in done.stdout
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("layout", ["fused", "per-metric"])
+def test_bench_tiny_writes_every_number(tmp_path, layout):
+    report = run_bench(tmp_path, "--models", "tiny", "--folders", "2", "--prompts", "3",
+                       "--metrics", "clipscore", "hpsv2", "--device", "cpu", "--eval-args", f"--cpu-layout {layout}")
+    for key in ("command", "machine", "versions", "settings", "phases", "ratios", "methods", "table", "load_average"):
+        assert key in report
+    assert report["command"].startswith("python scripts/bench.py --models tiny")
+    assert report["machine"]["cpu_count"] >= 1 and "gpu_name" in report["machine"]
+    assert report["versions"]["torch"] and report["versions"]["ray"]
+    settings = report["settings"]
+    assert settings["images"] == 6 and settings["folders"] == 2 and settings["device"] == "cpu"
+    assert [m["scorer"] for m in settings["metrics"]] == ["clipscore", "hpsv2"]
+    assert settings["pipeline_command"].startswith("janus-ray eval ")
+
+    phases = report["phases"]
+    assert set(phases) == {"pipeline", "baseline", "model_work"}
+    for name, phase in phases.items():
+        assert phase["images"] == 6, name
+        assert positive(phase["wall_s"]), name
+        assert positive(phase["peak_rss_mb"]), name
+        assert set(phase["per_metric"]) == {"clipscore", "hpsv2"}, name
+    pipeline = phases["pipeline"]
+    assert positive(pipeline["images_per_s"])
+    detail = pipeline["detail"]
+    assert detail["layout"] == layout
+    assert settings["pipeline_command"].endswith(f"--cpu-layout {layout}")
+    for key in ("evaluate_s", "until_stream_s", "all_models_loaded_s", "steady_s", "steady_images_per_s",
+                "driver_first_result_s", "actor_processes_cpu_s"):
+        assert positive(detail[key]), key
+    assert detail["actor_processes"] == (1 if layout == "fused" else 3)  # decode + one actor per metric
+    assert positive(detail["decode"]["busy_s"]) and detail["decode"]["rows"] == 6
+    assert pipeline["peak_processes"] > 1  # the driver and Ray's processes were all sampled
+    assert positive(pipeline["tree_cpu_s"])
+    for metric, stats in pipeline["per_metric"].items():
+        assert positive(stats["actor_busy_s"]) and positive(stats["images_per_s"]), metric
+        assert positive(stats["busy_s"]) and positive(stats["cpu_s"]) and stats["rows"] == 6, metric
+        assert positive(stats["load_s"]) and stats["actors"] >= 1, metric
+        assert positive(stats["actor_peak_rss_mb"]) and positive(stats["mb_in"]), metric
+        assert stats["cuda_peak_mb"] is None  # CPU run
+        if layout == "per-metric":
+            assert positive(stats["process_cpu_s"]), metric
+    for metric, stats in phases["baseline"]["per_metric"].items():
+        assert stats["images"] == 6 and positive(stats["load_s"]) and positive(stats["images_per_s"]), metric
+    work = phases["model_work"]
+    assert positive(work["total_s"]) and positive(work["images_per_s"])
+    for metric, stats in work["per_metric"].items():
+        assert stats["batch_size"] == 8 and positive(stats["forward_s"]), metric
+    ratios = report["ratios"]
+    assert positive(ratios["baseline_over_pipeline"]) and positive(ratios["efficiency"])
+    # The pipeline wrote its result files.
+    results = tmp_path / "work" / "runs" / "pipeline-0" / "out" / "results"
+    assert len(list(results.glob("*/janus_eval_scores.csv"))) == 2
+
+
+def test_bench_real_size_scaled_down_runs_without_ray(tmp_path):
+    """The real-size path of the bench (generate, then score), shrunk; the pipeline phase skipped."""
+    report = run_bench(tmp_path, "--models", "real-size", "--real-size-scale", "0.05", "--folders", "1",
+                       "--prompts", "2", "--metrics", "clipscore", "--phases", "baseline", "model_work",
+                       "--device", "cpu", "--batch-size", "2")
+    assert report["settings"]["real_size"]["settings"]["scale"] == 0.05
+    assert set(report["phases"]) == {"baseline", "model_work"}
+    assert report["phases"]["model_work"]["per_metric"]["clipscore"]["batch_size"] == 2
+    assert report["ratios"]["baseline_over_pipeline"] is None
+
+
+def test_inputs_tree_has_the_janus_layouts(tmp_path):
+    prompts = make_prompts(5, seed=1)
+    assert len(set(prompts)) == 5 and prompts == make_prompts(5, seed=1)
+    inputs = make_inputs(tmp_path / "in", 8, prompts)  # more than the six layouts: names stay unique
+    names = [f.name for f in inputs["folders"]]
+    assert len(names) == 8 and len(set(names)) == 8
+    assert inputs["n_images"] == 40
+    from janus_ray.manifest import build_manifest, load_prompts
+
+    scans = build_manifest([str(f) for f in inputs["folders"]], load_prompts(inputs["prompt_json"]))
+    assert [len(s.rows) for s in scans] == [5] * 8
+    assert all(row.prompt == prompts[row.prompt_idx] for s in scans for row in s.rows)
+
+
+# ----- the real-size generator ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scaled_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("real_size") / "weights"
+    real_size.generate(root, scale=0.05, log=lambda text: None)
+    return root
+
+
+@pytest.mark.parametrize("metric", ["clipscore", "pickscore", "hpsv2", "hpsv2.1", "itmscore", "imagereward", "vqascore"])
+def test_scaled_real_size_root_loads_through_load_scorer(scaled_root, metric):
+    scorer = load_scorer(metric, scaled_root)
+    images = [synthetic_image(seed=i) for i in range(2)]
+    scores = scorer.score(images, ["a red circle on a white background", "two cats sleeping on a sofa"])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
+def test_scaled_root_keeps_real_vocabularies_and_formats(scaled_root):
+    from janus_ray.metrics.vqa_score import SentencePieceT5Tokenizer
+
+    xxl = scaled_root / "clip-flant5-xxl"
+    assert (xxl / "model.safetensors.index.json").is_file()
+    assert len(SentencePieceT5Tokenizer(xxl)) == 32100  # FlanT5's len(tokenizer): embeddings keep 32100 rows
+    assert json.loads((xxl / "config.json").read_text())["vocab_size"] == 32128
+    assert json.loads((scaled_root / "ImageReward" / "med_config.json").read_text())["vocab_size"] == 30524
+    assert (scaled_root / "HPSv2" / "open_clip_config.json").is_file()  # scaled: the config says so
+    marker = json.loads((scaled_root / real_size.MARKER).read_text())
+    assert marker["settings"]["scale"] == 0.05
+    # A second call with the same settings reuses the root.
+    again = real_size.generate(scaled_root, scale=0.05, log=lambda text: None)
+    assert again["settings"] == marker["settings"]
+
+
+def test_real_size_dimensions_at_scale_one():
+    """At scale 1 the architectures have the real checkpoints' parameter counts (meta device, no memory)."""
+    description = real_size.generate("/nonexistent/dry-run", scale=1.0, dry_run=True, log=lambda text: None)
+    params = {name.split(" ")[0]: part["params"] for name, part in description["parts"].items()}
+    assert params["clip-vit-large-patch14-336"] == pytest.approx(427.9e6, rel=1e-3)  # CLIP ViT-L/14-336
+    assert params["PickScore_v1"] == pytest.approx(986.1e6, rel=1e-3)  # CLIP ViT-H/14
+    assert params["HPSv2/HPS_v2_compressed.pt"] == pytest.approx(986.1e6, rel=1e-3)  # open_clip ViT-H-14
+    assert params["blip2-itm-vit-g"] == pytest.approx(1.172e9, rel=1e-2)  # EVA ViT-g + Q-Former
+    assert params["ImageReward/ImageReward.pt"] == pytest.approx(446.7e6, rel=1e-2)  # BLIP ViT-L + BERT-base
+    assert params["clip-flant5-xxl/"] == pytest.approx(11.16e9, rel=1e-2)  # FlanT5-XXL + projector
+    assert description["total_bytes"] > 38e9
