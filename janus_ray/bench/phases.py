@@ -258,9 +258,10 @@ def run_pipeline(spec: dict) -> dict:
                 r["process_cpu_s"] = None
     stages = {"_decode": _stage_summary(records.get("_decode", [])),
               **{m: _stage_summary(records.get(m, [])) for m in chain}}
-    # Steady state: from the moment the last model finished loading to the last batch of any stage.
+    # Steady state: from the moment every metric had one loaded actor to the last batch of any stage
+    # (a later replica that loads while the others already score is extra capacity, not start-up).
     metric_records = [r for m in chain for r in records.get(m, [])]
-    all_loaded = max(r["loaded_at"] for r in metric_records)
+    all_loaded = max(min(r["loaded_at"] for r in records.get(m, [])) for m in chain)
     last_end = max(b[1] for r in metric_records for b in r["batches"])
     last_stage_rows = sum(b[2] for r in records.get(chain[-1], []) for b in r["batches"] if b[1] > all_loaded)
     steady_s = last_end - all_loaded

@@ -38,8 +38,9 @@ def positive(value) -> bool:
 @pytest.mark.ray
 @pytest.mark.parametrize("layout", ["fused", "per-metric"])
 def test_bench_tiny_writes_every_number(tmp_path, layout):
+    eval_args = f"--cpu-layout {layout}" + (" --cpu-replicas 1" if layout == "fused" else "")
     report = run_bench(tmp_path, "--models", "tiny", "--folders", "2", "--prompts", "3",
-                       "--metrics", "clipscore", "hpsv2", "--device", "cpu", "--eval-args", f"--cpu-layout {layout}")
+                       "--metrics", "clipscore", "hpsv2", "--device", "cpu", "--eval-args", eval_args)
     for key in ("command", "machine", "versions", "settings", "phases", "ratios", "methods", "table", "load_average"):
         assert key in report
     assert report["command"].startswith("python scripts/bench.py --models tiny")
@@ -61,7 +62,7 @@ def test_bench_tiny_writes_every_number(tmp_path, layout):
     assert positive(pipeline["images_per_s"])
     detail = pipeline["detail"]
     assert detail["layout"] == layout
-    assert settings["pipeline_command"].endswith(f"--cpu-layout {layout}")
+    assert settings["pipeline_command"].endswith(eval_args)
     for key in ("evaluate_s", "until_stream_s", "all_models_loaded_s", "steady_s", "steady_images_per_s",
                 "driver_first_result_s", "actor_processes_cpu_s"):
         assert positive(detail[key]), key
