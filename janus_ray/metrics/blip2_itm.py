@@ -23,7 +23,7 @@ from PIL import Image
 from janus_ray.errors import ConfigError, WeightsError
 from janus_ray.images import to_rgb
 from janus_ray.metrics.base import ImageTransform, Scorer, unique_prompts
-from janus_ray.metrics.weights import RequiredFile, load_failure
+from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 
 MODEL_DIR = "blip2-itm-vit-g"
 #: t2v_metrics tokenises with padding='max_length', truncation=True, max_length=35 ([CLS] kept first)
@@ -38,16 +38,7 @@ def _model_dir(weights_root: Path) -> Path:
 
 
 def _weights_file(folder: Path) -> RequiredFile:
-    """The HF weights: safetensors preferred; a sharded index or pytorch_model.bin accepted."""
-    return RequiredFile(
-        folder / "model.safetensors",
-        "BLIP-2 ITM weights",
-        (
-            folder / "model.safetensors.index.json",
-            folder / "pytorch_model.bin",
-            folder / "pytorch_model.bin.index.json",
-        ),
-    )
+    return hf_weights_file(folder, "BLIP-2 ITM weights")
 
 
 def _check_options(options: dict[str, Any]) -> bool:

@@ -43,8 +43,10 @@ class RequiredFile:
 
 
 def hf_weights_file(folder: Path, purpose: str) -> RequiredFile:
-    """The model weights of a Hugging Face folder: safetensors preferred, pytorch_model.bin accepted."""
-    return RequiredFile(folder / "model.safetensors", purpose, (folder / "pytorch_model.bin",))
+    """The model weights of a Hugging Face folder: safetensors preferred; a sharded index or
+    pytorch_model.bin (whole or sharded) accepted."""
+    alternatives = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return RequiredFile(folder / "model.safetensors", purpose, tuple(folder / name for name in alternatives))
 
 
 def file_status(path: Path) -> str:
