@@ -503,9 +503,14 @@ def generate(
 def _hf_clip(writer: Writer, source: Path, folder: Path, dims: dict, what: str) -> None:
     from transformers import CLIPConfig, CLIPModel
 
+    _hf_model(writer, source, folder, dims, what, CLIPConfig, CLIPModel)
+
+
+def _hf_model(writer: Writer, source: Path, folder: Path, dims: dict, what: str, config_cls, model_cls) -> None:
+    """A Hugging Face folder: the fixture's files with a scaled config and random safetensors weights."""
     config_dict = deep_update(json.loads((source / "config.json").read_text(encoding="utf-8")), dims)
-    config = CLIPConfig.from_dict(config_dict)
-    shapes = meta_shapes(lambda: CLIPModel(config))
+    config = config_cls.from_dict(config_dict)
+    shapes = meta_shapes(lambda: model_cls(config))
     if not writer.dry_run:
         _copy_files(source, folder, skip={"config.json", "model.safetensors", "pytorch_model.bin"})
         _write_json(folder / "config.json", config_dict)
@@ -540,13 +545,8 @@ def _hps(writer: Writer, folder: Path, scale: float, versions: list[str]) -> Non
 def _blip2(writer: Writer, source: Path, folder: Path, dims: dict) -> None:
     from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-    config_dict = deep_update(json.loads((source / "config.json").read_text(encoding="utf-8")), dims)
-    config = Blip2Config.from_dict(config_dict)
-    shapes = meta_shapes(lambda: Blip2ForImageTextRetrieval(config))
-    if not writer.dry_run:
-        _copy_files(source, folder, skip={"config.json", "model.safetensors", "pytorch_model.bin"})
-        _write_json(folder / "config.json", config_dict)
-    writer.safetensors_file("blip2-itm-vit-g (EVA ViT-g + Q-Former)", folder / "model.safetensors", shapes, torch.float32)
+    _hf_model(writer, source, folder, dims, "blip2-itm-vit-g (EVA ViT-g + Q-Former)", Blip2Config,
+              Blip2ForImageTextRetrieval)
 
 
 def _imagereward(writer: Writer, fixture: Path, target: Path, scale: float) -> None:
