@@ -229,6 +229,9 @@ class SquarePadCLIPTransform:
     A module-level class so Ray can pickle it (it carries the image processor, no model).
     """
 
+    #: pads to a square of the longest side: the decode stage's size guard bounds that allocation
+    square_pad = True
+
     def __init__(self, processor: Any):
         self.processor = processor
         # t2v: expand2square(image, tuple(int(x*255) for x in image_processor.image_mean)) = (122, 116, 104)
