@@ -132,11 +132,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from janus_ray.manifest import build_manifest, load_prompts, validate_report
+    from janus_ray.manifest import load_prompts, validate_folders
 
     prompts = load_prompts(args.prompt_json) if args.prompt_json else None
-    scans = build_manifest(args.folders, prompts, all_samples=args.all_samples)
-    text, ok = validate_report(scans, check_images=True)
+    text, ok = validate_folders(args.folders, prompts, all_samples=args.all_samples, check_images=True)
     print(text)
     return 0 if ok else 1
 

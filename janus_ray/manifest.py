@@ -620,16 +620,36 @@ def _examples(items: Sequence) -> str:
 # Validation report (the `validate` command: no model loads)
 
 
-def validate_report(scans: Sequence[FolderScan], check_images: bool = True) -> tuple[str, bool]:
-    """A human-readable report per folder and whether everything is ready to score."""
-    lines, ok = [], True
+def validate_folders(folders: Sequence[str | os.PathLike], prompts: Sequence[str] | None,
+                     all_samples: bool = False, check_images: bool = True) -> tuple[str, bool]:
+    """The ``validate`` command: every folder scanned on its own, so one folder's error (mixed
+    layouts, no known layout, a broken metadata file, images but no row) is reported with the
+    other folders' problems instead of stopping at the first. No model is loaded."""
+    scans, failed = [], []
+    for folder in folders:
+        try:
+            scans += build_manifest([folder], prompts, all_samples, raise_folder_errors=False)
+        except InputError as exc:
+            failed.append((str(folder), str(exc)))
+    return validate_report(scans, check_images, failed)
+
+
+def validate_report(scans: Sequence[FolderScan], check_images: bool = True,
+                    failed: Sequence[tuple[str, str]] = ()) -> tuple[str, bool]:
+    """A human-readable report per folder and whether everything is ready to score.
+
+    ``failed``: (folder, error) of folders that could not be scanned at all.
+    """
+    lines, ok = [], not failed
+    for folder, error in failed:
+        lines += [f"== {folder}", f"  error: {error}", "  status: PROBLEMS", ""]
     for scan in scans:
         folder_lines, folder_ok = _folder_report(scan, check_images)
         lines += folder_lines + [""]
         ok &= folder_ok
     n_rows = sum(len(scan.rows) for scan in scans)
-    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans)} folder(s), {n_rows} row(s) "
-                 "to score.")
+    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans) + len(failed)} folder(s), "
+                 f"{n_rows} row(s) to score.")
     return "\n".join(lines), ok
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -215,17 +216,21 @@ def stream_scores(
     plans: list[MetricPlan],
     config: RunConfig,
     on_batch: Callable[[pd.DataFrame], None],
+    journal_dir: str | None = None,
 ) -> None:
-    """Stream ``rows`` through decoding and every metric's actors; call ``on_batch`` per result batch."""
+    """Stream ``rows`` through decoding and every metric's actors; call ``on_batch`` per result batch.
+
+    ``journal_dir``: the run's crash journal (actors/journal.py), so that no row is retried forever.
+    """
     import ray
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     n_blocks = max(1, min(len(rows) // config.decode_batch_size, 2000))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
     if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus)
+        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
     else:
-        ds = _separate_stages(ds, plans, config, cluster_cpus)
+        ds = _separate_stages(ds, plans, config, cluster_cpus, journal_dir)
     keep = ["row_id", "decode_error"]
     for plan in plans:
         keep += [output_column(k) for k in plan.columns] + [stage_error_column(plan.metric), time_column(plan.metric)]
@@ -246,13 +251,14 @@ def fused_replicas(config: RunConfig, cluster_cpus: float) -> int:
     return config.cpu_replicas or max(1, int(cluster_cpus))
 
 
-def _decode_kwargs(plans: list[MetricPlan], config: RunConfig) -> dict[str, Any]:
+def _decode_kwargs(plans: list[MetricPlan], config: RunConfig, journal_dir: str | None = None) -> dict[str, Any]:
     weights_root = str(Path(config.weights_root).resolve())
     metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
-    return {"metrics": metrics, "max_pixels": config.max_image_pixels}
+    return {"metrics": metrics, "max_pixels": config.max_image_pixels, "journal_dir": journal_dir}
 
 
-def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | None) -> dict[str, Any]:
+def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | None,
+                   journal_dir: str | None = None) -> dict[str, Any]:
     return {
         "metric": plan.metric,
         "scorer": plan.scorer,
@@ -262,18 +268,19 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "options": plan.options,
         "torch_threads": torch_threads,
         "fault_injection": os.environ.get(FAULT_ENV),
+        "journal_dir": journal_dir,
     }
 
 
-def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float):
+def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float, journal_dir: str | None = None):
     """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
     replicas = fused_replicas(config, cluster_cpus)
     threads = max(1, int(cluster_cpus // replicas))
     return ds.map_batches(
         FusedStage,
         fn_constructor_kwargs={
-            "decode": _decode_kwargs(plans, config),
-            "metrics": [_metric_kwargs(p, config, None) for p in plans],
+            "decode": _decode_kwargs(plans, config, journal_dir),
+            "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
             "torch_threads": threads,
         },
         batch_size=max(p.batch_size for p in plans),
@@ -285,13 +292,13 @@ def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: f
     )
 
 
-def _separate_stages(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float):
+def _separate_stages(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float, journal_dir: str | None = None):
     """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
     any_gpu = any(p.num_gpus for p in plans)
     max_decoders = max(1, int(cluster_cpus - len(plans))) if any_gpu else 1
     ds = ds.map_batches(
         DecodeStage,
-        fn_constructor_kwargs=_decode_kwargs(plans, config),
+        fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
         batch_size=config.decode_batch_size,
         batch_format="numpy",
         concurrency=(1, max_decoders),
@@ -301,7 +308,7 @@ def _separate_stages(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpu
     for plan in plans:
         ds = ds.map_batches(
             MetricActor,
-            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None),
+            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
             batch_size=plan.batch_size,
             batch_format="numpy",
             concurrency=plan.replicas,
@@ -416,7 +423,12 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
         progress.update(batch, todo_rows)
 
     if rows:
-        stream_scores(rows, plans, config, on_batch)
+        # The crash journal lives beside the resume cache, one directory per run (actors/journal.py).
+        journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            stream_scores(rows, plans, config, on_batch, journal_dir=str(journal))
+        finally:
+            shutil.rmtree(journal, ignore_errors=True)
     table = assemble(frame, plans, known, results)
     meta = run_meta(config, plans, weights_root, cache)
     return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream)
@@ -509,6 +521,7 @@ def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, 
             "scored": {p.metric: int(part[p.columns[p.scorer]].notna().sum()) for p in plans},
             "failed": {p.metric: int(part[p.columns[p.scorer]].isna().sum()) for p in plans},
             "convention": scan.convention,
+            "prompts_without_image": scan.prompts_without_image,
         }
         all_counts[scan.folder] = counts
         folder_meta = {**meta, "counts": counts}

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,11 +40,30 @@ def score_columns(enabled_columns: Sequence[str]) -> list[str]:
     return BASE_COLUMNS + extras
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path`` (never half-written)."""
+    """Write to a temporary file beside ``path`` and rename it over ``path`` (never half-written).
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not
+    mkstemp's 0600: colleagues on a shared cluster must be able to read the results.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -55,8 +75,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _is_missing(value: Any) -> bool:
-    # pd.NA: nullable Int64 / string columns; NaN: pandas 3 ``str`` columns hold NaN for a missing text
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    # pd.NA: nullable Int64 / string columns; NaN: pandas 3 ``str`` columns hold NaN for a missing text.
+    # +-inf counts as missing too: no score is infinite, and JSON cannot hold it.
+    return value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value))
 
 
 def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float | None]:
@@ -64,6 +85,7 @@ def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float
     means: dict[str, float | None] = {}
     for column in columns:
         values = table[column].dropna() if column in table else pd.Series(dtype=float)
+        values = values[np.isfinite(values.astype("float64"))]  # never an infinite mean
         means[column] = float(values.mean()) if len(values) else None
     return means
 
@@ -94,10 +116,10 @@ def render_csv(table: pd.DataFrame, columns: Sequence[str]) -> str:
 
 
 def _json_value(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalar -> Python: float64 is a float subclass, float32 is not
     if _is_missing(value):
         return None
-    if hasattr(value, "item"):
-        return value.item()
     return value
 
 

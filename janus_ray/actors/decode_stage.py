@@ -75,7 +75,9 @@ class DecodeStage:
         self._errors: dict[str, list[str]] = {m: [""] * n for m in self.transforms}
         todo = [i for i in range(n) if not self._decode_errors[i]
                 and any(batch[todo_column(m)][i] for m in self.transforms)]
-        run_journaled(self.journal, batch.get("row_id"), todo, lambda i: self._decode_row(batch, i),
+        run_journaled(self.journal, batch.get("row_id"), todo,
+                      lambda rows: [self._decode_row(batch, i) for i in rows],
+                      lambda i: self._decode_row(batch, i),
                       lambda i: self._decode_errors.__setitem__(i, f"decoding: {KILLED_TWICE}"))
         out = dict(batch)
         out["decode_error"] = np.array(self._decode_errors, dtype=object)
@@ -125,23 +127,23 @@ def _probe_shape(transform) -> tuple[int, ...] | None:
         return None
 
 
-def run_journaled(journal: CrashJournal | None, row_ids, rows: list[int], process: Callable[[int], None],
+def run_journaled(journal: CrashJournal | None, row_ids, rows: list[int],
+                  process_batch: Callable[[list[int]], None], process_row: Callable[[int], None],
                   fail: Callable[[int], None]) -> None:
-    """Call ``process(i)`` for each row position, guarded by the crash journal (if any).
+    """Process the batch's row positions ``rows``, guarded by the crash journal (if any).
 
-    First attempt at a batch: all rows under one batch entry. A batch whose entry exists (an actor
-    died on it): row by row, each under its own entry; a row whose entry exists gets ``fail(i)``.
+    First attempt at a batch: ``process_batch(rows)`` under one batch entry. A batch whose entry
+    exists (an actor died on it): ``process_row(i)`` row by row, each under its own entry; a row
+    whose entry exists (it killed the actor again) gets ``fail(i)`` and is not run.
     """
     if journal is None or row_ids is None or not rows:
-        for i in rows:
-            process(i)
+        process_batch(rows)
         return
     ids = [int(row_ids[i]) for i in rows]
     key = journal.batch_key(ids)
     if not journal.exists(key):
         journal.begin(key, ",".join(map(str, ids)))
-        for i in rows:
-            process(i)
+        process_batch(rows)
         journal.end(key)
         return
     killed = []
@@ -152,7 +154,7 @@ def run_journaled(journal: CrashJournal | None, row_ids, rows: list[int], proces
             killed.append(row_key)  # kept until the batch is done, or it would run again
             continue
         journal.begin(row_key)
-        process(i)
+        process_row(i)
         journal.end(row_key)
     for row_key in killed:
         journal.end(row_key)

@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray.actors.decode_stage import describe_error, pixel_column, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import describe_error, pixel_column, run_journaled, stage_error_column, todo_column
+from janus_ray.actors.journal import KILLED_TWICE, open_journal
 from janus_ray.metrics import get_scorer_class
+
+NON_FINITE = "non-finite score"
 
 #: test-only fault injection: "<metric>:<batch number>:<marker file>" makes the actor process of
 #: that metric exit hard on that batch, once (the marker file records that it happened).
@@ -38,6 +41,7 @@ class MetricActor:
         options: dict[str, Any],
         torch_threads: int | None = None,
         fault_injection: str | None = None,
+        journal_dir: str | None = None,
     ):
         import torch
 
@@ -49,6 +53,7 @@ class MetricActor:
         self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
         self.fault_injection = fault_injection
         self.batches_seen = 0
+        self.journal = open_journal(journal_dir, f"metric-{metric}")
 
     def _maybe_die(self) -> None:
         if not self.fault_injection:
@@ -71,7 +76,11 @@ class MetricActor:
         ]
         scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
         if eligible:
-            self._score_rows(eligible, pixels, batch["prompt"], scores, errors)
+            prompts = batch["prompt"]
+            run_journaled(self.journal, batch.get("row_id"), eligible,
+                          lambda rows: self._score_rows(rows, pixels, prompts, scores, errors),
+                          lambda i: self._score_rows([i], pixels, prompts, scores, errors),
+                          lambda i: errors.__setitem__(i, f"scoring: {KILLED_TWICE}"))
         out = dict(batch)
         for key, values in scores.items():
             out[output_column(key)] = values
@@ -90,5 +99,10 @@ class MetricActor:
             for i in rows:
                 self._score_rows([i], pixels, prompts, scores, errors)
             return
+        values = {key: np.asarray(result[key], dtype=np.float64) for key in self.keys}
+        finite = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
         for key in self.keys:
-            scores[key][rows] = result[key]
+            scores[key][rows] = np.where(finite, values[key], np.nan)
+        for j in np.flatnonzero(~finite):  # fp16 overflow, a zero-norm feature: never a silent NaN
+            bad = ", ".join(f"{key}={values[key][j]}" for key in self.keys if not np.isfinite(values[key][j]))
+            errors[rows[j]] = f"{NON_FINITE} ({bad})"

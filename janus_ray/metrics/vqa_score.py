@@ -387,12 +387,19 @@ class VQAScorer(Scorer):
                     aliases[name] = (path, tensor)
                 else:
                     t5_state[name] = self._place(tensor)
+        # All four names are one tied parameter in the reference model, so any one of them is the
+        # embedding (the hub bot's safetensors conversion keeps only decoder.embed_tokens.weight);
+        # loading several is a no-op when they agree, and a disagreeing copy would make the result
+        # depend on load order.
+        reference = "shared.weight"
+        if "shared.weight" not in t5_state and aliases:
+            reference = next(name for name in EMBEDDING_ALIASES if name in aliases)
+            path, tensor = aliases.pop(reference)
+            t5_state["shared.weight"] = self._place(tensor)
         shared = t5_state.get("shared.weight")
         for name, (path, tensor) in aliases.items():
-            # All four names are one tied parameter in the reference model, so loading them is a no-op
-            # when they agree; a disagreeing copy would make the result depend on load order.
             if shared is None or not torch.equal(self._place(tensor), shared):
-                raise WeightsError(f"{path}: {name} differs from shared.weight (it must be the same tied embedding).")
+                raise WeightsError(f"{path}: {name} differs from {reference} (it must be the same tied embedding).")
         return t5_state, tower_state, projector_state
 
     def _build_vision_tower(self, tower_dir: Path, checkpoint_tower: dict[str, torch.Tensor]) -> nn.Module:
