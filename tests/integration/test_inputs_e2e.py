@@ -80,7 +80,17 @@ def killing_ray(tmp_path, monkeypatch):
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv(KILL_ENV, "prompt_0002/img_00.png")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    # address="local": a new instance even when a `ray start` cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def own_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -103,7 +113,7 @@ def test_an_image_that_kills_its_actor_every_time_ends_as_a_failed_row_and_the_r
     assert not list((tmp_path / "cache" / "inflight").glob("*"))  # the run's journal is removed
 
 
-def test_case9_resumed_per_metric_run_with_cached_first_rows_scores_every_row(tmp_path, local_ray):
+def test_case9_resumed_per_metric_run_with_cached_first_rows_scores_every_row(tmp_path, own_ray):
     folder, prompt_json = _folder(tmp_path, 8)
     common = dict(folders=[str(folder)], weights_root=str(WEIGHTS_ROOT), prompt_json=str(prompt_json),
                   output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), decode_batch_size=2,
