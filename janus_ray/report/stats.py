@@ -142,9 +142,10 @@ def _interval(values: np.ndarray, what: str, level: float = LEVEL) -> tuple[floa
     n = len(values)
     if n < 2:
         return float("nan"), float("nan"), f"no interval: {n} {what} (an interval needs at least 2)"
+    if np.ptp(values) == 0:  # sd 0: the t-interval is the point itself (exactly, without rounding noise)
+        return float(values[0]), float(values[0]), f"zero-width interval: all {n} {what} are equal"
     low, high = t_interval(values, level)
-    note = "" if np.ptp(values) > 0 else f"zero-width interval: all {n} {what} values are equal"
-    return float(low), float(high), note
+    return float(low), float(high), ""
 
 
 def summarize(values: Sequence[float], groups: Sequence[Hashable] | None = None, level: float = LEVEL) -> Summary:
@@ -153,7 +154,7 @@ def summarize(values: Sequence[float], groups: Sequence[Hashable] | None = None,
     scored = ~np.isnan(values)
     _, means = prompt_means(values, groups)
     n = len(means)
-    low, high, note = _interval(means, "prompt(s)", level)
+    low, high, note = _interval(means, "per-prompt mean(s)", level)
     return Summary(
         n_images=len(values),
         n_scored=int(scored.sum()),
