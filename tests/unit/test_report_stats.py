@@ -218,3 +218,41 @@ def test_compare_table_holm_family_ranks_and_verdicts(scores):
     # simultaneous (Bonferroni over 4 tests) intervals are wider than the unadjusted ones, around the same mean
     up = cell.loc[("up", "A")]
     assert up["diff_ci_low_simultaneous"] < up["diff_ci_low"] < up["mean_diff"] < up["diff_ci_high"] < up["diff_ci_high_simultaneous"]
+
+
+def test_mean_rank_needs_every_metric_and_ranks_on_shared_prompts():
+    metrics = [Metric("A", "a", True), Metric("B", "b", True)]
+    keys4 = ["p0", "p1", "p2", "p3"]
+    folders = [
+        # x has an extra easy prompt p3: its mean over its own prompts (3.25) beats y's (2), not on the shared ones
+        _folder("x", {"A": np.array([1.0, 1.0, 1.0, 10.0]), "B": np.array([1.0, 1.0, 1.0, 1.0])}, keys4),
+        _folder("y", {"A": np.array([2.0, 2.0, 2.0]), "B": np.array([2.0, 2.0, 2.0])}, keys4[:3]),
+        # z is the best on A but has no B at all: ranked on A, no mean rank
+        _folder("z", {"A": np.array([5.0, 5.0, 5.0]), "B": np.full(3, np.nan)}, keys4[:3]),
+    ]
+    table = compare(folders, metrics, "x", n_resamples=10).set_index(["folder", "column"])
+    assert table.loc[("x", "A"), "mean"] == 3.25 and table.loc[("x", "A"), "mean_shared"] == 1.0
+    assert table.loc[("x", "A"), "n_prompts_shared"] == 3
+    assert [table.loc[(f, "A"), "rank"] for f in "zyx"] == [1, 2, 3]
+    assert np.isnan(table.loc[("z", "B"), "rank"])
+    assert np.isnan(table.loc[("z", "A"), "mean_rank"]) and "no score for B" in table.loc[("z", "A"), "mean_rank_note"]
+    # mean rank among x and y only (z left out of the re-ranking): y first on both metrics
+    assert table.loc[("y", "A"), "mean_rank"] == 1.0 and table.loc[("x", "B"), "mean_rank"] == 2.0
+    assert table.loc[("x", "A"), "mean_rank_note"] == ""
+
+
+def test_small_n_says_the_test_cannot_reach_significance():
+    base = _folder("base", {"A": np.zeros(4)})
+    up = _folder("up", {"A": np.array([1.0, 2.0, 3.0, 4.0])})
+    row = compare([base, up], [Metric("A", "a", True)], "base", n_resamples=10).set_index("folder").loc["up"]
+    assert row["min_p"] == 2 / 16 and row["p_value"] == 2 / 16 and row["p_method"] == "exact"
+    assert row["diff_ci_low"] > 0 and row["verdict"] == "not significant"
+    assert "n too small for the test" in row["note"] and "smallest possible p is 0.125" in row["note"]
+
+
+def test_one_paired_prompt_has_no_interval_and_says_why():
+    base = _folder("base", {"A": np.array([0.5])})
+    up = _folder("up", {"A": np.array([0.7])})
+    row = compare([base, up], [Metric("A", "a", True)], "base", n_resamples=10).set_index("folder").loc["up"]
+    assert np.isnan(row["diff_ci_low"]) and np.isnan(row["effect_size_dz"]) and row["n_pairs"] == 1
+    assert "no interval: 1 paired prompt difference(s)" in row["note"] and row["verdict"] == "not significant"
