@@ -22,7 +22,7 @@ from janus_ray.report import gallery, plots
 from janus_ray.report.data import Folder, Metric, Selection, load_selection, metrics_of, select
 from janus_ray.report.stats import (
     EXACT_MAX_N, LEVEL, TIE_ATOL, TIE_RTOL, WILCOXON_EXACT_MAX_N, WILCOXON_ZERO_METHOD,
-    holm, paired_compare, prompt_means, rank_means, summarize, t_crit,
+    holm, paired_differences, paired_from_differences, prompt_means, rank_means, signflip_many, summarize, t_crit,
 )
 from janus_ray.errors import InputError
 from janus_ray.results import atomic_write
@@ -59,6 +59,15 @@ def _keys(folder: Folder) -> np.ndarray:
     return folder.table["prompt_key"].to_numpy(dtype=object)
 
 
+def _aligned(pending: dict[int, tuple[np.ndarray, np.ndarray, int]]) -> np.ndarray:
+    """Every comparison's differences as one column on the union of their prompts (0 where unpaired)."""
+    union = np.unique(np.concatenate([keys.astype(str) for keys, _, _ in pending.values()])) if pending else np.zeros(0, str)
+    matrix = np.zeros((len(union), len(pending)))
+    for j, (keys, diffs, _) in enumerate(pending.values()):
+        matrix[np.searchsorted(union, keys.astype(str)), j] = diffs
+    return matrix
+
+
 def _verdict(diff: float, p_holm: float, higher_is_better: bool, significant: bool) -> str:
     if np.isnan(p_holm):
         return "no paired data"
@@ -77,30 +86,32 @@ def compare(
     excludes 0 on the same side, so the verdict never contradicts the interval printed beside it.
     """
     base = next(f for f in folders if f.name == baseline)
+    pending = {}  # row number -> (per-prompt keys, differences, unmatched), tested once all are known
     rows = []
     for folder in folders:
         for metric in metrics:
             values = _values(folder, metric)
             summary = summarize(values, _keys(folder))
-            row = {
+            rows.append({
                 "folder": folder.name, "metric": metric.name, "column": metric.column,
                 "higher_is_better": metric.higher_is_better, "baseline": baseline,
                 **summary.__dict__, "n_resamples": n_resamples, "seed": seed,
-            }
+            })
             if folder.name != baseline:
-                paired = paired_compare(
-                    _keys(folder), values, _keys(base), _values(base, metric),
-                    metric.higher_is_better, n_resamples, seed,
-                )
-                row.update(
-                    n_prompts_paired=paired.n_pairs, n_pairs=paired.n_pairs, n_unmatched=paired.n_unmatched,
-                    n_untied=paired.n_untied, mean_diff=paired.mean_diff, diff_sd=paired.sd_diff,
-                    diff_ci_low=paired.ci_low, diff_ci_high=paired.ci_high, effect_size_dz=paired.effect_size_dz,
-                    win_rate=paired.win_rate, tie_rate=paired.tie_rate, loss_rate=paired.loss_rate,
-                    p_value=paired.p_value, p_method=paired.p_method, min_p=paired.min_p,
-                    wilcoxon_p=paired.wilcoxon_p, note=paired.ci_note,
-                )
-            rows.append(row)
+                pending[len(rows) - 1] = paired_differences(_keys(folder), values, _keys(base), _values(base, metric))
+    tests = dict(zip(pending, signflip_many(_aligned(pending), n_resamples, seed)))
+    for i, (_, diffs, n_unmatched) in pending.items():
+        paired = paired_from_differences(
+            diffs, n_unmatched, rows[i]["higher_is_better"], n_resamples, seed, test=tests[i]
+        )
+        rows[i].update(
+            n_prompts_paired=paired.n_pairs, n_pairs=paired.n_pairs, n_unmatched=paired.n_unmatched,
+            n_untied=paired.n_untied, mean_diff=paired.mean_diff, diff_sd=paired.sd_diff,
+            diff_ci_low=paired.ci_low, diff_ci_high=paired.ci_high, effect_size_dz=paired.effect_size_dz,
+            win_rate=paired.win_rate, tie_rate=paired.tie_rate, loss_rate=paired.loss_rate,
+            p_value=paired.p_value, p_method=paired.p_method, min_p=paired.min_p,
+            wilcoxon_p=paired.wilcoxon_p, note=paired.ci_note,
+        )
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for column in ("n_prompts_paired", "n_pairs", "n_unmatched", "n_untied"):  # integers next to the baseline's blanks
         table[column] = table[column].astype("Int64")

@@ -167,12 +167,14 @@ def prompt_keys(table: pd.DataFrame) -> pd.Series:
     sidecar or metadata folder may have no meaningful index); the index is the fallback only where
     the text is missing. Rows of the same key are samples of one prompt.
     """
-    text = table["prompt"] if "prompt" in table else pd.Series(None, index=table.index, dtype=object)
-    text = text.where(text.notna(), None).map(lambda t: t.strip() if isinstance(t, str) else None)
-    has_text = text.map(bool, na_action="ignore").fillna(False).astype(bool)
+    if "prompt" in table:
+        text = table["prompt"].astype("string").str.strip()
+    else:
+        text = pd.Series(pd.NA, index=table.index, dtype="string")
+    has_text = (text.str.len() > 0).fillna(False).astype(bool)
     idx = table["prompt_idx"]
     keys = pd.Series(None, index=table.index, dtype=object)
-    keys[has_text] = "text:" + text[has_text].astype(str)
+    keys[has_text] = ("text:" + text[has_text]).astype(object)
     by_idx = ~has_text & (idx >= 0)
     keys[by_idx] = "idx:" + idx[by_idx].astype(str)
     return keys

@@ -108,9 +108,10 @@ def prompt_means(values: Sequence[float], groups: Sequence[Hashable] | None = No
 
 
 def _missing(keys: np.ndarray) -> np.ndarray:
+    """None or NaN keys (elementwise; NaN is the one value unequal to itself)."""
     if keys.dtype != object:
         return np.zeros(len(keys), dtype=bool)
-    return np.array([k is None or (isinstance(k, float) and np.isnan(k)) for k in keys], dtype=bool)
+    return np.asarray(np.equal(keys, None) | np.not_equal(keys, keys), dtype=bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,28 +187,55 @@ def signflip_p(diffs: Sequence[float], n_resamples: int = 9999, seed: int = 0) -
     random patterns with ``seed`` give p = (1 + #{as extreme}) / (1 + n_resamples) ("monte-carlo").
     (1.0, "none") with no nonzero difference; (NaN, "none") when empty.
     """
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) == 0:
+        if n_resamples < 1:
+            raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+        return float("nan"), "none"
+    return signflip_many(diffs[diffs != 0][:, None], n_resamples, seed)[0]
+
+
+def signflip_many(diffs: np.ndarray, n_resamples: int = 9999, seed: int = 0) -> list[tuple[float, str]]:
+    """``signflip_p`` of every column of ``diffs`` (n_prompts x k); 0 where a column has no pair.
+
+    A 0 adds nothing to a sign-flipped sum, so columns of different prompt sets share one row
+    order. The Monte Carlo columns share one stream of random sign patterns (drawn as bits, summed
+    in float32 by one matrix product per chunk): the cost is n_prompts x n_resamples once, not per
+    comparison. Each p is a valid Monte Carlo p-value; Holm holds under any dependence between them.
+    """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
     diffs = np.asarray(diffs, dtype=float)
-    if len(diffs) == 0:
-        return float("nan"), "none"
-    d = diffs[diffs != 0]
-    n = len(d)
-    if n == 0:
-        return 1.0, "none"
-    observed = abs(d.sum())
+    diffs = diffs[:, None] if diffs.ndim == 1 else diffs
+    k = diffs.shape[1]
+    results: list[tuple[float, str]] = [(1.0, "none")] * k
+    n_untied = np.count_nonzero(diffs, axis=0)
+    observed = np.abs(diffs.sum(axis=0))
     threshold = observed - _CMP_EPS * observed
-    if n <= EXACT_MAX_N:
-        patterns = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)
+    for j in np.flatnonzero((n_untied > 0) & (n_untied <= EXACT_MAX_N)):
+        d = diffs[diffs[:, j] != 0, j]
+        patterns = np.arange(2 ** len(d), dtype=np.int64)[:, None] >> np.arange(len(d))
         signs = 1.0 - 2.0 * (patterns & 1)
-        return float(np.mean(np.abs(signs @ d) >= threshold)), "exact"
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_CELLS // n)
-    extreme = 0
-    for start in range(0, n_resamples, chunk):
-        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(min(chunk, n_resamples - start), n))
-        extreme += int(np.count_nonzero(np.abs(signs @ d) >= threshold))
-    return (1 + extreme) / (1 + n_resamples), "monte-carlo"
+        results[j] = (float(np.mean(np.abs(signs @ d) >= threshold[j])), "exact")
+    mc = np.flatnonzero(n_untied > EXACT_MAX_N)
+    if len(mc):
+        sub = diffs[:, mc]
+        sub = sub[np.any(sub != 0, axis=1)].astype(np.float32)
+        n = len(sub)
+        # float32 sums: the relative rounding (~1e-6) only matters for patterns within that of the
+        # observed sum, a negligible share; the slack keeps a pattern equal to the observed one counted
+        slack = np.maximum(threshold[mc] - 1e-5 * np.sqrt((sub.astype(float) ** 2).sum(axis=0)), 0)
+        rng = np.random.default_rng(seed)
+        chunk = max(1, _CHUNK_CELLS // n)
+        extreme = np.zeros(len(mc), dtype=np.int64)
+        for start in range(0, n_resamples, chunk):
+            rows = min(chunk, n_resamples - start)
+            bits = np.unpackbits(np.frombuffer(rng.bytes((rows * n + 7) // 8), dtype=np.uint8), count=rows * n)
+            signs = bits.reshape(rows, n).astype(np.float32) * 2 - 1
+            extreme += np.count_nonzero(np.abs(signs @ sub) >= slack, axis=0)
+        for j, count in zip(mc, extreme):
+            results[j] = ((1 + int(count)) / (1 + n_resamples), "monte-carlo")
+    return results
 
 
 def min_signflip_p(n_untied: int, n_resamples: int = 9999) -> float:
@@ -281,13 +309,26 @@ def paired_compare(
     and counted in ``n_unmatched``.
     """
     _, diffs, n_unmatched = paired_differences(prompts, values, base_prompts, base_values)
+    return paired_from_differences(diffs, n_unmatched, higher_is_better, n_resamples, seed, level)
+
+
+def paired_from_differences(
+    diffs: np.ndarray,
+    n_unmatched: int,
+    higher_is_better: bool = True,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    level: float = LEVEL,
+    test: tuple[float, str] | None = None,
+) -> Paired:
+    """``Paired`` from per-prompt differences (ties already 0); ``test``: a precomputed (p, method)."""
     n = len(diffs)
     low, high, note = _interval(diffs, "paired prompt difference(s)", level)
     sd = float(diffs.std(ddof=1)) if n > 1 else float("nan")
     mean = float(diffs.mean()) if n else float("nan")
     better = diffs if higher_is_better else -diffs
     rate = (lambda mask: float(mask.mean())) if n else (lambda mask: float("nan"))
-    p, method = signflip_p(diffs, n_resamples, seed)
+    p, method = test if test is not None else signflip_p(diffs, n_resamples, seed)
     n_untied = int(np.count_nonzero(diffs))
     return Paired(
         n_pairs=n,

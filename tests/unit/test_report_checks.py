@@ -90,12 +90,12 @@ def check_issue_example() -> None:
     """B = A + 0.01 on 45 prompts, A - 0.2 on 5: the mean is lower, its CI includes 0 -> not significant."""
     a = np.random.default_rng(0).uniform(0.2, 0.4, 50)
     b = a + np.where(np.arange(50) < 45, 0.01, -0.2)
-    keys = [f"p{i}" for i in range(50)]
-    r = paired_compare(keys, b, keys, a, n_resamples=9999, seed=0)
-    assert r.mean_diff == pytest.approx(-0.011)
-    assert r.ci_low < 0 < r.ci_high
-    assert r.wilcoxon_p < 1e-3  # what the old report used: "significantly worse" next to this interval
-    assert r.p_value > 0.1  # the test of the mean agrees with its interval
+    folders = [_folder(name, [(f"p{i}", 0, v) for i, v in enumerate(x)]) for name, x in (("a", a), ("b", b))]
+    r = compare(folders, [METRIC], "a", n_resamples=9999, seed=0).set_index("folder").loc["b"]
+    assert r["mean_diff"] == pytest.approx(-0.011)
+    assert r["diff_ci_low"] < 0 < r["diff_ci_high"]
+    assert r["wilcoxon_p"] < 1e-3  # what the old report used: "significantly worse" next to this interval
+    assert r["p_value"] > 0.1 and r["verdict"] == "not significant"  # the test of the mean agrees with its interval
 
 
 def check_noise_ties() -> None:
@@ -144,7 +144,11 @@ def _unclustered(mp):
 
 
 def _wilcoxon_verdict(mp):
-    mp.setattr(stats, "signflip_p", lambda d, n_resamples=0, seed=0: (stats.wilcoxon_p(d), "exact"))
+    def wilcoxon_many(diffs, n_resamples=0, seed=0):
+        return [(stats.wilcoxon_p(diffs[:, j]), "exact") for j in range(diffs.shape[1])]
+
+    mp.setattr(stats, "signflip_many", wilcoxon_many)
+    mp.setattr(build, "signflip_many", wilcoxon_many)
 
 
 def _no_tie_tolerance(mp):
@@ -190,7 +194,8 @@ def test_signflip_monte_carlo_agrees_with_scipy_and_with_the_t_test():
         (d,), np.mean, permutation_type="samples", n_resamples=20000, alternative="two-sided",
         rng=np.random.default_rng(2),
     ).pvalue
-    assert method == "monte-carlo" and p == pytest.approx(expected, abs=0.01)  # two Monte Carlo estimates, sd ~ 0.002
+    # two independent Monte Carlo estimates of p ~ 0.35: each sd 0.0034, their difference sd 0.0048
+    assert method == "monte-carlo" and p == pytest.approx(expected, abs=0.02)
     assert p == pytest.approx(scipy.stats.ttest_1samp(d, 0.0).pvalue, abs=0.02)  # same quantity, large n
 
 
