@@ -9,6 +9,7 @@ byte budget is spent.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable, Sequence
 from html import escape
@@ -55,16 +56,33 @@ def _values(folder: Folder, metric: Metric) -> np.ndarray:
 
 
 def _keys(folder: Folder) -> np.ndarray:
-    """The pairing unit of each row: its prompt (data.prompt_keys)."""
-    return folder.table["prompt_key"].to_numpy(dtype=object)
+    """The pairing unit of each row: its prompt, as the integer code ``_add_prompt_codes`` gave it (-1: none)."""
+    return folder.table["prompt_code"].to_numpy()
+
+
+def _add_prompt_codes(folders: list[Folder]) -> None:
+    """Code every folder's ``prompt_key`` (data.prompt_keys) as an int64 on one shared vocabulary.
+
+    Hashing the texts once (pandas.factorize) keeps the per-prompt grouping, pairing and ranking
+    on integer arrays, which matters at a million rows; the same text gets the same code everywhere.
+    """
+    keys = pd.concat([f.table["prompt_key"].astype(object) for f in folders], ignore_index=True)
+    codes, _ = pd.factorize(keys, use_na_sentinel=True)
+    start = 0
+    for f in folders:
+        f.table["prompt_code"] = codes[start:start + len(f.table)].astype(np.int64)
+        start += len(f.table)
 
 
 def _aligned(pending: dict[int, tuple[np.ndarray, np.ndarray, int]]) -> np.ndarray:
     """Every comparison's differences as one column on the union of their prompts (0 where unpaired)."""
-    union = np.unique(np.concatenate([keys.astype(str) for keys, _, _ in pending.values()])) if pending else np.zeros(0, str)
+    if not pending:
+        return np.zeros((0, 0))
+    as_one_type = [keys if keys.dtype != object else keys.astype(str) for keys, _, _ in pending.values()]
+    union = np.unique(np.concatenate(as_one_type))
     matrix = np.zeros((len(union), len(pending)))
-    for j, (keys, diffs, _) in enumerate(pending.values()):
-        matrix[np.searchsorted(union, keys.astype(str)), j] = diffs
+    for j, (keys, (_, diffs, _)) in enumerate(zip(as_one_type, pending.values())):
+        matrix[np.searchsorted(union, keys), j] = diffs
     return matrix
 
 
@@ -85,6 +103,7 @@ def compare(
     Holm-adjusted sign-flip p < ALPHA *and* the (unadjusted) t-interval of the mean difference
     excludes 0 on the same side, so the verdict never contradicts the interval printed beside it.
     """
+    _add_prompt_codes(folders)
     base = next(f for f in folders if f.name == baseline)
     pending = {}  # row number -> (per-prompt keys, differences, unmatched), tested once all are known
     rows = []
@@ -181,9 +200,8 @@ def _ranks(table: pd.DataFrame, folders: list[Folder], metrics: list[Metric]) ->
     def shared_means(names: list[str], column: str) -> tuple[dict[str, float], int]:
         if not names:
             return {}, 0
-        shared = set.intersection(*(set(means[(n, column)].index) for n in names))
-        keys = sorted(shared)
-        return {n: float(means[(n, column)].loc[keys].mean()) if keys else float("nan") for n in names}, len(keys)
+        keys = functools.reduce(np.intersect1d, (means[(n, column)].index.to_numpy() for n in names))
+        return {n: float(means[(n, column)].loc[keys].mean()) if len(keys) else float("nan") for n in names}, len(keys)
 
     for m in metrics:
         having = [f.name for f in folders if len(means[(f.name, m.column)])]

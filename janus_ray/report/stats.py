@@ -91,8 +91,8 @@ def prompt_means(values: Sequence[float], groups: Sequence[Hashable] | None = No
 
     Object keys (prompt texts) come back as ``str``.
 
-    Rows whose value is NaN (failed) or whose group is None / NaN (no prompt) are left out; a
-    prompt none of whose rows has a score does not appear. ``groups`` None: every row is its own
+    Rows whose value is NaN (failed) or whose group is None / NaN / a negative integer (no prompt)
+    are left out; a prompt none of whose rows has a score does not appear. ``groups`` None: every row is its own
     prompt (keys 0..n-1).
     """
     values = np.asarray(values, dtype=float)
@@ -108,7 +108,9 @@ def prompt_means(values: Sequence[float], groups: Sequence[Hashable] | None = No
 
 
 def _missing(keys: np.ndarray) -> np.ndarray:
-    """None or NaN keys (elementwise; NaN is the one value unequal to itself)."""
+    """None or NaN keys (elementwise; NaN is the one value unequal to itself); negative integer codes."""
+    if np.issubdtype(keys.dtype, np.integer):
+        return keys < 0
     if keys.dtype != object:
         return np.zeros(len(keys), dtype=bool)
     return np.asarray(np.equal(keys, None) | np.not_equal(keys, keys), dtype=bool)
@@ -285,7 +287,9 @@ def paired_differences(
     """
     keys, mine = prompt_means(values, prompts)
     base_keys, base = prompt_means(base_values, base_prompts)
-    common, i, j = np.intersect1d(keys.astype(str), base_keys.astype(str), return_indices=True)
+    if keys.dtype == object or base_keys.dtype == object:
+        keys, base_keys = keys.astype(str), base_keys.astype(str)
+    common, i, j = np.intersect1d(keys, base_keys, return_indices=True)
     diffs = mine[i] - base[j]
     diffs[np.abs(diffs) <= tie_tolerance(mine[i], base[j])] = 0.0
     n_unmatched = len(keys) + len(base_keys) - 2 * len(common)
