@@ -23,7 +23,7 @@ from janus_ray.report import gallery, plots
 from janus_ray.report.data import Folder, Metric, Selection, load_selection, metrics_of, select
 from janus_ray.report.stats import (
     EXACT_MAX_N, LEVEL, TIE_ATOL, TIE_RTOL, WILCOXON_EXACT_MAX_N, WILCOXON_ZERO_METHOD,
-    holm, paired_differences, paired_from_differences, prompt_means, rank_means, signflip_many, summarize, t_crit,
+    common_keys, holm, paired_differences, paired_from_differences, prompt_means, rank_means, signflip_many, summarize, t_crit,
 )
 from janus_ray.errors import InputError
 from janus_ray.results import atomic_write
@@ -78,11 +78,17 @@ def _aligned(pending: dict[int, tuple[np.ndarray, np.ndarray, int]]) -> np.ndarr
     """Every comparison's differences as one column on the union of their prompts (0 where unpaired)."""
     if not pending:
         return np.zeros((0, 0))
-    as_one_type = [keys if keys.dtype != object else keys.astype(str) for keys, _, _ in pending.values()]
-    union = np.unique(np.concatenate(as_one_type))
-    matrix = np.zeros((len(union), len(pending)))
-    for j, (keys, (_, diffs, _)) in enumerate(zip(as_one_type, pending.values())):
-        matrix[np.searchsorted(union, keys), j] = diffs
+    all_keys = [keys for keys, _, _ in pending.values()]
+    if all(np.issubdtype(k.dtype, np.integer) for k in all_keys):  # prompt codes: one row per code
+        rows = [k for k in all_keys]
+        n_rows = 1 + max((int(k.max()) for k in all_keys if len(k)), default=-1)
+    else:
+        union = np.unique(np.concatenate([k.astype(str) for k in all_keys]))
+        rows = [np.searchsorted(union, k.astype(str)) for k in all_keys]
+        n_rows = len(union)
+    matrix = np.zeros((n_rows, len(pending)))
+    for j, (row, (_, diffs, _)) in enumerate(zip(rows, pending.values())):
+        matrix[row, j] = diffs
     return matrix
 
 
@@ -200,7 +206,9 @@ def _ranks(table: pd.DataFrame, folders: list[Folder], metrics: list[Metric]) ->
     def shared_means(names: list[str], column: str) -> tuple[dict[str, float], int]:
         if not names:
             return {}, 0
-        keys = functools.reduce(np.intersect1d, (means[(n, column)].index.to_numpy() for n in names))
+        keys = functools.reduce(
+            lambda a, b: a[common_keys(a, b)[0]], (means[(n, column)].index.to_numpy() for n in names)
+        )
         return {n: float(means[(n, column)].loc[keys].mean()) if len(keys) else float("nan") for n in names}, len(keys)
 
     for m in metrics:

@@ -100,11 +100,25 @@ def prompt_means(values: Sequence[float], groups: Sequence[Hashable] | None = No
     keep = ~np.isnan(values) & ~_missing(keys)
     if not keep.any():
         return np.zeros(0, dtype=object), np.zeros(0)
+    if np.issubdtype(keys.dtype, np.integer):  # codes 0..V-1: group by counting, no sort
+        sums = np.bincount(keys[keep], weights=values[keep])
+        counts = np.bincount(keys[keep])
+        present = np.flatnonzero(counts)
+        return present, sums[present] / counts[present]
     kept = keys[keep].astype(str) if keys.dtype == object else keys[keep]
     unique, inverse = np.unique(kept, return_inverse=True)
     sums = np.bincount(inverse, weights=values[keep], minlength=len(unique))
     counts = np.bincount(inverse, minlength=len(unique))
     return unique, sums / counts
+
+
+def common_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (i, j) with a[i] == b[j], for two sorted arrays of unique keys (binary search, no sort)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    i = np.flatnonzero(b[pos] == a)
+    return i, pos[i]
 
 
 def _missing(keys: np.ndarray) -> np.ndarray:
@@ -287,12 +301,12 @@ def paired_differences(
     """
     keys, mine = prompt_means(values, prompts)
     base_keys, base = prompt_means(base_values, base_prompts)
-    if keys.dtype == object or base_keys.dtype == object:
+    if keys.dtype.kind != base_keys.dtype.kind:
         keys, base_keys = keys.astype(str), base_keys.astype(str)
-    common, i, j = np.intersect1d(keys, base_keys, return_indices=True)
+    i, j = common_keys(keys, base_keys)
     diffs = mine[i] - base[j]
     diffs[np.abs(diffs) <= tie_tolerance(mine[i], base[j])] = 0.0
-    n_unmatched = len(keys) + len(base_keys) - 2 * len(common)
+    n_unmatched = len(keys) + len(base_keys) - 2 * len(i)
     return keys[i], diffs, n_unmatched
 
 
