@@ -96,7 +96,9 @@ def prompt_means(values: Sequence[float], groups: Sequence[Hashable] | None = No
     prompt (keys 0..n-1).
     """
     values = np.asarray(values, dtype=float)
-    keys = np.arange(len(values)) if groups is None else np.asarray(groups, dtype=object)
+    keys = np.arange(len(values)) if groups is None else np.asarray(groups)
+    if keys.dtype.kind not in "iu":  # texts, or a mix with None / NaN: compare as objects
+        keys = np.asarray(groups, dtype=object)
     keep = ~np.isnan(values) & ~_missing(keys)
     if not keep.any():
         return np.zeros(0, dtype=object), np.zeros(0)

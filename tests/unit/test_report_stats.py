@@ -10,7 +10,7 @@ import scipy.stats
 from janus_ray.report.build import compare
 from janus_ray.report.data import Folder, Metric, prompt_keys
 from janus_ray.report.stats import (
-    holm, min_signflip_p, paired_compare, prompt_means, rank_means, signflip_p, summarize, t_interval, wilcoxon_p,
+    common_keys, holm, min_signflip_p, paired_compare, prompt_means, rank_means, signflip_p, summarize, t_interval, wilcoxon_p,
 )
 
 T_2 = 4.302652729749462  # Student t, 97.5% quantile, 2 degrees of freedom (tables: 4.303)
@@ -256,3 +256,16 @@ def test_one_paired_prompt_has_no_interval_and_says_why():
     row = compare([base, up], [Metric("A", "a", True)], "base", n_resamples=10).set_index("folder").loc["up"]
     assert np.isnan(row["diff_ci_low"]) and np.isnan(row["effect_size_dz"]) and row["n_pairs"] == 1
     assert "no interval: 1 paired prompt difference(s)" in row["note"] and row["verdict"] == "not significant"
+
+
+def test_common_keys_of_sorted_unique_arrays():
+    i, j = common_keys(np.array([1, 3, 5, 9]), np.array([0, 3, 4, 9, 12]))
+    assert list(i) == [1, 3] and list(j) == [1, 3]
+    i, j = common_keys(np.array(["a", "c"]), np.array(["b", "c"]))
+    assert list(i) == [1] and list(j) == [1]
+    assert len(common_keys(np.array([1]), np.array([], dtype=int))[0]) == 0
+
+
+def test_integer_prompt_codes_group_like_texts_and_negative_means_no_prompt():
+    keys, means = prompt_means([1.0, 3.0, 5.0, 7.0], np.array([2, 0, 2, -1]))
+    assert list(keys) == [0, 2] and list(means) == [3.0, 3.0]
