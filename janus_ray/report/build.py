@@ -176,10 +176,9 @@ def _significance(table: pd.DataFrame, tested: pd.Series) -> None:
         extra = []
         min_p = table.at[i, "min_p"]
         if not pd.isna(min_p) and min_p >= ALPHA:
-            extra.append(
-                f"n too small for the test: with {table.at[i, 'n_untied']} untied prompt(s) the smallest "
-                f"possible p is {min_p:.3g} >= {ALPHA}"
-            )
+            why = ("n too small for the test" if table.at[i, "p_method"] != "monte-carlo" else "too few resamples") + (
+                f": with {table.at[i, 'n_untied']} untied prompt(s) the smallest possible p is {min_p:.3g} >= {ALPHA}")
+            extra.append(why)
         if reject[i] and not excludes[i]:
             extra.append("Holm p < 0.05 but the t-interval includes 0 (permutation and t reference differ at the margin): not marked significant")
         significant.append(bool(reject[i] and excludes[i]))

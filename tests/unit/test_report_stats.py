@@ -269,3 +269,16 @@ def test_common_keys_of_sorted_unique_arrays():
 def test_integer_prompt_codes_group_like_texts_and_negative_means_no_prompt():
     keys, means = prompt_means([1.0, 3.0, 5.0, 7.0], np.array([2, 0, 2, -1]))
     assert list(keys) == [0, 2] and list(means) == [3.0, 3.0]
+
+
+def test_a_small_p_next_to_an_interval_including_zero_is_not_called_significant(monkeypatch):
+    from janus_ray.report import build
+
+    # the permutation and t reference distributions can disagree at the margin; force it
+    monkeypatch.setattr(build, "signflip_many", lambda d, n_resamples=0, seed=0: [(1e-6, "exact")] * d.shape[1])
+    base = _folder("base", {"A": np.zeros(8)})
+    mixed = _folder("mixed", {"A": np.array([1.0, -1.0, 2.0, -2.0, 1.5, -1.5, 0.5, -0.4])})
+    row = compare([base, mixed], [Metric("A", "a", True)], "base", n_resamples=10).set_index("folder").loc["mixed"]
+    assert row["holm_p"] < 0.05 and row["diff_ci_low"] < 0 < row["diff_ci_high"]
+    assert row["significant"] is False and row["verdict"] == "not significant"
+    assert "t-interval includes 0" in row["note"]
