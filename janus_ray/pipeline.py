@@ -33,7 +33,7 @@ from janus_ray.errors import ConfigError
 from janus_ray.manifest import FolderScan, build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
-from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_summary
+from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_run_record, write_summary
 
 log = logging.getLogger("janus_ray")
 
@@ -532,6 +532,7 @@ def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, 
              "means": column_means(part, columns)}
         )
     summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], output_root)
+    write_run_record(output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
     shown = [c for c in columns if c in table and table[c].notna().any()]
     print("\n" + format_summary_table(summary_rows, shown), file=stream)
     n_failed = int(table[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0

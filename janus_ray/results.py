@@ -3,7 +3,7 @@
 Per folder: ``janus_eval_scores.csv`` (the earlier tool's columns, real CSV quoting, 6 decimals,
 last row AVERAGE), ``janus_eval_scores.json`` (per_image + averages + meta) and
 ``janus_eval_scores.parquet`` (typed, with an ``error`` column). At the output root:
-``summary.csv`` and ``summary.md``.
+``summary.csv``, ``summary.md`` and ``run.json`` (which folders the run scored, for the report).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULT_STEM = "janus_eval_scores"
+#: at the output root: the run's folders (input and result directory), time, janus_ray version
+RUN_RECORD = "run.json"
 #: the earlier tool's metric columns, always present (empty when a metric is off or failed)
 BASE_COLUMNS = ["HPSv2Score", "VQAScore", "CLIPScore", "ITMScore", "PickScore", "ImageReward"]
 ID_COLUMNS = ["prompt_idx", "prompt", "image_path"]
@@ -203,3 +206,23 @@ def format_summary_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> 
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join(fmt.format(*line) for line in [header, *body])
+
+
+def write_run_record(root: Path, folders: Sequence[tuple[str | Path, str | Path]]) -> Path:
+    """``run.json`` at the output root: ``{"janus_ray_version", "time", "output_root", "folders"}``.
+
+    ``folders``: (input folder, its result directory) per scored folder, in run order; written as
+    absolute paths under ``folders[i]["input"]`` / ``["results"]``. ``janus-ray report`` compares
+    exactly these folders (not whatever result files happen to lie under the root).
+    """
+    from janus_ray import __version__
+
+    document = {
+        "janus_ray_version": __version__,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output_root": str(Path(root).resolve()),
+        "folders": [{"input": str(Path(i).resolve()), "results": str(Path(r).resolve())} for i, r in folders],
+    }
+    path = Path(root) / RUN_RECORD
+    atomic_write(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
