@@ -132,7 +132,7 @@ def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) ->
                 options=options,
                 columns=cls.output_columns(**options),
                 device="cuda" if num_gpus > 0 else "cpu",
-                dtype=config.dtype,
+                dtype=spec.dtype or config.dtype,
                 batch_size=spec.resolved_batch_size(metric, num_gpus > 0),
                 num_gpus=num_gpus,
                 num_cpus=1.0 if num_gpus > 0 else round(cpu_share, 2),
@@ -262,6 +262,7 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "options": plan.options,
         "torch_threads": torch_threads,
         "fault_injection": os.environ.get(FAULT_ENV),
+        "tf32": config.tf32,
     }
 
 
