@@ -127,8 +127,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 # ----- part a: parity ----------------------------------------------------------------------------
+#: options of the drift table on CUDA, most useful first (the budget may cut the tail)
+GPU_DRIFT_OPTIONS = ("reference", "bfloat16", "tf32", "sdpa-bfloat16", "float16", "sdpa-float32")
+
+
 def part_parity(device: torch.device, budget: Budget, dry_run: bool) -> dict[str, Any]:
-    """float32 parity per scorer output, then each option's drift. TF32 off for the float32 rows."""
+    """float32 parity per scorer output (TF32 off). The drift table comes later (part_drift)."""
     result: dict[str, Any] = {"float32": [], "drift": [], "skipped": []}
 
     def skipped(scorer: str, reason: str) -> None:
@@ -141,8 +145,20 @@ def part_parity(device: torch.device, budget: Budget, dry_run: bool) -> dict[str
         row["pass"] = parity.within_float32_tolerance(row)
     result["float32"] = rows
     result["float32_pass"] = bool(rows) and all(r["pass"] for r in rows)
+    return result
+
+
+def part_drift(result: dict[str, Any], device: torch.device, budget: Budget, dry_run: bool) -> dict[str, Any]:
+    """Each option's drift from the float32 goldens, appended to the parity result while budget lasts.
+
+    Runs after the throughput part: the targets (throughput, memory, float32 parity) come first.
+    """
+    def skipped(scorer: str, reason: str) -> None:
+        result["skipped"].append({"scorer": scorer, "reason": reason})
+        log(f"drift: {scorer} skipped ({reason})")
+
     # On CPU the dry run keeps to the reference precisions (bf16/fp16 work there too); on CUDA every option.
-    names = ["reference"] if dry_run else [o.name for o in parity.OPTIONS if o.name != "float32"]
+    names = ["reference"] if dry_run else list(GPU_DRIFT_OPTIONS)
     for name in names:
         if not budget.allows(30 if not dry_run else 5):
             result["skipped"].append({"option": name, "reason": f"budget ({budget.left():.0f} s left)"})
@@ -312,6 +328,7 @@ def part_throughput(device: torch.device, budget: Budget, dry_run: bool, scale: 
                     compile_model: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"scale": scale, "metrics": {}, "vqascore_attention": {}, "compile": None}
     counter = [0]
+    kept = None
     plan: list[tuple[str, str, dict[str, Any]]] = [(m, m, {}) for m in METRICS]
     plan.insert(1, ("vqascore[sdpa]", "vqascore", {"attn_implementation": "sdpa"}))
     for label, metric, options in plan:
@@ -333,7 +350,7 @@ def part_throughput(device: torch.device, budget: Budget, dry_run: bool, scale: 
             batches = (DRY_BATCHES if dry_run else GPU_BATCHES).get(metric, (DRY_BATCHES if dry_run else GPU_BATCHES)["default"])
             entry["sweep"] = sweep(label, scorer, side, batches, device, budget, dry_run, counter)
             if label == "vqascore" and compile_model:
-                result["compile"] = compile_vqa(scorer, side, device, budget, dry_run, counter)
+                kept = (scorer, side)  # compiled last, once every metric has its figures
         except Exception as exc:  # noqa: BLE001 - one metric's failure is recorded, the others go on
             entry["error"] = error_text(exc)
             entry["traceback"] = traceback.format_exc(limit=6)
@@ -343,6 +360,12 @@ def part_throughput(device: torch.device, budget: Budget, dry_run: bool, scale: 
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if kept is not None:
+        result["compile"] = compile_vqa(kept[0], kept[1], device, budget, dry_run, counter)
+        kept = None
+        gc.collect()
+    elif compile_model:
+        result["compile"] = {"skipped": "VQAScore did not run"}
     for label in ("vqascore", "vqascore[sdpa]"):
         best = best_row(result["metrics"].get(label, {}))
         result["vqascore_attention"][label] = best and best["images_per_s"]
@@ -535,11 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny fixtures, real-size models at --scale")
     parser.add_argument("--scale", type=float, help="model size factor (default 1.0 on GPU, 0.05 in the dry run)")
     parser.add_argument("--write-table", action="store_true",
-                        help=f"write the measured cost table to {TABLE_PATH.relative_to(REPO)} (GPU only)")
+                        help=f"also write the measured cost table to {TABLE_PATH.relative_to(REPO)} (GPU only; "
+                             "it is always written to OUT/measured_costs.json)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of VQAScore's T5")
     parser.add_argument("--pipeline-images", type=int, help="images for part c (default 256 on GPU, 8 in the dry run)")
     args = parser.parse_args(argv)
 
+    if args.dry_run and args.write_table:
+        parser.error("--write-table needs a GPU run: CPU figures of tiny models must not become the planner's table")
     if args.budget is None:
         args.budget = 110.0 if args.dry_run else 420.0
     budget = Budget(args.budget)
@@ -560,19 +586,26 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(device),
     }
     set_tf32(False)  # strict float32 unless an option asks (PyTorch enables TF32 convolutions by default)
-    report["parity"] = run_part("a (parity)", part_parity, device, budget, args.dry_run)
+    report["parity"] = run_part("a (float32 parity)", part_parity, device, budget, args.dry_run)
     scale = args.scale if args.scale is not None else (0.05 if args.dry_run else 1.0)
     report["throughput"] = run_part("b (throughput)", part_throughput, device, budget, args.dry_run, scale,
                                     not args.no_compile)
+    if "error" not in report["parity"]:
+        drift = run_part("a (drift table)", part_drift, report["parity"], device, budget, args.dry_run)
+        if "error" in drift:
+            report["parity"]["drift_error"] = drift["error"]
     n_images = args.pipeline_images or (8 if args.dry_run else 256)
     report["pipeline"] = run_part("c (pipeline)", part_pipeline, device, budget, args.dry_run, n_images)
     if "error" not in report["throughput"]:
         table = cost_table(report["throughput"], report["machine"].get("gpu") or "cpu (dry run)")
         report["cost_table"] = table
-        target = out / "measured_costs.json" if args.dry_run else (TABLE_PATH if args.write_table else None)
-        if target is not None and table["metrics"]:
-            target.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
-            report["table_written"] = str(target)
+        # Always into --out (only that folder comes back from a device machine); into the package
+        # only from a real GPU run with --write-table.
+        targets = [out / "measured_costs.json"] + ([TABLE_PATH] if args.write_table and not args.dry_run else [])
+        if table["metrics"]:
+            for target in targets:
+                target.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+            report["table_written"] = ", ".join(str(t) for t in targets)
     report["seconds"] = round(budget.elapsed(), 1)
     report["within_budget"] = report["seconds"] <= args.budget
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")

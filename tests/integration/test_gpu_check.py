@@ -95,3 +95,10 @@ def test_no_gpu_without_dry_run_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert proc.returncode == 2 and "no CUDA device: run with --dry-run on CPU" in proc.stderr
+
+
+def test_write_table_refused_in_dry_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--write-table", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          cwd=REPO)
+    assert proc.returncode == 2 and "--write-table needs a GPU run" in proc.stderr
