@@ -128,11 +128,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 # ----- part a: parity ----------------------------------------------------------------------------
 #: options of the drift table on CUDA, most useful first (the budget may cut the tail)
-GPU_DRIFT_OPTIONS = ("reference", "bfloat16", "tf32", "sdpa-bfloat16", "float16", "sdpa-float32")
+GPU_DRIFT_OPTIONS = ("bfloat16", "tf32", "sdpa-bfloat16", "float16", "sdpa-float32")
 
 
 def part_parity(device: torch.device, budget: Budget, dry_run: bool) -> dict[str, Any]:
-    """float32 parity per scorer output (TF32 off). The drift table comes later (part_drift)."""
+    """float32 parity per scorer output (TF32 off) and the drift at each reference dtype; the other
+    options' drift comes after the throughput part (part_drift)."""
     result: dict[str, Any] = {"float32": [], "drift": [], "skipped": []}
 
     def skipped(scorer: str, reason: str) -> None:
@@ -145,6 +146,8 @@ def part_parity(device: torch.device, budget: Budget, dry_run: bool) -> dict[str
         row["pass"] = parity.within_float32_tolerance(row)
     result["float32"] = rows
     result["float32_pass"] = bool(rows) and all(r["pass"] for r in rows)
+    result["drift"] = parity.drift_rows(parity.OPTIONS_BY_NAME["reference"], device=str(device),
+                                        scorers=[*METRICS, "hpsv2.1"], on_skip=skipped)
     return result
 
 
@@ -157,8 +160,8 @@ def part_drift(result: dict[str, Any], device: torch.device, budget: Budget, dry
         result["skipped"].append({"scorer": scorer, "reason": reason})
         log(f"drift: {scorer} skipped ({reason})")
 
-    # On CPU the dry run keeps to the reference precisions (bf16/fp16 work there too); on CUDA every option.
-    names = ["reference"] if dry_run else list(GPU_DRIFT_OPTIONS)
+    # The dry run keeps to the reference precisions (part_parity); on CUDA every other option.
+    names = [] if dry_run else list(GPU_DRIFT_OPTIONS)
     for name in names:
         if not budget.allows(30 if not dry_run else 5):
             result["skipped"].append({"option": name, "reason": f"budget ({budget.left():.0f} s left)"})
@@ -324,44 +327,77 @@ def sweep(metric: str, scorer, side: int, batches: tuple[int, ...], device: torc
     return rows
 
 
+#: the fp32 metrics' opt-ins, measured at the best batch size of their default sweep
+OPT_INS = (("tf32", "float32", True), ("bfloat16", "bfloat16", False))
+OPT_IN_METRICS = ("clipscore", "pickscore", "imagereward")
+
+
+def measure(result: dict[str, Any], label: str, metric: str, options: dict[str, Any], dtype: str | None,
+            batches: tuple[int, ...], tf32: bool, ctx: dict[str, Any]) -> Any:
+    """Build ``metric`` at real size on the device and sweep ``batches``; the entry goes to result.
+    Returns the scorer when ``ctx['keep']`` names this label (for torch.compile later), else None."""
+    device, budget, dry_run = ctx["device"], ctx["budget"], ctx["dry_run"]
+    entry: dict[str, Any] = {"metric": metric, "options": options, "dtype": dtype, "tf32": tf32}
+    result["metrics"][label] = entry
+    if not budget.allows(40 if not dry_run else 4):
+        entry["skipped"] = f"budget ({budget.left():.0f} s left)"
+        return None
+    scorer = None
+    try:
+        if dtype is None:  # imports the scorer's module: inside the try (hps_v2 needs open_clip)
+            dtype = entry["dtype"] = get_scorer_class(metric).cuda_dtype
+        set_tf32(tf32)
+        scorer = load_scorer(metric, WEIGHTS, device=str(device), dtype=dtype, **options)
+        start = time.perf_counter()
+        side = build_real_size(metric, scorer, ctx["scale"], device)
+        synchronize(device)
+        entry.update(build_seconds=round(time.perf_counter() - start, 2), image_side=side,
+                     weights_gb=round(model_bytes(scorer) / 1e9, 3))
+        entry["sweep"] = sweep(label, scorer, side, batches, device, budget, dry_run, ctx["counter"])
+        if label == ctx.get("keep"):
+            scorer.image_side = side
+            return scorer
+    except ImportError as exc:  # open_clip absent on a bare GPU machine
+        entry["skipped"] = f"{error_text(exc)} (bring the wheels: scripts/gpu_kit.sh)"
+        log(f"throughput {label}: {entry['skipped']}")
+    except Exception as exc:  # noqa: BLE001 - one metric's failure is recorded, the others go on
+        entry["error"] = error_text(exc)
+        entry["traceback"] = traceback.format_exc(limit=6)
+        log(f"throughput {label}: {entry['error']}")
+    finally:
+        set_tf32(False)
+        scorer = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return None
+
+
 def part_throughput(device: torch.device, budget: Budget, dry_run: bool, scale: float,
                     compile_model: bool) -> dict[str, Any]:
+    """Default precisions over the batch sweep first, then VQAScore SDPA, the fp32 metrics' opt-ins
+    (TF32, bf16) at their best batch, and torch.compile last: the budget cuts the least needed."""
     result: dict[str, Any] = {"scale": scale, "metrics": {}, "vqascore_attention": {}, "compile": None}
-    counter = [0]
+    ctx = {"device": device, "budget": budget, "dry_run": dry_run, "scale": scale, "counter": [0],
+           "keep": "vqascore" if compile_model else None}
+    sweeps = DRY_BATCHES if dry_run else GPU_BATCHES
     kept = None
-    plan: list[tuple[str, str, dict[str, Any]]] = [(m, m, {}) for m in METRICS]
+    plan = [(m, m, {}) for m in METRICS]
     plan.insert(1, ("vqascore[sdpa]", "vqascore", {"attn_implementation": "sdpa"}))
     for label, metric, options in plan:
-        entry: dict[str, Any] = {"metric": metric, "options": options}
-        result["metrics"][label] = entry
-        if not budget.allows(40 if not dry_run else 4):
-            entry["skipped"] = f"budget ({budget.left():.0f} s left)"
-            continue
-        scorer = None
-        try:
-            dtype = get_scorer_class(metric).cuda_dtype  # the reference precision (bf16 VQA, fp16 ITM/HPS)
-            entry["dtype"] = dtype
-            scorer = load_scorer(metric, WEIGHTS, device=str(device), dtype=dtype, **options)
-            start = time.perf_counter()
-            side = build_real_size(metric, scorer, scale, device)
-            synchronize(device)
-            entry.update(build_seconds=round(time.perf_counter() - start, 2), image_side=side,
-                         weights_gb=round(model_bytes(scorer) / 1e9, 3))
-            batches = (DRY_BATCHES if dry_run else GPU_BATCHES).get(metric, (DRY_BATCHES if dry_run else GPU_BATCHES)["default"])
-            entry["sweep"] = sweep(label, scorer, side, batches, device, budget, dry_run, counter)
-            if label == "vqascore" and compile_model:
-                kept = (scorer, side)  # compiled last, once every metric has its figures
-        except Exception as exc:  # noqa: BLE001 - one metric's failure is recorded, the others go on
-            entry["error"] = error_text(exc)
-            entry["traceback"] = traceback.format_exc(limit=6)
-            log(f"throughput {label}: {entry['error']}")
-        finally:
-            del scorer
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        # dtype None: the reference precision (bf16 VQA, fp16 autocast ITM/HPS, fp32 the rest)
+        scorer = measure(result, label, metric, options, None, sweeps.get(metric, sweeps["default"]), False, ctx)
+        kept = scorer if scorer is not None else kept
+    for metric in OPT_IN_METRICS:
+        best = best_row(result["metrics"].get(metric, {}))
+        for name, dtype, tf32 in OPT_INS:
+            label = f"{metric}[{name}]"
+            if best is None:
+                result["metrics"][label] = {"metric": metric, "skipped": "the default run has no figures"}
+                continue
+            measure(result, label, metric, {}, dtype, (best["batch_size"],), tf32, ctx)
     if kept is not None:
-        result["compile"] = compile_vqa(kept[0], kept[1], device, budget, dry_run, counter)
+        result["compile"] = compile_vqa(kept, kept.image_side, device, budget, dry_run, ctx["counter"])
         kept = None
         gc.collect()
     elif compile_model:

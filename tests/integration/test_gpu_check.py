@@ -60,13 +60,16 @@ def test_dry_run_json_structure(dry_run):
 
     b = report["throughput"]
     assert "error" not in b, b
-    assert set(b["metrics"]) == {"vqascore", "vqascore[sdpa]", "clipscore", "pickscore", "itmscore", "hpsv2", "imagereward"}
+    opt_ins = {f"{m}[{o}]" for m in ("clipscore", "pickscore", "imagereward") for o in ("tf32", "bfloat16")}
+    assert set(b["metrics"]) == {"vqascore", "vqascore[sdpa]", "clipscore", "pickscore", "itmscore", "hpsv2",
+                                 "imagereward", *opt_ins}
     for label, entry in b["metrics"].items():
         assert "error" not in entry, (label, entry.get("traceback"))
         measured = [row for row in entry["sweep"] if "images_per_s" in row]
         assert measured, label
         assert all(row["images_per_s"] > 0 for row in measured)
-    assert b["metrics"]["vqascore"]["dtype"] == "bfloat16"
+    assert b["metrics"]["vqascore"]["dtype"] == "bfloat16" and b["metrics"]["clipscore[bfloat16]"]["dtype"] == "bfloat16"
+    assert b["metrics"]["clipscore[tf32]"]["tf32"] is True and b["metrics"]["clipscore"]["tf32"] is False
     assert set(b["vqascore_attention"]) == {"vqascore", "vqascore[sdpa]"}
 
     c = report["pipeline"]
