@@ -196,3 +196,15 @@ def test_real_vqa_format_is_what_the_checkpoint_notes_say(roots):
     assert not (real / CLIP / "model.safetensors").exists()
     assert json.loads((real / CLIP / "preprocessor_config.json").read_text())["size"] == 336
     assert not (real / BLIP2 / "tokenizer.json").exists()
+
+
+def test_vqa_tower_from_the_legacy_clip_folder(tmp_path):
+    """A CLIP-FlanT5 checkpoint without tower keys takes the tower from the CLIP folder: the legacy
+    ``pytorch_model.bin`` with ``position_ids`` buffers must give the fixture safetensors' scores."""
+    real, reference = copy_root(tmp_path / "real"), copy_root(tmp_path / "rounded")
+    without_tower = {k: v for k, v in vqa_state().items() if not k.startswith(TOWER_PREFIX)}
+    for root in (real, reference):
+        torch.save(without_tower, root / VQA / "pytorch_model.bin")
+    write_clip_real(real)
+    got, expected = scores("vqascore", real), scores("vqascore", reference)
+    np.testing.assert_allclose(got["vqascore"], expected["vqascore"], rtol=0, atol=1e-9)
