@@ -249,9 +249,10 @@ def build_real_size(metric: str, scorer, scale: float, device: torch.device) -> 
                                          hidden_act="quick_gelu")
         fixture = fixture_json("clip-flant5-xxl", "config.json")
         dims = rs.t5_dims(scale, "clip-flant5-xxl")
+        real_size_tokenizer(scorer)
         t5_fields = set(T5Config().to_dict()) - {"model_type", "architectures", "transformers_version", "dtype"}
         kwargs = {k: v for k, v in {**fixture, **dims}.items() if k in t5_fields}
-        kwargs.update(vocab_size=rs.T5_PIECES + 100, use_cache=False, tie_word_embeddings=False)
+        kwargs.update(vocab_size=scorer.vocab_rows, use_cache=False, tie_word_embeddings=False)
         attention = scorer.options.get("attn_implementation", "eager")
         t5_config = T5Config(**kwargs, attn_implementation=attention)
         scorer.vision_tower = scorer.mm_projector = scorer.t5 = None
@@ -263,6 +264,27 @@ def build_real_size(metric: str, scorer, scale: float, device: torch.device) -> 
             scorer.t5 = T5ForConditionalGeneration(t5_config).eval()
         return clip["image_size"]
     raise ValueError(f"no real-size builder for {metric}")
+
+
+def real_size_tokenizer(scorer) -> None:
+    """Give a VQAScorer FlanT5's real piece count (32000 + 100 extra ids), so prompts have about the
+    real number of tokens (the fixture's 400-piece model splits words into many more pieces)."""
+    from janus_ray.metrics.vqa_score import ANSWER, SYSTEM_MSG, SentencePieceT5Tokenizer
+
+    source = WEIGHTS / "clip-flant5-xxl"
+    folder = Path(tempfile.mkdtemp(prefix="gpu_check_spiece_"))
+    try:
+        spiece = rs.build_t5_spiece(source / "spiece.model", WEIGHTS / "clip-vit-large-patch14-336" / "vocab.json")
+        (folder / "spiece.model").write_bytes(spiece)
+        config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config.pop("added_tokens_decoder", None)  # the fixture's ids belong to its 400-piece model
+        (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+        scorer.tokenizer = SentencePieceT5Tokenizer(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    scorer.prefix_ids = scorer.tokenizer.encode(SYSTEM_MSG + " USER: ")
+    scorer.answer_ids = scorer.tokenizer.encode(ANSWER)
+    scorer.vocab_rows = len(scorer.tokenizer)
 
 
 def model_bytes(scorer) -> int:
@@ -355,6 +377,12 @@ def measure(result: dict[str, Any], label: str, metric: str, options: dict[str, 
         synchronize(device)
         entry.update(build_seconds=round(time.perf_counter() - start, 2), image_side=side,
                      weights_gb=round(model_bytes(scorer) / 1e9, 3))
+        if metric == "vqascore":  # encoder length per pair: text ids (minus the image slot) + patches
+            from janus_ray.bench.inputs import make_prompts
+
+            text = [len(scorer.input_ids(p)) - 1 for p in make_prompts(64)]
+            patches = (side // scorer.vision_tower.config.patch_size) ** 2
+            entry["encoder_tokens_per_pair"] = round(sum(text) / len(text) + patches, 1)
         entry["sweep"] = sweep(label, scorer, side, batches, device, budget, dry_run, ctx["counter"])
         if label == ctx.get("keep"):
             scorer.image_side = side
@@ -603,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also write the measured cost table to {TABLE_PATH.relative_to(REPO)} (GPU only; "
                              "it is always written to OUT/measured_costs.json)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of VQAScore's T5")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip part c (the pipeline under Ray)")
     parser.add_argument("--pipeline-images", type=int, help="images for part c (default 256 on GPU, 8 in the dry run)")
     args = parser.parse_args(argv)
 
@@ -637,7 +666,10 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in drift:
             report["parity"]["drift_error"] = drift["error"]
     n_images = args.pipeline_images or (8 if args.dry_run else 256)
-    report["pipeline"] = run_part("c (pipeline)", part_pipeline, device, budget, args.dry_run, n_images)
+    if args.no_pipeline:
+        report["pipeline"] = {"skipped": "--no-pipeline"}
+    else:
+        report["pipeline"] = run_part("c (pipeline)", part_pipeline, device, budget, args.dry_run, n_images)
     if "error" not in report["throughput"]:
         table = cost_table(report["throughput"], report["machine"].get("gpu") or "cpu (dry run)")
         report["cost_table"] = table

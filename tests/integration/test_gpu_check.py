@@ -24,9 +24,11 @@ TABLE_KEYS = {"dtype", "batch_size", "images_per_s", "peak_gpu_memory_gb", "weig
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # --budget 100: the dry run must fit in two minutes (the pipeline part then skips for budget
-    # where Ray is slow to start; it is recorded either way).
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--budget", "100"],
+    # The dry run takes about a minute on an idle 2-core VM (default budget 110 s); the budget here
+    # is larger so that a loaded CI machine does not cut parts. The pipeline under Ray is covered
+    # by the end-to-end tests.
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--budget", "240",
+                           "--no-pipeline"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     return proc, out
 
@@ -72,8 +74,7 @@ def test_dry_run_json_structure(dry_run):
     assert b["metrics"]["clipscore[tf32]"]["tf32"] is True and b["metrics"]["clipscore"]["tf32"] is False
     assert set(b["vqascore_attention"]) == {"vqascore", "vqascore[sdpa]"}
 
-    c = report["pipeline"]
-    assert ("skipped" in c) or ("images_per_s" in c and c["failed_rows"] == 0), c
+    assert report["pipeline"] == {"skipped": "--no-pipeline"}
 
 
 def test_dry_run_cost_table_format_stays_out_of_the_package(dry_run):
