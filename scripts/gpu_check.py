@@ -530,7 +530,7 @@ class GpuBusySampler:
 def part_pipeline(device: torch.device, budget: Budget, dry_run: bool, n_images: int) -> dict[str, Any]:
     if importlib.util.find_spec("ray") is None:
         return {"skipped": "Ray is not installed on this machine (import ray fails): pipeline part skipped. "
-                           "See README 'GPU check' for bringing Ray's wheel in two commands."}
+                           "Bring it in parts: scripts/gpu_kit.sh fetch-ray (README 'GPU check')."}
     needed = 60 if dry_run else 120
     if not budget.allows(needed):
         return {"skipped": f"budget ({budget.left():.0f} s left, needs ~{needed} s)"}
