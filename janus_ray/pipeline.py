@@ -53,6 +53,7 @@ class MetricPlan:
     replicas: int
     resources: dict[str, float]
     settings_key: str = ""
+    tf32: bool = False  # opt-in TF32 matmuls (CUDA only)
 
     def describe(self) -> str:
         where = f"{self.num_gpus:g} GPU" if self.num_gpus else f"{self.num_cpus:.2f} CPU"
@@ -138,6 +139,7 @@ def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) ->
                 num_cpus=1.0 if num_gpus > 0 else round(cpu_share, 2),
                 replicas=spec.replicas,
                 resources=dict(spec.resources),
+                tf32=config.tf32 and num_gpus > 0,
             )
         )
     return plans
@@ -155,6 +157,8 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
         "weights": weights_fingerprint(files),
         "janus_ray": __version__,
     }
+    if plan.tf32:  # only when on: the keys of default runs stay what they were
+        payload["tf32"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -262,7 +266,7 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "options": plan.options,
         "torch_threads": torch_threads,
         "fault_injection": os.environ.get(FAULT_ENV),
-        "tf32": config.tf32,
+        "tf32": plan.tf32,
     }
 
 

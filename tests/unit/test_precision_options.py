@@ -119,3 +119,14 @@ def test_vqa_sdpa_matches_eager_at_float32():
     assert sdpa.t5.config._attn_implementation == "sdpa"
     a, b = eager.score(images, prompts), sdpa.score(images, prompts)
     assert max(abs(x - y) / x for x, y in zip(a, b)) < 1e-4
+
+
+def test_tf32_reaches_gpu_plans_and_their_resume_key(run, tmp_path):
+    from janus_ray.pipeline import settings_key
+
+    weights = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "weights"
+    plain = {p.metric: p for p in plan_metrics(run("--metrics", "clipscore"), cluster_gpus=1, cluster_cpus=8)}
+    fast = {p.metric: p for p in plan_metrics(run("--metrics", "clipscore", "--tf32"), cluster_gpus=1, cluster_cpus=8)}
+    cpu = plan_metrics(run("--metrics", "clipscore", "--tf32"), cluster_gpus=0, cluster_cpus=8)
+    assert not plain["clipscore"].tf32 and fast["clipscore"].tf32 and not cpu[0].tf32
+    assert settings_key(plain["clipscore"], weights) != settings_key(fast["clipscore"], weights)
