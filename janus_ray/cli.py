@@ -23,6 +23,16 @@ def _key_value(kind: type):
     return parse
 
 
+def _dtype(text: str) -> tuple[str | None, str]:
+    """``DTYPE`` (every metric) or ``METRIC=DTYPE`` (one metric) -> (metric or None, dtype)."""
+    from janus_ray.config import DTYPE_NAMES
+
+    metric, _, dtype = text.rpartition("=")
+    if dtype not in DTYPE_NAMES or (_ and not metric):
+        raise argparse.ArgumentTypeError(f"expected DTYPE or METRIC=DTYPE with DTYPE one of {', '.join(DTYPE_NAMES)}, got {text!r}")
+    return (metric.strip() or None), dtype
+
+
 def _resource(text: str) -> tuple[str, tuple[str, float]]:
     metric, _, rest = text.partition("=")
     name, _, amount = rest.partition(":")
@@ -42,7 +52,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="resume cache (default: <output root>/.janus_ray_cache)")
     parser.add_argument("--all-samples", dest="all_samples", action="store_true", default=None, help="score every sample, not only the first per prompt")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: reference precision on GPU, float32 on CPU")
+    parser.add_argument("--dtype", action="append", type=_dtype, default=[], metavar="[METRIC=]DTYPE",
+                        help="float32 | bfloat16 | float16, for every metric or (METRIC=DTYPE, repeatable) one; default: reference precision on GPU, float32 on CPU")
+    parser.add_argument("--tf32", action="store_true", default=None, help="opt-in TF32 matmuls for the fp32 metrics on CUDA (faster, ~1e-3 relative rounding)")
     parser.add_argument("--limit", type=int, help="score only the first N images per folder (smoke runs)")
     parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
     parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any row failed")
@@ -81,11 +93,14 @@ def config_from_args(args: argparse.Namespace):
     for flag in LEGACY_MODEL_FLAGS:
         if getattr(args, flag) is not None:
             legacy[flag] = getattr(args, flag)
-    scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
+    scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "tf32",
                     "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas"]
     for name in scalar_flags:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    for metric, dtype in args.dtype:  # plain --dtype DTYPE: the run's dtype (the last one wins)
+        if metric is None:
+            values["dtype"] = dtype
     if args.folders:
         values["folders"] = args.folders
     if args.metrics:
@@ -99,7 +114,9 @@ def config_from_args(args: argparse.Namespace):
         if "imagereward" not in config.metrics:
             raise ConfigError("--imagereward_ckpt given but imagereward is not among --metrics.")
         config.spec("imagereward").options["checkpoint"] = args.imagereward_ckpt
-    per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas)]
+    per_metric_dtype = [(metric, dtype) for metric, dtype in args.dtype if metric is not None]
+    per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas),
+                  ("dtype", per_metric_dtype)]
     for attr, pairs in per_metric:
         for metric, value in pairs:
             scorer = normalize_metrics([metric], config.metric_specs)[0]

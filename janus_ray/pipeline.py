@@ -54,6 +54,7 @@ class MetricPlan:
     replicas: int
     resources: dict[str, float]
     settings_key: str = ""
+    tf32: bool = False  # opt-in TF32 matmuls (CUDA only)
 
     def describe(self) -> str:
         where = f"{self.num_gpus:g} GPU" if self.num_gpus else f"{self.num_cpus:.2f} CPU"
@@ -133,12 +134,13 @@ def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) ->
                 options=options,
                 columns=cls.output_columns(**options),
                 device="cuda" if num_gpus > 0 else "cpu",
-                dtype=config.dtype,
+                dtype=spec.dtype or config.dtype,
                 batch_size=spec.resolved_batch_size(metric, num_gpus > 0),
                 num_gpus=num_gpus,
                 num_cpus=1.0 if num_gpus > 0 else round(cpu_share, 2),
                 replicas=spec.replicas,
                 resources=dict(spec.resources),
+                tf32=config.tf32 and num_gpus > 0,
             )
         )
     return plans
@@ -156,6 +158,8 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
         "weights": weights_fingerprint(files),
         "janus_ray": __version__,
     }
+    if plan.tf32:  # only when on: the keys of default runs stay what they were
+        payload["tf32"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -269,6 +273,7 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "torch_threads": torch_threads,
         "fault_injection": os.environ.get(FAULT_ENV),
         "journal_dir": journal_dir,
+        "tf32": plan.tf32,
     }
 
 

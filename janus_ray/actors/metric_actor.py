@@ -42,11 +42,16 @@ class MetricActor:
         torch_threads: int | None = None,
         fault_injection: str | None = None,
         journal_dir: str | None = None,
+        tf32: bool = False,
     ):
         import torch
 
+        from janus_ray.metrics.base import set_tf32
+
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        if tf32:  # opt-in; only ever switched on, so one fp32 metric cannot turn it off for another
+            set_tf32(True)
         cls = get_scorer_class(scorer)
         self.metric = metric
         self.keys = list(cls.output_columns(**options))
