@@ -25,7 +25,7 @@ import pandas as pd
 from janus_ray import __version__
 from janus_ray.actors.decode_stage import DecodeStage, stage_error_column, todo_column
 from janus_ray.actors.fused_stage import FusedStage
-from janus_ray.actors.metric_actor import FAULT_ENV, MetricActor, output_column, time_column
+from janus_ray.actors.metric_actor import MetricActor, output_column, time_column
 from janus_ray.cache import ResultCache, file_sha256, weights_fingerprint
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
@@ -261,7 +261,6 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "dtype": plan.dtype,
         "options": plan.options,
         "torch_threads": torch_threads,
-        "fault_injection": os.environ.get(FAULT_ENV),
     }
 
 

@@ -72,6 +72,8 @@ class Scorer(abc.ABC):
     cuda_dtype: ClassVar[str] = "float32"
     #: extra outputs of score_variants besides ``name``: {key: csv column}
     variant_columns: ClassVar[dict[str, str]] = {}
+    #: a test / benchmark scorer (no model), not a metric
+    testing_only: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -156,6 +158,7 @@ class Scorer(abc.ABC):
             "range": list(cls.score_range),
             "reference": cls.reference,
             "variants": dict(cls.variant_columns),
+            "testing_only": cls.testing_only,
         }
 
     def __repr__(self) -> str:
