@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from janus_ray.errors import ConfigError
-from janus_ray.metrics.base import Scorer
+from janus_ray.metrics.base import Option, Scorer, non_negative_number, optional_text, positive_int
 from janus_ray.metrics.weights import RequiredFile
 
 DEFAULT_IMAGE_SIZE = 16
@@ -57,20 +57,6 @@ def hash_score(pixels: np.ndarray, prompt: str) -> float:
     return int.from_bytes(digest.digest(), "little") / 2**64
 
 
-def _number(options: dict[str, Any], key: str) -> float:
-    value = options.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"dummy: option {key} must be a non-negative number of seconds/megabytes, got {value!r}.")
-    return float(value)
-
-
-def _text(options: dict[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"dummy: option {key} must be a non-empty string, got {value!r}.")
-    return value
-
-
 class DummyScorer(Scorer):
     """Deterministic hash score with a configurable cost and fault injection (tests, benchmarks)."""
 
@@ -80,24 +66,16 @@ class DummyScorer(Scorer):
     score_range: ClassVar[tuple[float | None, float | None]] = (0.0, 1.0)
     reference: ClassVar[str] = "none: a hash of the pixels and the prompt (test and benchmark scorer, not a metric)"
     testing_only: ClassVar[bool] = True
-    options_accepted: ClassVar[tuple[str, ...]] = (
-        "image_size", "sleep_s", "busy_s", "load_s", "model_mb",
-        "fail_on_prompt", "die_on_prompt", "die_once_file", "stall_on_prompt", "stall_until_file",
-    )  # fmt: skip
+    accepted_options: ClassVar[dict[str, Option]] = {
+        "image_size": Option(DEFAULT_IMAGE_SIZE, positive_int),
+        **{key: Option(0.0, non_negative_number) for key in ("sleep_s", "busy_s", "load_s", "model_mb")},
+        **{key: Option(None, optional_text) for key in (
+            "fail_on_prompt", "die_on_prompt", "die_once_file", "stall_on_prompt", "stall_until_file")},
+    }  # fmt: skip
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Validate the options; return them with defaults filled in."""
-        unknown = sorted(set(options) - set(cls.options_accepted))
-        if unknown:
-            raise ConfigError(f"dummy: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(cls.options_accepted)}.")
-        size = options.get("image_size", DEFAULT_IMAGE_SIZE)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"dummy: option image_size must be a positive integer, got {size!r}.")
-        checked = {"image_size": size}
-        checked.update({key: _number(options, key) for key in ("sleep_s", "busy_s", "load_s", "model_mb")})
-        texts = ("fail_on_prompt", "die_on_prompt", "die_once_file", "stall_on_prompt", "stall_until_file")
-        checked.update({key: _text(options, key) for key in texts})
+        checked = super().check_options(options)
         if (checked["stall_on_prompt"] is None) != (checked["stall_until_file"] is None):
             raise ConfigError("dummy: stall_on_prompt and stall_until_file go together.")
         if checked["die_once_file"] and not checked["die_on_prompt"]:
@@ -114,7 +92,6 @@ class DummyScorer(Scorer):
         return DummyTransform(cls.check_options(options)["image_size"])
 
     def load(self) -> None:
-        self.settings = self.check_options(self.options)
         if self.settings["load_s"]:
             time.sleep(self.settings["load_s"])
         # A simulated model: that many MB really allocated (and touched) on the device.

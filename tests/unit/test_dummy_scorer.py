@@ -73,9 +73,9 @@ def test_die_on_prompt_ends_the_process_once_with_a_marker(tmp_path):
     ("options", "message"),
     [
         ({"colour": 1}, "dummy: unknown option(s) colour; accepted: image_size"),
-        ({"sleep_s": -1}, "option sleep_s must be a non-negative number"),
-        ({"image_size": 0}, "option image_size must be a positive integer"),
-        ({"fail_on_prompt": ""}, "option fail_on_prompt must be a non-empty string"),
+        ({"sleep_s": -1}, "dummy: option sleep_s must be a non-negative number, got -1."),
+        ({"image_size": 0}, "dummy: option image_size must be a positive integer, got 0."),
+        ({"fail_on_prompt": ""}, "dummy: option fail_on_prompt must be a non-empty string, got ''."),
         ({"stall_on_prompt": "x"}, "stall_on_prompt and stall_until_file go together"),
         ({"die_once_file": "/tmp/x"}, "die_once_file needs die_on_prompt"),
     ],
