@@ -76,6 +76,7 @@ def _eval_command(inputs: dict, out: Path, cache: Path, config: Path) -> list[st
     ]
 
 
+@pytest.mark.ray  # each `janus-ray eval` subprocess starts its own local Ray
 def test_a_killed_driver_completes_on_rerun_with_the_uninterrupted_results(tmp_path):
     inputs = build_inputs(tmp_path, n_prompts=6)
     env = {**os.environ, "RAY_ADDRESS": ""}
