@@ -90,7 +90,9 @@ def init_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # address="local": a new instance of our own; without it ray.init attaches to any local
+        # cluster that someone else started with `ray start` on this machine.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return not address
 

@@ -57,7 +57,10 @@ def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tm
     assert not table.duplicated(["folder", "image_path"]).any()
     good = table[table["error"].isna()]
     assert len(good) == result.n_rows - 3 and good["DummyScore"].notna().all() and good["CLIPScore"].notna().all()
-    assert (good["prompt"] == inputs["prompts"][2]).sum() == 7  # the killed batch's rows were scored again
+    # the killed batch's rows were scored again: all 7 rows with that prompt but the corrupt image
+    with_prompt = table[table["prompt"] == inputs["prompts"][2]]
+    assert len(with_prompt) == 7 and with_prompt["DummyScore"].notna().sum() == 6
+    assert with_prompt.loc[with_prompt["DummyScore"].isna(), "folder"].tolist() == [inputs["corrupt"].parents[2].name]
     paths = [str(Path(next(f for f in inputs["folders"] if f.name == name)) / rel)
              for name, rel in zip(good["folder"], good["image_path"])]
     dummy = load_scorer("dummy", WEIGHTS_ROOT, **die).score(paths, list(good["prompt"]))
