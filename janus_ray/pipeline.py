@@ -26,7 +26,7 @@ import pandas as pd
 from janus_ray import __version__
 from janus_ray.actors.decode_stage import DecodeStage, stage_error_column, todo_column
 from janus_ray.actors.fused_stage import FusedStage
-from janus_ray.actors.metric_actor import FAULT_ENV, MetricActor, output_column, time_column
+from janus_ray.actors.metric_actor import MetricActor, output_column, time_column
 from janus_ray.cache import ResultCache, file_sha256, weights_fingerprint
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
@@ -92,7 +92,9 @@ def init_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # address="local": a new instance of our own; without it ray.init attaches to any local
+        # cluster that someone else started with `ray start` on this machine.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return not address
 
@@ -271,7 +273,6 @@ def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | Non
         "dtype": plan.dtype,
         "options": plan.options,
         "torch_threads": torch_threads,
-        "fault_injection": os.environ.get(FAULT_ENV),
         "journal_dir": journal_dir,
         "tf32": plan.tf32,
     }
