@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray.actors.decode_stage import describe_error, pixel_column, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import describe_error, release_pixels, row_pixels, stage_error_column, todo_column
 from janus_ray.metrics import get_scorer_class
 
 #: test-only fault injection: "<metric>:<batch number>:<marker file>" makes the actor process of
@@ -63,26 +63,29 @@ class MetricActor:
         self._maybe_die()
         started = time.perf_counter()
         n = len(batch["image_path"])
-        pixels = batch.pop(pixel_column(self.metric))
-        errors = list(batch.pop(stage_error_column(self.metric)))
+        errors = list(batch[stage_error_column(self.metric)])
         todo = batch[todo_column(self.metric)]
         eligible = [
             i for i in range(n) if todo[i] and not errors[i] and not batch["decode_error"][i] and batch["has_prompt"][i]
         ]
         scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
         if eligible:
+            pixels = {i: row_pixels(batch, self.metric, i) for i in eligible}
             self._score_rows(eligible, pixels, batch["prompt"], scores, errors)
         out = dict(batch)
+        release_pixels(out, self.metric)  # pixels no later stage needs stop travelling here
         for key, values in scores.items():
             out[output_column(key)] = values
         out[stage_error_column(self.metric)] = np.array(errors, dtype=object)
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
         return out
 
-    def _score_rows(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray, scores: dict, errors: list) -> None:
-        """Score the rows in one batch; if the batch fails, retry row by row to isolate the culprit."""
+    def _score_rows(self, rows: list[int], pixels: dict[int, np.ndarray], prompts: np.ndarray, scores: dict,
+                    errors: list) -> None:
+        """Score the rows in one batch (uint8 pixels, normalised by the scorer on its device); if the
+        batch fails, retry row by row to isolate the culprit."""
         try:
-            result = self.scorer.score_pixels(pixels[rows], [str(prompts[i]) for i in rows])
+            result = self.scorer.score_uint8([pixels[i] for i in rows], [str(prompts[i]) for i in rows])
         except Exception as exc:  # noqa: BLE001
             if len(rows) == 1:
                 errors[rows[0]] = f"scoring failed: {describe_error(exc)}"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from janus_ray import load_scorer
-from janus_ray.bench import real_size
-from janus_ray.bench.inputs import make_inputs, make_prompts
+from benchmarks import real_size
+from benchmarks.inputs import make_inputs, make_prompts
 from janus_ray.demo import synthetic_image
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,9 +1,9 @@
 """The benchmark's timed phases. Each runs in a fresh child process:
 
-    python -m janus_ray.bench.phases SPEC.json
+    python -m benchmarks.phases SPEC.json
 
 ``SPEC.json`` says which phase, the inputs, the metrics and where to write the result JSON. The
-parent (``janus_ray.bench.runner``) measures the child's wall time and the peak memory of its
+parent (``benchmarks.runner``) measures the child's wall time and the peak memory of its
 whole process tree; the child adds what only it can see.
 
 * ``pipeline``: ``janus-ray eval`` (``janus_ray.cli.main``) in this fresh process, so it starts its
@@ -48,7 +48,7 @@ def _vm_hwm_bytes() -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    from janus_ray.bench.procmem import peak_rss_self_bytes
+    from benchmarks.procmem import peak_rss_self_bytes
 
     return peak_rss_self_bytes()
 
@@ -101,10 +101,10 @@ def _rows(spec: dict) -> list[tuple[str, str, str]]:
 
 # ----- probes for the pipeline phase -------------------------------------------------------------
 def _numeric_bytes(batch: dict) -> int:
-    """Bytes of the numeric arrays of a Ray Data batch (the pixel tensors dominate)."""
-    import numpy as np
+    """Bytes of the numeric arrays and ``bytes`` cells of a Ray Data batch (the pixels dominate)."""
+    from benchmarks.transport import batch_bytes
 
-    return int(sum(a.nbytes for a in batch.values() if isinstance(a, np.ndarray) and a.dtype != object))
+    return batch_bytes(batch)
 
 
 class _StageProbe:

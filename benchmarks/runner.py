@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from janus_ray.bench.inputs import make_inputs, make_prompts
-from janus_ray.bench.procmem import import_psutil, run_sampled
+from benchmarks.inputs import make_inputs, make_prompts
+from benchmarks.procmem import import_psutil, run_sampled
 
 PHASE_NAMES = ("pipeline", "baseline", "model_work")
 DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward", "hpsv2.1"]
@@ -124,7 +124,7 @@ def weights_root(args: argparse.Namespace, work: Path, plan: list[dict]) -> tupl
         from janus_ray.demo import FIXTURE_WEIGHTS
 
         return Path(args.weights_root or FIXTURE_WEIGHTS).resolve(), None
-    from janus_ray.bench.real_size import generate
+    from benchmarks.real_size import generate
 
     root = Path(args.weights_root or work / "weights-real-size").resolve()
     scorers = sorted({m["scorer"] for m in plan})
@@ -197,6 +197,14 @@ def load_average() -> list[float] | None:
 
 
 # ----- running the phases ------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_pythonpath() -> str:
+    """The checkout first (``benchmarks`` is not an installed package), then the caller's path."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def run_phase(phase: str, repeat: int, spec: dict, work: Path, timeout: float | None) -> dict:
     run_dir = work / "runs" / f"{phase}-{repeat}"
     if run_dir.exists():
@@ -210,10 +218,11 @@ def run_phase(phase: str, repeat: int, spec: dict, work: Path, timeout: float | 
         spec["cli_argv"][spec["cli_argv"].index("--cache-dir") + 1] = str(run_dir / "out" / "cache")
     spec_path = run_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
-    env = {**os.environ, "JANUS_RAY_BENCH_PROBE_DIR": str(probe_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "JANUS_RAY_BENCH_PROBE_DIR": str(probe_dir), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": child_pythonpath()}
     log = run_dir / "log.txt"
     print(f"[bench] {phase} (run {repeat + 1}) ... log: {log}", file=sys.stderr, flush=True)
-    outcome = run_sampled([sys.executable, "-m", "janus_ray.bench.phases", str(spec_path)], env=env, log_path=log,
+    outcome = run_sampled([sys.executable, "-m", "benchmarks.phases", str(spec_path)], env=env, log_path=log,
                           timeout=timeout)
     if outcome["returncode"] != 0 or not Path(spec["result"]).is_file():
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
