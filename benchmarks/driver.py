@@ -99,7 +99,7 @@ def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: 
 
     stream = io.StringIO()
     marks: dict[str, float] = {}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     frame = manifest_frame(scans, shas)
     marks["manifest_frame"] = time.perf_counter()
     cache = ResultCache(cache_dir)
@@ -112,16 +112,17 @@ def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: 
     results: list[pd.DataFrame] = []
     recorder = BatchRecorder(frame, plans, todo)
     progress = Progress(plans, {m: int(f.sum()) for m, f in todo.items()}, stream)
-    per_batch, stub_s = [], 0.0
+    per_batch, per_batch_cpu, stub_s, stub_cpu = [], [], 0.0, 0.0
     for start in range(0, len(rows), batch_rows):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         batch = stub_results(rows.iloc[start : start + batch_rows], plans, rng)
-        t1 = time.perf_counter()
-        stub_s += t1 - t
+        t1, c1 = time.perf_counter(), time.process_time()
+        stub_s, stub_cpu = stub_s + t1 - t, stub_cpu + c1 - c
         cache.append(recorder.record(batch))  # the on_batch of evaluate()
         results.append(batch)
         progress.update(batch, todo)
         per_batch.append(time.perf_counter() - t1)
+        per_batch_cpu.append(time.process_time() - c1)
     cache.flush()
     marks["result_batches"] = time.perf_counter()
     table = assemble(frame, plans, cached, results)
@@ -130,6 +131,7 @@ def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: 
     write_outputs(None, table, plans, scans, work / "out", out_dirs, n_cached, {"bench": "driver"}, stream)
     marks["write_outputs"] = time.perf_counter()
     total = marks["write_outputs"] - started
+    cpu_total = time.process_time() - cpu_started - stub_cpu
     steps, previous = {}, started
     for name, at in marks.items():
         steps[name] = at - previous - (stub_s if name == "result_batches" else 0.0)
@@ -142,10 +144,14 @@ def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: 
         "result_batches": len(per_batch),
         "batch_rows": batch_rows,
         "driver_s": total - stub_s,
+        # CPU seconds of this (single-threaded) driver: on a machine shared with other work, wall
+        # time also counts the waits for a CPU
+        "driver_cpu_s": cpu_total,
         "stub_s": stub_s,
         "steps_s": steps,
         "per_batch_ms_mean": 1e3 * float(np.mean(per_batch)) if per_batch else None,
         "per_batch_ms_median": 1e3 * float(np.median(per_batch)) if per_batch else None,
+        "per_batch_cpu_ms_median": 1e3 * float(np.median(per_batch_cpu)) if per_batch_cpu else None,
         "cache_parts_written": cache.parts_written,
         "setup_s": setup_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

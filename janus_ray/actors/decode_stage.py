@@ -128,9 +128,11 @@ def _bytes_column(values: list[bytes]) -> np.ndarray:
 
 def row_pixels(batch: dict[str, np.ndarray], metric: str, row: int) -> np.ndarray:
     """The uint8 (C, H, W) pixels of ``metric`` for ``row`` (following ``source_column``)."""
-    holder = batch[source_column(metric)][row] or metric
+    holder = str(batch[source_column(metric)][row]) or metric
     shape = tuple(int(x) for x in batch[shape_column(holder)][row])
-    return np.frombuffer(batch[pixel_column(holder)][row], dtype=np.uint8).reshape(shape)
+    # ljust: a fixed-width numpy bytes array (dtype 'S') drops trailing zero bytes
+    data = bytes(batch[pixel_column(holder)][row]).ljust(int(np.prod(shape)), b"\0")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def release_pixels(batch: dict[str, np.ndarray], metric: str) -> None:
