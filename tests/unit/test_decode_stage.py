@@ -86,3 +86,19 @@ def test_square_images_ship_vqascore_and_clipscore_pixels_once_and_each_stage_re
     assert out[pixel_column("hpsv2")][0] != b""  # HPSv2.1 reads HPSv2's pixels
     release_pixels(out, "hpsv2.1")
     assert not out[pixel_column("hpsv2")].any()
+
+
+def test_score_uint8_equals_scoring_the_reference_float_pixels():
+    """The metric actor's path (uint8 from the decode stage, normalised by the scorer) gives the
+    scores of the float pixels, also for HPS sources of different sizes in one batch."""
+    from janus_ray import load_scorer
+
+    paths = [str(IMAGES_DIR / name) for name in ("astronaut.jpg", "coffee_wide.png", "tiny_17x9.png")]
+    prompts = ["an astronaut", "a cup of coffee", "a tiny picture"]
+    for metric in ("hpsv2", "imagereward"):
+        scorer = load_scorer(metric, WEIGHTS_ROOT)
+        images = [Image.open(p) for p in paths]
+        arrays = [scorer.image_transform.to_uint8(image) for image in images]
+        got = scorer.score_uint8(arrays, prompts)
+        expected = scorer.score_pixels(scorer.preprocess(paths), prompts)
+        np.testing.assert_allclose(got[metric], expected[metric], atol=1e-6)
