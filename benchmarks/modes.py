@@ -79,7 +79,7 @@ def format_overhead(report: dict) -> str:
         lines.append(f"pipeline (janus-ray eval, cold)       {p['wall_s']:8.1f} s  {_f(p['images_per_s'], '{:.1f}')} img/s")
     if loop:
         d = loop["detail"]
-        lines.append(f"loop ({d.get('processes')} processes, load once, bs 64) {loop['wall_s']:8.1f} s  "
+        lines.append(f"loop ({d.get('processes')} processes, load once, bs {s['metrics'][0]['batch_size']})  {loop['wall_s']:8.1f} s  "
                      f"{_f(loop['images_per_s'], '{:.1f}')} img/s")
     if p and loop:
         lines.append(f"pipeline throughput / loop throughput: {loop['wall_s'] / p['wall_s']:.2f}x")

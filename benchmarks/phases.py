@@ -409,7 +409,7 @@ def _loop_worker(args: tuple) -> dict:
     scorer = load_scorer(metric["scorer"], spec["weights_root"], device=spec["device"], dtype=spec["dtype"],
                          **metric["options"])
     loaded = time.perf_counter()
-    batch = spec.get("loop_batch_size", 64)
+    batch = metric["batch_size"]  # the pipeline's batch size (overhead mode: 64)
     scored = 0
     for start in range(0, len(shard), batch):
         chunk = shard[start : start + batch]
@@ -420,8 +420,8 @@ def _loop_worker(args: tuple) -> dict:
 
 def run_loop(spec: dict) -> dict:
     """CPU-count processes, each ``load_scorer`` once and ``score(paths, prompts)`` on batches of
-    ``loop_batch_size`` (64) over a contiguous share of the rows: the plain loop the pipeline's
-    overhead is measured against."""
+    the pipeline's batch size (overhead mode: 64) over a contiguous share of the rows: the plain
+    loop the pipeline's overhead is measured against."""
     import multiprocessing
 
     rows = [(path, prompt) for _, path, prompt in _rows(spec)]

@@ -373,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         args.metrics = SIX_METRICS
     if args.mode == "overhead" and args.metrics == DEFAULT_METRICS:
         args.metrics = ["pickscore"]
+    if args.mode == "overhead" and not args.batch_size:
+        args.batch_size = ["64"]  # the loop's batch size, for the pipeline too
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load_before = load_average()
     device = resolve_device(args.device)

@@ -172,9 +172,9 @@ def stream_scores(
     import ray
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    # One block per largest batch (not per decode batch of 16): each block is one actor call and
-    # one projection task, so small blocks multiply Ray's per-task cost.
-    n_blocks = max(1, min(math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size)), 2000))
+    # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
+    # projection task and a result batch on the driver.
+    n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
     step = math.ceil(len(rows) / n_blocks)
     ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     if use_fused_layout(plans, config):

@@ -196,9 +196,16 @@ def dataset_rows(frame: pd.DataFrame, todo: dict[str, np.ndarray]) -> pd.DataFra
     return rows
 
 
-def rows_per_block(plans: list[MetricPlan], decode_batch_size: int) -> int:
-    """Rows per input block: the largest batch any stage takes, so one block feeds one call."""
-    return max([decode_batch_size, *(p.batch_size for p in plans)])
+def rows_per_block(plans: list[MetricPlan], decode_batch_size: int, n_rows: int = 0,
+                   target_blocks: int = 64, max_rows: int = 1024) -> int:
+    """Rows per input block of the stream.
+
+    Every block costs Ray one task per stage, one projection task and one result batch on the
+    driver, so blocks hold many batches: about ``target_blocks`` blocks in all (enough to stream
+    results and balance the actors), at most ``max_rows`` rows, at least the largest batch.
+    """
+    largest_batch = max([decode_batch_size, *(p.batch_size for p in plans)])
+    return max(largest_batch, min(max_rows, -(-n_rows // target_blocks)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,7 +77,9 @@ def test_dataset_rows_are_prompt_major_across_folders(tmp_path):
     assert prompts == ["a cat"] * 3 + ["a dog"] * 2 + ["a cow"] * 3
     assert 4 not in set(rows["row_id"])
     assert rows[todo_column("clipscore")].all() and rows["has_prompt"].all()
-    assert rows_per_block([CLIP, PICK], 16) == 32
+    assert rows_per_block([CLIP, PICK], 16) == 32  # few rows: one batch per block
+    assert rows_per_block([CLIP, PICK], 16, n_rows=20_000) == 313  # ~64 blocks
+    assert rows_per_block([CLIP, PICK], 16, n_rows=10**6) == 1024  # bounded
 
 
 def _batch(row_ids, plans, values, errors=None):
