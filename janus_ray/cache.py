@@ -1,7 +1,11 @@
 """The resume cache: scores keyed by (image content sha256, prompt, metric settings).
 
-Each result batch is appended as its own small Parquet file, written atomically, so a driver
-killed mid-run loses at most the batch in flight; a rerun reads every part and skips those pairs.
+Records are columns: ``image_sha256``, ``prompt``, ``settings`` and one float64 ``score:<key>``
+column per output (null where a record's metric has no such output). Appends are buffered and
+written as one atomic, fsynced Parquet part per few seconds or few thousand rows (the first
+batch at once, and everything at ``flush()``), so a driver killed mid-run loses at most the
+unflushed rows, which the rerun scores again. ``load()`` reads every part with pyarrow and
+compacts them into one.
 """
 
 from __future__ import annotations
@@ -9,17 +13,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from janus_ray.metrics.weights import RequiredFile
 from janus_ray.results import atomic_write
 
-CacheKey = tuple[str, str, str]  # (image sha256, prompt, settings key)
+KEY_COLUMNS = ("image_sha256", "prompt", "settings")
+
+
+def score_column(key: str) -> str:
+    """Cache column of one output key (``clipscore`` -> ``score:clipscore``)."""
+    return f"score:{key}"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -48,32 +59,80 @@ def weights_fingerprint(files: list[RequiredFile]) -> list[list[Any]]:
 
 
 class ResultCache:
-    """Append-only Parquet parts under ``directory``, plus a memo of weight-file hashes."""
+    """Buffered, append-only Parquet parts under ``directory``, plus a memo of weight-file hashes.
 
-    SCHEMA = pa.schema([("image_sha256", pa.string()), ("prompt", pa.string()), ("settings", pa.string()), ("scores", pa.string())])
+    ``flush_rows`` / ``flush_seconds``: a part is written when the buffer holds that many rows or
+    the last write is that old; call ``flush()`` at the end (and on the way out of a failed run).
+    """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, flush_rows: int = 4096, flush_seconds: float = 5.0):
         self.directory = Path(directory)
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._last_flush: float | None = None  # None: nothing written yet, the first batch goes at once
+        self.parts_written = 0
 
-    def load(self) -> dict[CacheKey, dict[str, float]]:
-        """Every cached score; unreadable parts (should not happen: writes are atomic) are skipped."""
-        known: dict[CacheKey, dict[str, float]] = {}
-        for part in sorted(self.directory.glob("part-*.parquet")):
+    def parts(self) -> list[Path]:
+        # names start with a zero-padded time, so sorted order is write order (newest last)
+        return sorted(self.directory.glob("part-*.parquet"))
+
+    def load(self, compact: bool = True) -> pd.DataFrame:
+        """Every cached record as a DataFrame (KEY_COLUMNS + ``score:<key>`` float64 columns).
+
+        Later parts win for a repeated key. With ``compact``, several parts (or a part in the
+        old JSON ``scores`` format) are rewritten as one, then the old parts are removed.
+        Unreadable parts (should not happen: writes are atomic) are skipped.
+        """
+        parts = self.parts()
+        tables, legacy = [], False
+        for part in parts:
             try:
                 table = pq.read_table(part)
             except (OSError, pa.ArrowInvalid):
                 continue
-            for sha, prompt, settings, scores in zip(*(table[c].to_pylist() for c in self.SCHEMA.names)):
-                known[(sha, prompt, settings)] = json.loads(scores)
-        return known
+            if "scores" in table.column_names:  # format of janus_ray <= 0.1.0: one JSON text per record
+                table, legacy = _from_json_scores(table), True
+            tables.append(table)
+        if not tables:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in KEY_COLUMNS})
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        frame = table.to_pandas()
+        frame = frame.drop_duplicates(list(KEY_COLUMNS), keep="last", ignore_index=True)
+        if compact and (len(parts) > 1 or legacy):
+            self._write(pa.Table.from_pandas(frame, preserve_index=False))
+            for part in parts:
+                part.unlink(missing_ok=True)
+        return frame
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        if not records:
+    def append(self, records: pa.Table | None) -> None:
+        """Buffer ``records`` (see ``janus_ray.table.BatchRecorder``); write a part when due."""
+        if records is not None and records.num_rows:
+            self._buffer.append(records)
+            self._buffered += records.num_rows
+        if not self._buffered:
             return
-        table = pa.Table.from_pylist(records, schema=self.SCHEMA)
+        now = time.monotonic()
+        if (
+            self._last_flush is None
+            or self._buffered >= self.flush_rows
+            or now - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered records as one part (atomic, fsynced); no-op when empty."""
+        self._last_flush = time.monotonic()
+        if not self._buffered:
+            return
+        tables, self._buffer, self._buffered = self._buffer, [], 0
+        self._write(pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0])
+
+    def _write(self, table: pa.Table) -> None:
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        atomic_write(self.directory / f"part-{uuid.uuid4().hex}.parquet", sink.getvalue())
+        atomic_write(self.directory / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet", sink.getvalue())
+        self.parts_written += 1
 
     def weights_sha256(self, paths: list[Path]) -> dict[str, str]:
         """sha256 of each weight file, memoised by (size, mtime) so a 45 GB checkpoint is hashed once."""
@@ -94,3 +153,12 @@ class ResultCache:
         if changed:
             atomic_write(memo_path, json.dumps(memo, indent=1).encode("utf-8"))
         return out
+
+
+def _from_json_scores(table: pa.Table) -> pa.Table:
+    """Old parts (a JSON ``scores`` text per record) -> the column format (read once, then compacted)."""
+    scores = pd.DataFrame.from_records([json.loads(text) for text in table["scores"].to_pylist()])
+    columns: dict[str, Any] = {name: table[name] for name in KEY_COLUMNS}
+    for key in scores.columns:
+        columns[score_column(key)] = pa.array(scores[key].to_numpy(dtype="float64", na_value=float("nan")), pa.float64())
+    return pa.table(columns)

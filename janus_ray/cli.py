@@ -170,7 +170,7 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
         print(f"{name}:")
         for item in cls.required_files(root, **scorer_options(name)):
             found = item.resolve()
-            status = file_status(found) if found else "MISSING"
+            status = file_status(found, deep=args.deep) if found else "MISSING"
             shown = found or item.path
             bad += status != "OK"
             print(f"  {status:<10} {shown}  ({item.purpose})")
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE")
     p.add_argument("--weights-root", "--weights_root", dest="weights_root", required=True)
     p.add_argument("--metrics", nargs="+")
+    p.add_argument("--deep", action="store_true",
+                   help="also CRC-check every member of zip checkpoints (reads every byte; slow on real weights)")
     p.set_defaults(func=cmd_check_weights)
     from janus_ray.report import add_report_subcommand
 

@@ -24,16 +24,17 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.actors.decode_stage import DecodeStage, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import DecodeStage, stage_error_column
 from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import MetricActor, output_column, time_column
-from janus_ray.cache import ResultCache, file_sha256, weights_fingerprint
+from janus_ray.cache import ResultCache, weights_fingerprint
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
-from janus_ray.manifest import FolderScan, build_manifest, load_prompts
+from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
 from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_run_record, write_summary
+from janus_ray.table import BatchRecorder, HashJob, assemble, dataset_rows, manifest_frame, rows_per_block, select_todo
 
 log = logging.getLogger("janus_ray")
 
@@ -166,59 +167,10 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Manifest -> rows
-# ---------------------------------------------------------------------------------------------
-def manifest_frame(scans: list[FolderScan]) -> pd.DataFrame:
-    """One row per image-text pair of every folder, with a stable ``row_id`` and its content hash."""
-    records = []
-    for scan in scans:
-        for row in scan.rows:
-            records.append(
-                {
-                    "folder": scan.folder,
-                    "prompt_idx": row.prompt_idx,
-                    "prompt": row.prompt,
-                    "image_path": row.rel_path,
-                    "abs_path": row.image_path,
-                    "sample": row.sample,
-                    "error": row.error or ("missing prompt" if row.prompt is None else None),
-                }
-            )
-    frame = pd.DataFrame.from_records(
-        records, columns=["folder", "prompt_idx", "prompt", "image_path", "abs_path", "sample", "error"]
-    )
-    for column in ("prompt", "error"):  # keep None (not NaN) for absent text
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    frame["prompt_idx"] = frame["prompt_idx"].astype("Int64")
-    frame["row_id"] = np.arange(len(frame), dtype=np.int64)
-    frame["image_sha256"] = [file_sha256(Path(p)) for p in frame["abs_path"]]
-    unreadable = (frame["image_sha256"] == "") & frame["error"].isna()
-    frame.loc[unreadable, "error"] = "unreadable image: the file cannot be read"
-    return frame
-
-
-def _dataset_rows(frame: pd.DataFrame, todo: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    rows = []
-    for i, record in enumerate(frame.itertuples(index=False)):
-        if not any(flags[i] for flags in todo.values()):
-            continue
-        row = {
-            "row_id": int(record.row_id),
-            "image_path": record.abs_path,
-            "prompt": record.prompt if record.prompt is not None else "",
-            "has_prompt": record.prompt is not None and record.error is None,
-            "decode_error": "",
-        }
-        row.update({todo_column(m): bool(flags[i]) for m, flags in todo.items()})
-        rows.append(row)
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
 # The Ray part
 # ---------------------------------------------------------------------------------------------
 def stream_scores(
-    rows: list[dict[str, Any]],
+    rows: pd.DataFrame,
     plans: list[MetricPlan],
     config: RunConfig,
     on_batch: Callable[[pd.DataFrame], None],
@@ -231,8 +183,11 @@ def stream_scores(
     import ray
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    n_blocks = max(1, min(len(rows) // config.decode_batch_size, 2000))
-    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
+    # projection task and a result batch on the driver.
+    n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
+    step = math.ceil(len(rows) / n_blocks)
+    ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     if use_fused_layout(plans, config):
         ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
     else:
@@ -340,11 +295,13 @@ class Progress:
         self.started = time.perf_counter()
         self.last_print = 0.0
 
-    def update(self, batch: pd.DataFrame, todo_rows: dict[str, set[int]]) -> None:
+    def update(self, batch: pd.DataFrame, todo: dict[str, np.ndarray]) -> None:
+        """``todo[metric]``: bool per frame row (``row_id`` indexes it)."""
+        row_ids = batch["row_id"].to_numpy(dtype=np.int64)
         for plan in self.plans:
-            mine = batch[batch["row_id"].isin(todo_rows[plan.metric])]
-            self.done[plan.metric] += len(mine)
-            self.failed[plan.metric] += int(mine[output_column(plan.scorer)].isna().sum())
+            mine = todo[plan.metric][row_ids]
+            self.done[plan.metric] += int(mine.sum())
+            self.failed[plan.metric] += int(batch[output_column(plan.scorer)].isna().to_numpy()[mine].sum())
             self.busy[plan.metric] += float(batch[time_column(plan.metric)].sum())
         now = time.perf_counter()
         if now - self.last_print > 5 or all(self.done[m] >= self.totals[m] for m in self.totals):
@@ -392,6 +349,8 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
         for warning in scan.warnings:
             print(f"[janus-ray]   warning: {warning}", file=stream)
     output_root, out_dirs = output_dirs(config)
+    # content hashes in a thread pool, overlapping the Ray start
+    hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
 
     embedded = init_ray(config.ray_address)
     import ray
@@ -407,82 +366,34 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
         print(f"[janus-ray] no GPUs: decode + all metrics fused in {replicas} CPU actor(s) "
               "(cpu_layout='per-metric' for one pool per metric)", file=stream)
 
-    frame = manifest_frame(scans)
+    frame = manifest_frame(scans, hashes)
     cache = ResultCache(Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache")
-    known = cache.load() if config.resume else {}
-    todo, n_cached = {}, 0
-    scorable = [record.error is None and bool(record.image_sha256) for record in frame.itertuples(index=False)]
-    for plan in plans:
-        cached = np.array([(sha, prompt, plan.settings_key) in known for sha, prompt in zip(frame["image_sha256"], frame["prompt"])], dtype=bool)
-        todo[plan.metric] = np.array(scorable, dtype=bool) & ~cached
-        n_cached += int(cached.sum())
-    rows = _dataset_rows(frame, todo)
+    known = cache.load() if config.resume else None
+    todo, cached, n_cached = select_todo(frame, plans, known)
+    del known
+    rows = dataset_rows(frame, todo)
     print(f"[janus-ray] {len(frame)} pair(s), {len(rows)} to score, resume cache hits: {n_cached}", file=stream)
 
     results: list[pd.DataFrame] = []
-    todo_rows = {m: set(frame["row_id"][flags].tolist()) for m, flags in todo.items()}
-    progress = Progress(plans, {m: len(s) for m, s in todo_rows.items()}, stream)
+    recorder = BatchRecorder(frame, plans, todo)
+    progress = Progress(plans, {m: int(flags.sum()) for m, flags in todo.items()}, stream)
 
     def on_batch(batch: pd.DataFrame) -> None:
-        cache.append(_cache_records(batch, frame, plans, todo_rows))
+        cache.append(recorder.record(batch))
         results.append(batch)
-        progress.update(batch, todo_rows)
+        progress.update(batch, todo)
 
-    if rows:
-        # The crash journal lives beside the resume cache, one directory per run (actors/journal.py).
-        journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        try:
+    # The crash journal lives beside the resume cache, one directory per run (actors/journal.py).
+    journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        if len(rows):
             stream_scores(rows, plans, config, on_batch, journal_dir=str(journal))
-        finally:
-            shutil.rmtree(journal, ignore_errors=True)
-    table = assemble(frame, plans, known, results)
+    finally:
+        cache.flush()  # what was scored stays cached even when the run fails
+        shutil.rmtree(journal, ignore_errors=True)
+    table = assemble(frame, plans, cached, results)
     meta = run_meta(config, plans, weights_root, cache)
     return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream)
-
-
-def _cache_records(batch: pd.DataFrame, frame: pd.DataFrame, plans: list[MetricPlan], todo_rows) -> list[dict]:
-    """The successful scores of a result batch, keyed by image content, prompt and settings."""
-    row_ids = batch["row_id"].to_numpy()
-    shas = frame["image_sha256"].to_numpy()[row_ids]  # row_id is the frame position
-    prompts = frame["prompt"].to_numpy()[row_ids]
-    records = []
-    for plan in plans:
-        values = {key: batch[output_column(key)].to_numpy() for key in plan.columns}
-        for j, row_id in enumerate(row_ids):
-            if row_id not in todo_rows[plan.metric] or math.isnan(values[plan.scorer][j]):
-                continue
-            scores = json.dumps({k: float(v[j]) for k, v in values.items()})
-            records.append({"image_sha256": shas[j], "prompt": prompts[j], "settings": plan.settings_key, "scores": scores})
-    return records
-
-
-def assemble(frame: pd.DataFrame, plans: list[MetricPlan], known: dict, results: list[pd.DataFrame]) -> pd.DataFrame:
-    """Merge fresh results and cached scores into one table: one column per output, error text."""
-    table = frame.copy()
-    fresh = pd.concat(results, ignore_index=True).set_index("row_id") if results else None
-    errors: list[list[str]] = [[e] if e else [] for e in table["error"]]
-    for plan in plans:
-        for key, column in plan.columns.items():
-            table[column] = np.nan
-        for i, record in enumerate(frame.itertuples(index=False)):
-            cached = known.get((record.image_sha256, record.prompt, plan.settings_key))
-            if cached is not None:
-                for key, column in plan.columns.items():
-                    table.at[i, column] = cached.get(key, np.nan)
-                continue
-            if fresh is None or record.row_id not in fresh.index:
-                continue
-            row = fresh.loc[record.row_id]
-            for key, column in plan.columns.items():
-                table.at[i, column] = row[output_column(key)]
-            decode_error = row["decode_error"]
-            if decode_error and decode_error not in errors[i]:
-                errors[i].append(decode_error)
-            metric_error = row[stage_error_column(plan.metric)]
-            if metric_error:
-                errors[i].append(f"{plan.metric}: {metric_error}")
-    table["error"] = ["; ".join(e) if e else None for e in errors]
-    return table
 
 
 def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cache: ResultCache) -> dict[str, Any]:

@@ -4,7 +4,7 @@
     python scripts/bench.py --models tiny --folders 6 --prompts 200            # CPU, tiny models
     python scripts/bench.py --models real-size --device cuda --out bench.json  # GPU box, real sizes
 
-See ``python scripts/bench.py --help`` and docs/bench.md. The code lives in ``janus_ray.bench``.
+See ``python scripts/bench.py --help`` and docs/bench.md. The code lives in ``benchmarks``.
 """
 
 import sys
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from janus_ray.bench.runner import main  # noqa: E402
+from benchmarks.runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,8 +53,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: this checkout's 
 
 import torch  # noqa: E402
 
-from janus_ray.bench import parity  # noqa: E402
-from janus_ray.bench import real_size as rs  # noqa: E402
+from benchmarks import parity  # noqa: E402
+from benchmarks import real_size as rs  # noqa: E402
 from janus_ray.metrics import get_scorer_class, load_scorer  # noqa: E402
 from janus_ray.metrics.base import set_tf32  # noqa: E402
 
@@ -306,7 +306,7 @@ def synchronize(device: torch.device) -> None:
 def time_batches(scorer, side: int, batch: int, device: torch.device, min_seconds: float, max_iters: int,
                  counter: list[int]) -> dict[str, Any]:
     """One warm-up batch, then batches until ``min_seconds`` or ``max_iters``: images/s and peak memory."""
-    from janus_ray.bench.inputs import make_prompts
+    from benchmarks.inputs import make_prompts
 
     def one() -> None:
         counter[0] += 1
@@ -378,7 +378,7 @@ def measure(result: dict[str, Any], label: str, metric: str, options: dict[str, 
         entry.update(build_seconds=round(time.perf_counter() - start, 2), image_side=side,
                      weights_gb=round(model_bytes(scorer) / 1e9, 3))
         if metric == "vqascore":  # encoder length per pair: text ids (minus the image slot) + patches
-            from janus_ray.bench.inputs import make_prompts
+            from benchmarks.inputs import make_prompts
 
             text = [len(scorer.input_ids(p)) - 1 for p in make_prompts(64)]
             patches = (side // scorer.vision_tower.config.patch_size) ** 2
@@ -534,7 +534,7 @@ def part_pipeline(device: torch.device, budget: Budget, dry_run: bool, n_images:
     needed = 60 if dry_run else 120
     if not budget.allows(needed):
         return {"skipped": f"budget ({budget.left():.0f} s left, needs ~{needed} s)"}
-    from janus_ray.bench.inputs import make_inputs, make_prompts
+    from benchmarks.inputs import make_inputs, make_prompts
     from janus_ray.config import RunConfig
     from janus_ray.pipeline import evaluate
 

@@ -8,7 +8,7 @@
                                                          # (markdown table, as in README "Precision")
 
 The first two score each case one by one and all cases in one batch; ``--options`` scores all
-cases in one batch per option (see ``janus_ray.bench.parity.OPTIONS``). On CPU, TF32 is a no-op
+cases in one batch per option (see ``benchmarks.parity.OPTIONS``). On CPU, TF32 is a no-op
 (the ``tf32`` rows equal ``float32``): its real drift is measured by ``scripts/gpu_check.py``.
 """
 
@@ -17,14 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's benchmarks/ (not packaged)
 
-from janus_ray import list_scorers, load_scorer
-from janus_ray.bench.parity import OPTIONS, OPTIONS_BY_NAME, compare, drift_rows, format_table, load_cases, scorer_options
-from janus_ray.bench.parity import PARITY
-from janus_ray.metrics import get_scorer_class
+import torch  # noqa: E402
+
+from benchmarks.parity import OPTIONS, OPTIONS_BY_NAME, PARITY, compare, drift_rows, format_table, load_cases, scorer_options  # noqa: E402
+from janus_ray import list_scorers, load_scorer  # noqa: E402
+from janus_ray.metrics import get_scorer_class  # noqa: E402
 
 
 def per_dtype_report(dtype_arg: str, device: str) -> list[dict]:

@@ -16,7 +16,23 @@ from janus_ray.metrics import get_scorer_class
 
 
 def pixel_column(metric: str) -> str:
+    """uint8 pixels of ``metric``'s ``to_uint8``, one ``bytes`` per row (b'' = none or shared)."""
     return f"_jr_px_{metric}"
+
+
+def shape_column(metric: str) -> str:
+    """(C, H, W) of each row's pixels in ``pixel_column(metric)`` (int64, zeros when none)."""
+    return f"_jr_pxshape_{metric}"
+
+
+def source_column(metric: str) -> str:
+    """Per row, the metric whose pixel column holds this metric's pixels ('' = its own)."""
+    return f"_jr_pxsrc_{metric}"
+
+
+def pending_column(metric: str) -> str:
+    """Per row: this metric's stage has not run yet (its pixels, or its source's, are still needed)."""
+    return f"_jr_pxpending_{metric}"
 
 
 def stage_error_column(metric: str) -> str:
@@ -33,13 +49,18 @@ def describe_error(exc: BaseException) -> str:
 
 
 class DecodeStage:
-    """Ray Data UDF: ``image_path`` -> ``_jr_px_<metric>`` (float32 CHW) for each enabled metric.
+    """Ray Data UDF: ``image_path`` -> each enabled metric's uint8 pixels at model resolution.
 
-    Each image is decoded exactly once; each metric's transform reproduces its reference's
-    preprocessing from the original-mode image. Failures become per-row error strings: an
-    unreadable file, an image whose preprocessing would exceed ``max_pixels`` (checked on the
-    header, before decoding: see ``janus_ray.images.check_image_size``), a failed transform, and,
-    with ``journal_dir``, an image that killed the actor twice (see ``actors/journal.py``).
+    Each image is decoded exactly once; each metric's ``to_uint8`` (``PixelTransform``) reproduces
+    its reference's resize / crop from the original-mode image; rescale and normalise run in the
+    metric actor. Pixels equal to an earlier metric's for the same row (HPSv2 / HPSv2.1 always;
+    VQAScore and CLIPScore for square images; often the 224 px metrics) are shipped once: the
+    later metric's ``source_column`` names the holder. Per row and metric the columns are
+    ``pixel_column`` (bytes), ``shape_column``, ``source_column``, ``pending_column`` and
+    ``stage_error_column``. Failures become per-row error strings: an unreadable file, an image
+    whose preprocessing would exceed ``max_pixels`` (checked on the header, before decoding: see
+    ``janus_ray.images.check_image_size``), a failed transform, and, with ``journal_dir``, an
+    image that killed the actor twice (see ``actors/journal.py``).
     """
 
     def __init__(self, metrics: dict[str, dict[str, Any]], max_pixels: int | None,
@@ -50,8 +71,7 @@ class DecodeStage:
             metric: get_scorer_class(spec["scorer"]).build_image_transform(Path(spec["weights_root"]), **spec["options"])
             for metric, spec in metrics.items()
         }
-        # Each transform's output shape, known before any row: rows without pixels get zeros of
-        # exactly that shape, so blocks from different batches always merge into one tensor column.
+        # Each transform's output shape, known before any row (the size guard needs the sides).
         self.shapes: dict[str, tuple[int, ...]] = {m: _probe_shape(t) for m, t in self.transforms.items()}
         # The size guard covers the largest resize and, if any transform pads to a square, that too.
         sides = [s[-1] for s in self.shapes.values() if s and len(s) == 3]
@@ -70,19 +90,24 @@ class DecodeStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_path"])
+        metrics = list(self.transforms)
         self._decode_errors = list(batch["decode_error"])
-        self._pixels: dict[str, list[np.ndarray | None]] = {m: [None] * n for m in self.transforms}
-        self._errors: dict[str, list[str]] = {m: [""] * n for m in self.transforms}
-        todo = [i for i in range(n) if not self._decode_errors[i]
-                and any(batch[todo_column(m)][i] for m in self.transforms)]
+        self._payload: dict[str, list[bytes]] = {m: [b""] * n for m in metrics}
+        self._shapes = {m: np.zeros((n, 3), dtype=np.int64) for m in metrics}
+        self._sources: dict[str, list[str]] = {m: [""] * n for m in metrics}
+        self._errors: dict[str, list[str]] = {m: [""] * n for m in metrics}
+        todo = [i for i in range(n) if not self._decode_errors[i] and any(batch[todo_column(m)][i] for m in metrics)]
         run_journaled(self.journal, batch.get("row_id"), todo,
                       lambda rows: [self._decode_row(batch, i) for i in rows],
                       lambda i: self._decode_row(batch, i),
                       lambda i: self._decode_errors.__setitem__(i, f"decoding: {KILLED_TWICE}"))
         out = dict(batch)
         out["decode_error"] = np.array(self._decode_errors, dtype=object)
-        for metric in self.transforms:
-            out[pixel_column(metric)] = self._stack(metric, self._pixels[metric])
+        for metric in metrics:
+            out[pixel_column(metric)] = _bytes_column(self._payload[metric])
+            out[shape_column(metric)] = self._shapes[metric]
+            out[source_column(metric)] = np.array(self._sources[metric], dtype=object)
+            out[pending_column(metric)] = np.ones(n, dtype=bool)
             out[stage_error_column(metric)] = np.array(self._errors[metric], dtype=object)
         return out
 
@@ -96,35 +121,34 @@ class DecodeStage:
         except Exception as exc:  # noqa: BLE001 - any unreadable file costs its row only
             self._decode_errors[i] = f"unreadable image: {describe_error(exc)}"
             return
-        done: dict[str, np.ndarray] = {}
+        done: dict[str, np.ndarray] = {}  # transform owner -> its pixels
+        shipped: list[tuple[str, np.ndarray]] = []  # (metric holding them, pixels)
         for metric in wanted:
-            source = self.same_as.get(metric, metric)
+            owner = self.same_as.get(metric, metric)
             try:
-                if source not in done:
-                    done[source] = np.ascontiguousarray(self.transforms[source](image), dtype=np.float32)
-                expected = self.shapes.get(metric) or done[source].shape
-                self.shapes[metric] = expected
-                if done[source].shape != expected:  # one column holds one shape
-                    raise ValueError(f"pixel shape {done[source].shape} differs from {expected}")
-                self._pixels[metric][i] = done[source]
+                if owner not in done:
+                    done[owner] = np.ascontiguousarray(self.transforms[owner].to_uint8(image), dtype=np.uint8)
+                pixels = done[owner]
             except Exception as exc:  # noqa: BLE001
                 self._errors[metric][i] = f"preprocessing failed: {describe_error(exc)}"
-
-    def _stack(self, metric: str, arrays: list[np.ndarray | None]) -> np.ndarray:
-        """Stack into one tensor column; rows without pixels get zeros of the transform's shape."""
-        shape = self.shapes.get(metric) or next((a.shape for a in arrays if a is not None), None)
-        if shape is None:  # a transform that failed even on the probe image, and no pixels here
-            shape = (1,)
-        filler = np.zeros(shape, dtype=np.float32)
-        return np.stack([a if a is not None else filler for a in arrays])
+                continue
+            holder = next((m for m, px in shipped if px.shape == pixels.shape and np.array_equal(px, pixels)), None)
+            if holder is None:
+                self._payload[metric][i] = pixels.tobytes()
+                self._shapes[metric][i] = pixels.shape
+                shipped.append((metric, pixels))
+            else:
+                self._sources[metric][i] = holder
 
 
 def _probe_shape(transform) -> tuple[int, ...] | None:
     """The output shape of ``transform`` on a small RGB image (None if it fails on one)."""
     try:
         return tuple(np.asarray(transform(Image.new("RGB", (48, 32), (127, 127, 127)))).shape)
-    except Exception:  # noqa: BLE001 - then the first real output gives the shape
+    except Exception:  # noqa: BLE001 - then the guard uses the default side
         return None
+
+
 
 
 def run_journaled(journal: CrashJournal | None, row_ids, rows: list[int],
@@ -159,3 +183,38 @@ def run_journaled(journal: CrashJournal | None, row_ids, rows: list[int],
     for row_key in killed:
         journal.end(row_key)
     journal.end(key)
+
+
+def _bytes_column(values: list[bytes]) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def row_pixels(batch: dict[str, np.ndarray], metric: str, row: int) -> np.ndarray:
+    """The uint8 (C, H, W) pixels of ``metric`` for ``row`` (following ``source_column``)."""
+    holder = str(batch[source_column(metric)][row]) or metric
+    shape = tuple(int(x) for x in batch[shape_column(holder)][row])
+    # ljust: a fixed-width numpy bytes array (dtype 'S') drops trailing zero bytes
+    data = bytes(batch[pixel_column(holder)][row]).ljust(int(np.prod(shape)), b"\0")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def release_pixels(batch: dict[str, np.ndarray], metric: str) -> None:
+    """After ``metric``'s stage: empty every pixel cell no pending stage still needs (in place).
+
+    Cells become b'' rather than columns being dropped, so every batch keeps one schema; the
+    bytes stop travelling to the next stages.
+    """
+    batch[pending_column(metric)] = np.zeros(len(batch[pending_column(metric)]), dtype=bool)
+    pending = [c[len(pending_column("")):] for c in batch if c.startswith(pending_column(""))]
+    for holder in pending:
+        cells = batch[pixel_column(holder)]
+        needed = np.array(batch[pending_column(holder)], dtype=bool)
+        for other in pending:
+            if other != holder:
+                needed |= np.array(batch[pending_column(other)], dtype=bool) & (batch[source_column(other)] == holder)
+        if (~needed).any():
+            cells = cells.copy()
+            cells[~needed] = b""
+            batch[pixel_column(holder)] = cells

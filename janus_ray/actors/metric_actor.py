@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray.actors.decode_stage import describe_error, pixel_column, run_journaled, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import describe_error, release_pixels, row_pixels, run_journaled, stage_error_column, todo_column
 from janus_ray.actors.journal import KILLED_TWICE, open_journal
 from janus_ray.metrics import get_scorer_class
 
@@ -55,30 +55,34 @@ class MetricActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         n = len(batch["image_path"])
-        pixels = batch.pop(pixel_column(self.metric))
-        errors = list(batch.pop(stage_error_column(self.metric)))
+        errors = list(batch[stage_error_column(self.metric)])
         todo = batch[todo_column(self.metric)]
         eligible = [
             i for i in range(n) if todo[i] and not errors[i] and not batch["decode_error"][i] and batch["has_prompt"][i]
         ]
         scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
         if eligible:
+            # uint8 pixels are decoded lazily per row: a row that kills the actor is isolated by the journal
+            pixels = {i: row_pixels(batch, self.metric, i) for i in eligible}
             prompts = batch["prompt"]
             run_journaled(self.journal, batch.get("row_id"), eligible,
                           lambda rows: self._score_rows(rows, pixels, prompts, scores, errors),
                           lambda i: self._score_rows([i], pixels, prompts, scores, errors),
                           lambda i: errors.__setitem__(i, f"scoring: {KILLED_TWICE}"))
         out = dict(batch)
+        release_pixels(out, self.metric)  # pixels no later stage needs stop travelling here
         for key, values in scores.items():
             out[output_column(key)] = values
         out[stage_error_column(self.metric)] = np.array(errors, dtype=object)
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
         return out
 
-    def _score_rows(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray, scores: dict, errors: list) -> None:
-        """Score the rows in one batch; if the batch fails, retry row by row to isolate the culprit."""
+    def _score_rows(self, rows: list[int], pixels: dict[int, np.ndarray], prompts: np.ndarray, scores: dict,
+                    errors: list) -> None:
+        """Score the rows in one batch (uint8 pixels, normalised by the scorer on its device); if the
+        batch fails, retry row by row to isolate the culprit."""
         try:
-            result = self.scorer.score_pixels(pixels[rows], [str(prompts[i]) for i in rows])
+            result = self.scorer.score_uint8([pixels[i] for i in rows], [str(prompts[i]) for i in rows])
         except Exception as exc:  # noqa: BLE001
             if len(rows) == 1:
                 errors[rows[0]] = f"scoring failed: {describe_error(exc)}"

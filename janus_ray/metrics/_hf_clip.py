@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from PIL import Image
 
-from janus_ray.images import to_rgb
-from janus_ray.metrics.base import Option, Scorer, TextFeatureCache, non_negative_int
+from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer, TextFeatureCache, non_negative_int
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 
 #: CLIP's context length; the references tokenise with truncation=True, max_length=77.
@@ -26,24 +23,17 @@ CLIP_MAX_TOKENS = 77
 DEFAULT_TEXT_CACHE_SIZE = 4096
 
 
-class ClipPilImageTransform:
+class ClipPilImageTransform(HFPilProcessorTransform):
     """PIL image -> float32 CHW array: ``convert('RGB')`` then the folder's CLIP preprocessing.
 
     The references (transformers 4.49) ran the PIL-based ``CLIPImageProcessor``: PIL bicubic resize
     of the shortest edge, centre crop with floor offsets, x/255 in float64 cast to float32,
     normalise. transformers 5 keeps that path as ``CLIPImageProcessorPil``; its default
     ``CLIPImageProcessor`` resizes with torchvision and gives different pixels.
-    Picklable (a plain object holding the processor), so Ray can ship it to CPU workers.
+    t2v_metrics' image_loader converts to RGB before the processor: alpha is dropped, not
+    composited, and 16-bit images are clipped to 255 (``prepare``). Split as
+    ``HFPilProcessorTransform``: resize + crop in uint8, rescale + normalise in torch.
     """
-
-    def __init__(self, processor: Any):
-        self.processor = processor
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        # t2v_metrics' image_loader converts to RGB before the processor: alpha is dropped, not
-        # composited, and 16-bit images are clipped to 255 (the processor's own convert is then a no-op).
-        pixels = self.processor(images=to_rgb(image), return_tensors="np")["pixel_values"][0]
-        return np.ascontiguousarray(pixels, dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.processor.size}, crop_size={self.processor.crop_size})"

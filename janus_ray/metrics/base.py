@@ -5,8 +5,12 @@ The work is split like a transformers pipeline, so the Ray pipeline can run the 
 separate stage:
 
 * ``image_transform`` (built by the classmethod ``build_image_transform``, no model needed):
-  one PIL image in its original mode -> float32 CHW numpy array, exactly the reference's pixels;
-* ``score_pixels(pixels, prompts)``: stacked pixel tensor + prompts -> ``{column: scores}``;
+  one PIL image in its original mode -> float32 CHW numpy array, exactly the reference's pixels.
+  It is a ``PixelTransform`` split in two for transport: ``to_uint8`` (PIL resize / crop / RGB,
+  on the decode CPUs: uint8 CHW, 4x smaller than float32) and ``normalise`` (rescale and
+  normalise in torch, in the metric actor, on its GPU when it has one);
+* ``score_pixels(pixels, prompts)``: stacked float pixel tensor + prompts -> ``{column: scores}``;
+* ``score_uint8(arrays, prompts)``: ``to_uint8`` outputs + prompts -> ``{column: scores}``;
 * ``score`` / ``score_variants``: convenience over both, for paths or PIL images.
 """
 
@@ -25,10 +29,88 @@ import torch
 from PIL import Image
 
 from janus_ray.errors import ConfigError, InputError
-from janus_ray.images import ImageInput, open_image
+from janus_ray.images import ImageInput, open_image, to_rgb
 from janus_ray.metrics.weights import RequiredFile, check_required
 
 ImageTransform = Callable[[Image.Image], np.ndarray]
+
+
+class PixelTransform:
+    """A scorer's preprocessing in two parts; ``__call__`` = both = the reference's float pixels.
+
+    ``to_uint8``: PIL image (original mode) -> uint8 (3, H, W): every step that yields integers
+    (mode handling, PIL / torchvision resize and crop). ``normalise``: uint8 (N, 3, H, W) tensor on
+    any device -> float32 (N, 3, h, w): rescale and normalise (and any float-only step).
+    Subclasses must be picklable (Ray ships them to the decode workers).
+    """
+
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        raise NotImplementedError
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def normalise_arrays(self, arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+        """``to_uint8`` outputs -> one float32 (N, 3, h, w) tensor on ``device`` (copied as uint8)."""
+        if not arrays:
+            return torch.empty(0)
+        if all(a.shape == arrays[0].shape for a in arrays):
+            return self.normalise(_to_device(np.stack(arrays), device))
+        return torch.cat([self.normalise(_to_device(a[None], device)) for a in arrays])
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        pixels = self.normalise(torch.from_numpy(np.ascontiguousarray(self.to_uint8(image)))[None])[0]
+        return np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
+
+
+class HFPilProcessorTransform(PixelTransform):
+    """A transformers PIL-backend image processor, split: resize / crop (uint8) | rescale + normalise.
+
+    ``prepare`` (RGB conversion by default) runs first, on the PIL image. Picklable: it holds only
+    the processor's configuration.
+    """
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        return to_rgb(image)
+
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        pixels = self.processor(images=self.prepare(image), do_rescale=False, do_normalize=False,
+                                return_tensors="np")["pixel_values"][0]
+        return np.ascontiguousarray(pixels).astype(np.uint8, copy=False)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        p = self.processor
+        scale = p.rescale_factor if p.do_rescale else 1.0
+        if p.do_normalize:
+            return hf_rescale_normalise(pixels, scale, p.image_mean, p.image_std)
+        return (pixels.to(torch.float64) * scale).to(torch.float32)
+
+
+def _to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def hf_rescale_normalise(pixels: torch.Tensor, scale: float, mean, std) -> torch.Tensor:
+    """transformers' numpy ``rescale`` (x * scale in float64, then float32) and ``normalize``
+    ((x - mean) / std in float32), on a uint8 (N, C, H, W) tensor: bit-identical on CPU."""
+    x = (pixels.to(torch.float64) * scale).to(torch.float32)
+    mean = torch.as_tensor(list(mean), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(list(std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def tv_to_tensor_normalise(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """torchvision ``to_tensor`` (x / 255 in float32) then ``normalize``, on uint8 (N, C, H, W)."""
+    x = pixels.to(torch.float32).div(255)
+    mean = torch.as_tensor(list(mean), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(list(std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -155,8 +237,8 @@ class Scorer(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def build_image_transform(cls, weights_root: Path, **options: Any) -> ImageTransform:
-        """A picklable callable: PIL image (original mode) -> float32 CHW array. No model load."""
+    def build_image_transform(cls, weights_root: Path, **options: Any) -> PixelTransform:
+        """A picklable ``PixelTransform``: PIL image (original mode) -> float32 CHW array. No model load."""
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -218,6 +300,16 @@ class Scorer(abc.ABC):
         with torch.inference_mode():
             outputs = self.forward(pixel_values, prompts)
         return {key: value.detach().float().cpu().tolist() for key, value in outputs.items()}
+
+    def score_uint8(self, arrays: Sequence[np.ndarray], prompts: Sequence[str]) -> dict[str, list[float]]:
+        """Score ``image_transform.to_uint8`` outputs: normalised here, on this scorer's device."""
+        if len(arrays) != len(prompts):
+            raise InputError(f"{self.name}: got {len(arrays)} images but {len(prompts)} prompts.")
+        if len(prompts) == 0:
+            return {key: [] for key in (self.name, *self.variant_columns)}
+        with torch.inference_mode():
+            pixels = self.image_transform.normalise_arrays(list(arrays), self.device)
+        return self.score_pixels(pixels, prompts)
 
     def score_variants(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> dict[str, list[float]]:
         """All outputs of this scorer (primary score under ``name`` plus ``variant_columns``)."""

@@ -15,13 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from PIL import Image
 
 from janus_ray.errors import InputError, WeightsError
-from janus_ray.images import to_rgb
-from janus_ray.metrics.base import ImageTransform, Option, Scorer, boolean, unique_prompts
+from janus_ray.metrics.base import HFPilProcessorTransform, ImageTransform, Option, Scorer, boolean, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 
 MODEL_DIR = "blip2-itm-vit-g"
@@ -39,7 +36,7 @@ def _weights_file(folder: Path) -> RequiredFile:
     return hf_weights_file(folder, "BLIP-2 ITM weights")
 
 
-class BlipPixelTransform:
+class BlipPixelTransform(HFPilProcessorTransform):
     """PIL image -> float32 CHW pixels, as t2v's ``image_loader`` + transformers 4.49 BlipImageProcessor.
 
     ``convert('RGB')`` comes first, as t2v_metrics does: it drops alpha without compositing (the HF
@@ -49,13 +46,6 @@ class BlipPixelTransform:
     (transformers 5 defaults to a torchvision backend whose resize differs; the PIL backend is
     bit-identical to 4.49.) Picklable: it holds only the processor's configuration.
     """
-
-    def __init__(self, processor: Any):
-        self.processor = processor
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = self.processor(to_rgb(image), return_tensors="np")["pixel_values"][0]
-        return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
 class ITMScorer(Scorer):

@@ -34,21 +34,25 @@ import torch
 from PIL import Image
 
 from janus_ray.errors import ConfigError
-from janus_ray.metrics.base import Option, Scorer, non_negative_number, optional_text, positive_int
+from janus_ray.metrics.base import Option, PixelTransform, Scorer, non_negative_number, optional_text, positive_int
 from janus_ray.metrics.weights import RequiredFile
 
 DEFAULT_IMAGE_SIZE = 16
 
 
 @dataclass(frozen=True)
-class DummyTransform:
-    """PIL image -> float32 CHW array in [0, 1]: RGB, bilinear resize to ``size`` x ``size``."""
+class DummyTransform(PixelTransform):
+    """PIL image -> float32 CHW array in [0, 1]: RGB, bilinear resize to ``size`` x ``size``
+    (``to_uint8``: the resized RGB as uint8 CHW; ``normalise``: / 255)."""
 
     size: int = DEFAULT_IMAGE_SIZE
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.to(torch.float32) / 255.0
 
 
 def hash_score(pixels: np.ndarray, prompt: str) -> float:

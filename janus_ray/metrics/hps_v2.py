@@ -39,7 +39,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from janus_ray.metrics.base import ImageTransform, Scorer, TextFeatureCache
+from janus_ray.metrics.base import ImageTransform, PixelTransform, Scorer, TextFeatureCache
 from janus_ray.metrics.weights import RequiredFile, load_failure
 
 HPS_FOLDER = "HPSv2"
@@ -51,9 +51,11 @@ TEXT_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class LetterboxTransform:
+class LetterboxTransform(PixelTransform):
     """PIL image -> float32 CHW array, the reference's ``preprocess_val`` (letterbox, not crop).
 
+    The reference converts to a float tensor first and resizes that (no uint8 rounding), so the
+    uint8 part is the RGB source itself at its own size; ``normalise`` letterboxes and normalises.
     A frozen dataclass so that Ray can pickle it.
     """
 
@@ -61,9 +63,13 @@ class LetterboxTransform:
     mean: tuple[float, ...] = open_clip.OPENAI_DATASET_MEAN
     std: tuple[float, ...] = open_clip.OPENAI_DATASET_STD
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
         # Deviation: the reference keeps RGBA (4 channels) and crashes; every other mode -> RGB.
-        pixels = TF.to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(torch.float32).div(255)  # TF.to_tensor
         height, width = pixels.shape[-2:]
         longest = max(height, width)
         if longest != self.size:
@@ -80,8 +86,7 @@ class LetterboxTransform:
             pixels = torch.nn.functional.pad(
                 pixels, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0
             )
-        pixels = TF.normalize(pixels, list(self.mean), list(self.std))
-        return np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
+        return TF.normalize(pixels, list(self.mean), list(self.std))
 
 
 def load_model_config(weights_root: Path, scorer_name: str) -> dict[str, Any]:

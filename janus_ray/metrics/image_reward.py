@@ -11,7 +11,6 @@ keys are renamed and loaded strictly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from janus_ray.errors import WeightsError
-from janus_ray.metrics.base import Option, Scorer, unique_prompts
+from janus_ray.metrics.base import Option, PixelTransform, Scorer, tv_to_tensor_normalise, unique_prompts
 from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure, read_json
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
@@ -88,7 +87,7 @@ def vision_settings(weights_root: Path, scorer_name: str) -> dict[str, int]:
     return settings
 
 
-class ImageRewardTransform:
+class ImageRewardTransform(PixelTransform):
     """PIL image (original mode) -> float32 CHW array, as ImageReward's ``_transform(224)``.
 
     Resize and crop run on the image in its ORIGINAL mode and RGB conversion comes after, as in the
@@ -101,13 +100,16 @@ class ImageRewardTransform:
     def __init__(self, image_size: int = DEFAULT_VISION["image_size"]):
         self.image_size = image_size
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
         image = TF.resize(image, self.image_size, interpolation=InterpolationMode.BICUBIC)
         image = TF.center_crop(image, self.image_size)  # torchvision's round-half-even offsets
         if image.mode != "RGB":
             image = image.convert("RGB")
-        pixels = TF.normalize(TF.to_tensor(image), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        return pixels.numpy()
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        # TF.to_tensor (x / 255 in float32) then TF.normalize, as the reference
+        return tv_to_tensor_normalise(pixels, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image_size={self.image_size})"

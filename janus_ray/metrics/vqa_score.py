@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from janus_ray.errors import ConfigError, InputError, UnknownNameError, WeightsError
 from janus_ray.images import to_rgb
-from janus_ray.metrics.base import Option, Scorer
+from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer
 from janus_ray.metrics.weights import HF_WEIGHTS_FILES, RequiredFile, hf_weights_file, load_failure, read_json
 
 MODELS = ("clip-flant5-xxl", "clip-flant5-xl")
@@ -225,21 +224,23 @@ class SentencePieceT5Tokenizer:
 
 
 # ----- image transform ---------------------------------------------------------------------------
-class SquarePadCLIPTransform:
+class SquarePadCLIPTransform(HFPilProcessorTransform):
     """t2v's CLIP-FlanT5 pixels: RGB, pad to a square with the mean colour, slow (PIL) CLIP processor.
 
-    A module-level class so Ray can pickle it (it carries the image processor, no model).
+    A module-level class so Ray can pickle it (it carries the image processor, no model). For a
+    square image the uint8 part equals CLIPScore's (same tower processor), so the decode stage
+    ships those pixels once.
     """
 
     #: pads to a square of the longest side: the decode stage's size guard bounds that allocation
     square_pad = True
 
     def __init__(self, processor: Any):
-        self.processor = processor
+        super().__init__(processor)
         # t2v: expand2square(image, tuple(int(x*255) for x in image_processor.image_mean)) = (122, 116, 104)
         self.fill = tuple(int(x * 255) for x in processor.image_mean)
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def prepare(self, image: Image.Image) -> Image.Image:
         image = to_rgb(image)
         width, height = image.size
         if width != height:
@@ -247,8 +248,7 @@ class SquarePadCLIPTransform:
             square = Image.new(image.mode, (side, side), self.fill)
             square.paste(image, ((side - width) // 2, (side - height) // 2))  # floor offsets, like t2v
             image = square
-        pixels = self.processor(images=image, return_tensors="np")["pixel_values"][0]
-        return np.ascontiguousarray(pixels, dtype=np.float32)
+        return image
 
 
 def load_image_processor(tower_dir: Path):

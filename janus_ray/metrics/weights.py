@@ -55,30 +55,72 @@ def hf_weights_file(folder: Path, purpose: str) -> RequiredFile:
     return RequiredFile(folder / first, purpose, tuple(folder / name for name in alternatives))
 
 
-def file_status(path: Path) -> str:
-    """'OK', 'MISSING' or 'UNREADABLE' (exists but cannot be opened or is structurally broken)."""
+def file_status(path: Path, deep: bool = False) -> str:
+    """'OK', 'MISSING' or 'UNREADABLE' (exists but cannot be opened or is structurally broken).
+
+    The default check reads only a file's structure, never its whole body (a VQAScore checkpoint
+    is ~23 GB and this runs on the driver and in every actor): a JSON file is parsed; a zip
+    checkpoint (``.pt`` / ``.bin`` / ``.pth`` written by torch.save) must have a readable central
+    directory whose every member lies inside the file (catches truncation); a ``.safetensors``
+    file must have a plausible header length and, when its header parses, tensors that end
+    exactly at the end of the file. ``deep=True`` (``janus-ray check-weights --deep``) also
+    CRC-checks every zip member, reading the whole file.
+    """
     if not path.exists():
         return "MISSING"
     try:
         if path.is_dir():
             return "OK"
+        size = path.stat().st_size
         with path.open("rb") as fh:
             head = fh.read(8)
-        if path.stat().st_size == 0:
+        if size == 0:
             return "UNREADABLE"
         if path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix in {".pt", ".bin", ".pth"} and head[:2] == b"PK":
-            with zipfile.ZipFile(path) as archive:
-                if archive.testzip() is not None:
-                    return "UNREADABLE"
+            if not _zip_ok(path, size, deep):
+                return "UNREADABLE"
         elif path.suffix == ".safetensors":
-            header_len = int.from_bytes(head, "little")
-            if header_len <= 0 or header_len > path.stat().st_size:
+            if not _safetensors_ok(path, head, size):
                 return "UNREADABLE"
     except (OSError, ValueError, zipfile.BadZipFile):
         return "UNREADABLE"
     return "OK"
+
+
+def _zip_ok(path: Path, size: int, deep: bool) -> bool:
+    """The central directory reads and every member's data lies inside the file (CRCs if ``deep``)."""
+    with zipfile.ZipFile(path) as archive:  # reads the end-of-archive record and the directory only
+        for info in archive.infolist():
+            # local header (30 bytes + name + extra) then the data: must end before the directory
+            if info.header_offset + 30 + len(info.filename) + info.compress_size > size:
+                return False
+        if deep and archive.testzip() is not None:
+            return False
+    return True
+
+
+def _safetensors_ok(path: Path, head: bytes, size: int) -> bool:
+    """Header length plausible; if the header is JSON, the last tensor ends at the end of the file.
+
+    A header that is not JSON is left to the safetensors loader, which names the file.
+    """
+    header_len = int.from_bytes(head, "little")
+    if len(head) < 8 or header_len <= 0 or header_len > size - 8:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(8)
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(header, dict):
+        return True
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    return not ends or 8 + header_len + max(ends) == size
 
 
 def check_required(files: list[RequiredFile], scorer_name: str) -> None:

@@ -14,20 +14,22 @@ from pathlib import Path
 import pytest
 
 from janus_ray import load_scorer
-from janus_ray.bench import real_size
-from janus_ray.bench.inputs import make_inputs, make_prompts
+from benchmarks import real_size
+from benchmarks.inputs import make_inputs, make_prompts
 from janus_ray.demo import synthetic_image
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "scripts" / "bench.py"
 
 
-def run_bench(tmp_path: Path, *args: str) -> dict:
+def run_bench(tmp_path: Path, *args: str, expect: tuple[str, ...] = ("speed-up", "model work")) -> dict:
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(BENCH), *args, "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    command = [sys.executable, str(BENCH), *args, "--out", str(out), "--work-dir", str(work)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    assert "speed-up" in done.stdout or "model work" in done.stdout
+    assert any(text in done.stdout for text in expect), done.stdout[-3000:]
     return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -159,3 +161,37 @@ def test_real_size_dimensions_at_scale_one():
     assert params["ImageReward/ImageReward.pt"] == pytest.approx(446.7e6, rel=1e-2)  # BLIP ViT-L + BERT-base
     assert params["clip-flant5-xxl/"] == pytest.approx(11.16e9, rel=1e-2)  # FlanT5-XXL + projector
     assert description["total_bytes"] > 38e9
+
+
+# ----- the other modes ---------------------------------------------------------------------------
+def test_driver_mode_runs_the_driver_code_at_two_sizes(tmp_path):
+    report = run_bench(tmp_path, "--mode", "driver", "--rows", "3000", expect=("per batch ms",))
+    assert set(report["results"]) == {"3000", "10000"}
+    for rows, result in report["results"].items():
+        assert result["rows"] == int(rows) and positive(result["driver_s"]) and positive(result["peak_rss_mb"])
+        assert positive(result["per_batch_ms_median"]) and result["cached_rows_per_metric"] == int(rows) // 2
+        assert set(result["steps_s"]) == {"manifest_frame", "cache_load", "select_todo_and_rows", "result_batches",
+                                          "assemble", "write_outputs"}
+
+
+def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
+    report = run_bench(tmp_path, "--mode", "transport", "--folders", "1", "--prompts", "3",
+                       expect=("bytes per image",))
+    assert report["metrics"] == ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
+    assert report["images"] == 3
+    decode = report["bytes_per_image_by_stage_output"]["decode"]
+    # uint8 at model resolution: more than one 224 px image, less than the float32 tensors were
+    assert 3 * 224 * 224 < decode < 4 * 3 * 224 * 224 * 6
+    assert positive(report["bytes_per_image_between_stages"])
+
+
+@pytest.mark.ray
+def test_overhead_mode_times_pipeline_loop_and_cached_rerun(tmp_path):
+    report = run_bench(tmp_path, "--mode", "overhead", "--folders", "2", "--prompts", "3", "--image-size", "32",
+                       expect=("pipeline throughput / loop throughput",))
+    phases = report["phases"]
+    assert set(phases) == {"pipeline", "loop", "cached_rerun"}
+    assert [m["scorer"] for m in report["settings"]["metrics"]] == ["pickscore"]
+    assert phases["pipeline"]["images"] == 6 and phases["loop"]["images"] == 6
+    assert phases["cached_rerun"]["detail"]["cache_hits"] == 6 and phases["cached_rerun"]["detail"]["to_score"] == 0
+    assert report["image_size"] == 32

@@ -36,7 +36,10 @@ def test_itm_out_of_vocabulary_prompts_fail_only_their_row_in_a_batch(itm, promp
 
     actor = MetricActor.__new__(MetricActor)
     actor.scorer, actor.keys = itm, ["itmscore"]
-    pixels = itm.preprocess([IMAGE, IMAGE, IMAGE]).numpy()
+    from PIL import Image
+
+    uint8 = itm.image_transform.to_uint8(Image.open(IMAGE))  # what the decode stage ships
+    pixels = {0: uint8, 1: uint8, 2: uint8}
     prompts = np.array(["an astronaut", prompt, "a rocket"], dtype=object)
     scores = {"itmscore": np.full(3, np.nan)}
     errors = ["", "", ""]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from janus_ray.actors import decode_stage as decode_module
-from janus_ray.actors.decode_stage import DecodeStage, pixel_column, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import DecodeStage, pixel_column, row_pixels, shape_column, stage_error_column, todo_column
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal
 from janus_ray.actors.metric_actor import MetricActor, output_column
 from janus_ray.images import ImageSizeError, check_image_size, open_image, preprocessing_pixels
@@ -62,7 +62,7 @@ def test_case1_huge_aspect_images_fail_their_rows_before_any_allocation(tmp_path
     assert errors[0].startswith("image too large") and "60000x2 image (aspect ratio 30000:1)" in errors[0]
     assert "square padding (60000x60000)" in errors[0]  # VQAScore's is the largest here
     assert "1x100000 image" in errors[2] and "over the limit of 178956970" in errors[2]
-    assert errors[1] == "" and out[pixel_column("clipscore")][1].any()
+    assert errors[1] == "" and len(out[pixel_column("clipscore")][1]) > 0
     clip_only = make_stage(["clipscore"])(make_batch([wide], ["clipscore"]))
     assert "shortest side resized to 336 (10080000x336)" in clip_only["decode_error"][0]
 
@@ -119,7 +119,7 @@ def test_case1_a_batch_that_kills_the_decode_actor_is_split_and_the_killer_row_f
             deaths += 1
     assert deaths == 2  # once as a batch, once alone: then it is not run again
     assert list(out["decode_error"]) == ["", f"decoding: {KILLED_TWICE}", ""]
-    assert out[pixel_column("hpsv2")][0].any() and out[pixel_column("hpsv2")][2].any()
+    assert len(out[pixel_column("hpsv2")][0]) > 0 and len(out[pixel_column("hpsv2")][2]) > 0
     assert not any(journal.rglob("*-*"))  # every entry removed once the batch is done
 
 
@@ -242,21 +242,24 @@ def test_case8_result_files_get_the_umask_mode(tmp_path, umask, mode):
 
 
 @pytest.mark.parametrize("metrics", [["clipscore", "hpsv2"], ["vqascore", "itmscore", "imagereward"]])
-def test_case9_rows_without_pixels_get_zeros_of_the_transforms_shape(metrics):
+def test_case9_rows_without_pixels_keep_the_column_types_of_rows_with_pixels(metrics):
+    """Blocks with and without pixels merge into one batch without turning a column into objects
+    of mixed shapes: pixels travel as one bytes cell per row plus an int64 (C, H, W) shape column."""
     stage = make_stage(metrics)
     nothing = stage(make_batch([GOOD, GOOD], metrics, todo=False))  # e.g. every row cached
     decoded = make_stage(metrics)(make_batch([GOOD], metrics))  # a fresh actor, real pixels
     for metric in metrics:
-        real = decoded[pixel_column(metric)]
-        assert nothing[pixel_column(metric)].shape == (2, *real.shape[1:])
-        assert real.ndim == 4 and real.shape[1] == 3
-        merged = np.concatenate([nothing[pixel_column(metric)], real])  # what Ray does with blocks
-        assert merged.dtype == np.float32 and merged.shape == (3, *real.shape[1:])
+        assert list(nothing[pixel_column(metric)]) == [b"", b""]
+        assert nothing[shape_column(metric)].shape == (2, 3) and not nothing[shape_column(metric)].any()
+        merged = {key: np.concatenate([nothing[key], decoded[key]]) for key in decoded}  # what Ray does with blocks
+        assert merged[shape_column(metric)].dtype == np.int64 and merged[shape_column(metric)].shape == (3, 3)
+        pixels = row_pixels(merged, metric, 2)
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[0] == 3
 
 
-def test_rows_that_fail_to_decode_also_get_the_transforms_shape(tmp_path):
+def test_rows_that_fail_to_decode_ship_no_pixels(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     out = make_stage(["pickscore"])(make_batch([str(bad)], ["pickscore"]))
     assert out["decode_error"][0].startswith("unreadable image")
-    assert out[pixel_column("pickscore")].shape[1:] == make_stage(["pickscore"]).shapes["pickscore"]
+    assert out[pixel_column("pickscore")][0] == b"" and not out[shape_column("pickscore")].any()

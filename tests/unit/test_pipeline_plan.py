@@ -59,7 +59,7 @@ def test_explicit_batch_size_and_replicas_are_kept():
 
 def test_an_image_that_cannot_be_read_becomes_a_failed_row_with_its_reason(tmp_path):
     from janus_ray.manifest import FolderScan, ManifestRow
-    from janus_ray.pipeline import manifest_frame
+    from janus_ray.table import manifest_frame
 
     good = tmp_path / "a.png"
     good.write_bytes(b"some bytes")

@@ -329,3 +329,28 @@ def test_missing_text_in_string_dtype_columns(tmp_path):
     per_image = strict_json(paths[1])["per_image"]
     assert [e["prompt"] for e in per_image] == ["a", None]
     assert [e["error"] for e in per_image] == [None, "missing prompt"]
+
+
+def test_json_values_round_trip_exactly_column_at_a_time():
+    import json as _json
+
+    import numpy as _np
+    import pandas as _pd
+
+    from janus_ray.results import render_json as _render
+
+    table = _pd.DataFrame({
+        "prompt_idx": _pd.array([0, None, 2], dtype="Int64"),
+        "prompt": ['a "quoted"\nprompt ☕', None, "x"],
+        "image_path": ["a.png", "b.png", "c\\d.png"],
+        "sample": _pd.array([0, 1, 0], dtype="Int64"),
+        "CLIPScore": [1 / 3, _np.nan, -1e-05],
+        "error": [None, "missing prompt", None],
+    })
+    doc = _json.loads(_render(table, ["CLIPScore"], {"k": [1, 2]}))
+    rows = doc["per_image"]
+    assert rows[0] == {"prompt_idx": 0, "prompt": 'a "quoted"\nprompt ☕', "image_path": "a.png",
+                       "CLIPScore": 1 / 3, "sample": 0, "error": None}
+    assert rows[1]["prompt_idx"] is None and rows[1]["CLIPScore"] is None and rows[1]["prompt"] is None
+    assert rows[2]["CLIPScore"] == -1e-05 and rows[2]["image_path"] == "c\\d.png"
+    assert doc["meta"] == {"k": [1, 2]} and doc["averages"]["CLIPScore"] == (1 / 3 - 1e-05) / 2

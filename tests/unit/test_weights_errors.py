@@ -247,3 +247,38 @@ def test_garbled_bert_vocab_for_imagereward_is_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match=r"lacks the BERT special tokens") as info:
         load_scorer("imagereward", root)
     assert str(bad) in str(info.value)
+
+
+# ----- structure checks vs --deep ---------------------------------------------------------------
+def _flip_a_data_byte(path: Path) -> None:
+    """Damage a zip member's data without touching the directory: only a CRC check sees it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)
+    data = bytearray(path.read_bytes())
+    position = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_default_check_reads_structure_only_and_deep_checks_crcs(tmp_path, capsys):
+    rel = "HPSv2/HPS_v2_compressed.pt"
+    root = linked_root(tmp_path)
+    path = replace_file(root, rel, (FIXTURE_ROOT / rel).read_bytes())
+    _flip_a_data_byte(path)
+    assert file_status(path) == "OK"  # the directory is intact: the cheap check cannot see it
+    assert file_status(path, deep=True) == "UNREADABLE"
+    code, lines = check_weights(capsys, root, "--metrics", "hpsv2", "--deep")
+    assert code == 1 and any(line.split()[0] == "UNREADABLE" and rel in line for line in status_lines(lines))
+    code, _ = check_weights(capsys, root, "--metrics", "hpsv2")
+    assert code == 0
+
+
+def test_truncated_safetensors_is_unreadable_without_reading_it(tmp_path):
+    rel = "PickScore_v1/model.safetensors"
+    root = linked_root(tmp_path)
+    data = (FIXTURE_ROOT / rel).read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    path = replace_file(root, rel, data[: 8 + header_len + 16])  # header intact, tensors cut
+    assert file_status(path) == "UNREADABLE"

@@ -38,7 +38,7 @@ most (BLIP-2 in fp32).
 Sizes at scale 1: 38.4 GB on disk, 16.2 B parameters, with FlanT5-XXL (22.3 GB of it); 21.8 GB with
 ``--vqa-model clip-flant5-xl``. ``scale`` < 1 shrinks widths (whole attention heads, head size kept), depths and
 MLP sizes proportionally (vocabularies, image and patch sizes stay real) so that the same code
-path runs on a CPU in seconds: ``python -m janus_ray.bench.real_size OUT --scale 0.05``.
+path runs on a CPU in seconds: ``python -m benchmarks.real_size OUT --scale 0.05``.
 """
 
 from __future__ import annotations
@@ -624,7 +624,7 @@ def _vqa(writer: Writer, fixture: Path, target: Path, scale: float, model: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m janus_ray.bench.real_size", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.real_size", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="weights root to write")
     parser.add_argument("--scale", type=float, default=1.0, help="1 = real size; < 1 shrinks widths/depths (tests)")
     parser.add_argument("--vqa-model", choices=VQA_MODELS, default="clip-flant5-xxl")

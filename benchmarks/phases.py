@@ -1,9 +1,9 @@
 """The benchmark's timed phases. Each runs in a fresh child process:
 
-    python -m janus_ray.bench.phases SPEC.json
+    python -m benchmarks.phases SPEC.json
 
 ``SPEC.json`` says which phase, the inputs, the metrics and where to write the result JSON. The
-parent (``janus_ray.bench.runner``) measures the child's wall time and the peak memory of its
+parent (``benchmarks.runner``) measures the child's wall time and the peak memory of its
 whole process tree; the child adds what only it can see.
 
 * ``pipeline``: ``janus-ray eval`` (``janus_ray.cli.main``) in this fresh process, so it starts its
@@ -48,7 +48,7 @@ def _vm_hwm_bytes() -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    from janus_ray.bench.procmem import peak_rss_self_bytes
+    from benchmarks.procmem import peak_rss_self_bytes
 
     return peak_rss_self_bytes()
 
@@ -101,10 +101,10 @@ def _rows(spec: dict) -> list[tuple[str, str, str]]:
 
 # ----- probes for the pipeline phase -------------------------------------------------------------
 def _numeric_bytes(batch: dict) -> int:
-    """Bytes of the numeric arrays of a Ray Data batch (the pixel tensors dominate)."""
-    import numpy as np
+    """Bytes of the numeric arrays and ``bytes`` cells of a Ray Data batch (the pixels dominate)."""
+    from benchmarks.transport import batch_bytes
 
-    return int(sum(a.nbytes for a in batch.values() if isinstance(a, np.ndarray) and a.dtype != object))
+    return batch_bytes(batch)
 
 
 class _StageProbe:
@@ -395,7 +395,72 @@ def run_model_work(spec: dict) -> dict:
             "peak_rss_self_mb": round((_vm_hwm_bytes() or 0) / 2**20, 1)}
 
 
-PHASES = {"pipeline": run_pipeline, "baseline": run_baseline, "model_work": run_model_work}
+# ----- overhead mode: a plain batched loop, and a fully cached rerun --------------------------------
+def _loop_worker(args: tuple) -> dict:
+    """One loop process: load the scorer once, score its share of the rows in batches."""
+    spec, shard, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from janus_ray.metrics import load_scorer
+
+    started = time.perf_counter()
+    metric = spec["metrics"][0]
+    scorer = load_scorer(metric["scorer"], spec["weights_root"], device=spec["device"], dtype=spec["dtype"],
+                         **metric["options"])
+    loaded = time.perf_counter()
+    batch = metric["batch_size"]  # the pipeline's batch size (overhead mode: 64)
+    scored = 0
+    for start in range(0, len(shard), batch):
+        chunk = shard[start : start + batch]
+        scorer.score([path for path, _ in chunk], [prompt for _, prompt in chunk])
+        scored += len(chunk)
+    return {"load_s": loaded - started, "score_s": time.perf_counter() - loaded, "images": scored}
+
+
+def run_loop(spec: dict) -> dict:
+    """CPU-count processes, each ``load_scorer`` once and ``score(paths, prompts)`` on batches of
+    the pipeline's batch size (overhead mode: 64) over a contiguous share of the rows: the plain
+    loop the pipeline's overhead is measured against."""
+    import multiprocessing
+
+    rows = [(path, prompt) for _, path, prompt in _rows(spec)]
+    processes = spec.get("loop_processes") or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    size = -(-len(rows) // processes)
+    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
+    with multiprocessing.get_context("spawn").Pool(len(shards)) as pool:
+        workers = pool.map(_loop_worker, [(spec, shard, threads) for shard in shards])
+    metric = spec["metrics"][0]["scorer"]
+    return {"images": sum(w["images"] for w in workers), "processes": len(shards), "torch_threads": threads,
+            "per_metric": {metric: {"load_s": max(w["load_s"] for w in workers),
+                                    "score_s": max(w["score_s"] for w in workers)}}}
+
+
+def run_cli(spec: dict) -> dict:
+    """``janus-ray eval`` as given (the fully cached rerun), timed, with its resume-cache hits."""
+    import contextlib
+    import io
+
+    import janus_ray.cli as cli
+
+    imported = time.perf_counter()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(spec["cli_argv"])
+    done = time.perf_counter()
+    text = err.getvalue()
+    sys.stderr.write(text)
+    if code != 0:
+        raise SystemExit(f"janus-ray eval exited with {code}")
+    hits = int(text.split("resume cache hits: ")[1].split()[0]) if "resume cache hits: " in text else None
+    to_score = int(text.split(" to score")[0].rsplit(" ", 1)[1]) if " to score" in text else None
+    return {"images": hits or 0, "import_s": imported - STARTED, "evaluate_s": done - imported,
+            "cache_hits": hits, "to_score": to_score, "per_metric": {}}
+
+
+PHASES = {"pipeline": run_pipeline, "baseline": run_baseline, "model_work": run_model_work, "loop": run_loop,
+          "cached_rerun": run_cli}
 
 
 def main(argv: list[str] | None = None) -> int:

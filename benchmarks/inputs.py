@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 from pathlib import Path
@@ -45,12 +46,16 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
     return prompts
 
 
-def make_inputs(root: Path, n_folders: int, prompts: list[str]) -> dict:
-    """``n_folders`` folders in the six Janus layouts (cycled) with 384x384 JPEGs, and one prompt.json.
+def make_inputs(root: Path, n_folders: int, prompts: list[str], image_size: int = 384) -> dict:
+    """``n_folders`` folders in the six Janus layouts (cycled) with square JPEGs (384 px, Janus's
+    size, by default), and one prompt.json.
 
     ``janus_ray.demo.make_variant_folders`` writes the six variants; with more than six folders
     it is called again into sub-trees, whose folders are renamed ``<variant>_<k>`` (unique names).
     """
+    if image_size != 384:
+        with _image_size(image_size):
+            return make_inputs(root, n_folders, prompts)
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
@@ -74,3 +79,16 @@ def make_inputs(root: Path, n_folders: int, prompts: list[str]) -> dict:
     n_images = len(folders) * len(prompts)
     return {"root": root, "folders": folders, "prompt_json": prompt_json, "n_images": n_images,
             "layouts": [VARIANTS[f.name.rsplit("_", 1)[0] if f.name not in VARIANTS else f.name] for f in folders]}
+
+
+@contextlib.contextmanager
+def _image_size(size: int):
+    """make_variant_folders draws 384 px pictures; scale them to ``size`` while it runs."""
+    import janus_ray.demo as demo
+
+    original = demo.synthetic_image
+    demo.synthetic_image = lambda seed: original(seed).resize((size, size))
+    try:
+        yield
+    finally:
+        demo.synthetic_image = original

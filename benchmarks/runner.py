@@ -30,16 +30,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from janus_ray.bench.inputs import make_inputs, make_prompts
-from janus_ray.bench.procmem import import_psutil, run_sampled
+from benchmarks.inputs import make_inputs, make_prompts
+from benchmarks.procmem import import_psutil, run_sampled
 
-PHASE_NAMES = ("pipeline", "baseline", "model_work")
+PHASE_NAMES = ("pipeline", "baseline", "model_work", "loop", "cached_rerun")
+MODES = ("compare", "overhead", "driver", "transport")
+MODE_PHASES = {"compare": ["pipeline", "baseline", "model_work"], "overhead": ["pipeline", "loop", "cached_rerun"]}
+SIX_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
 DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward", "hpsv2.1"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=MODES, default="compare",
+                        help="compare: pipeline vs the earlier tool's loop vs model work (default); overhead: the "
+                             "pipeline vs a plain CPU-count-process batched loop on one metric, plus a fully cached "
+                             "rerun; driver: the driver's own code at --rows rows with a stub scoring stage; "
+                             "transport: bytes per image between the stages")
+    parser.add_argument("--image-size", type=int, default=384, help="side of the generated images (default 384; "
+                                                                     "overhead mode: small images, e.g. 32)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="driver mode: rows (also run at 10,000)")
     parser.add_argument("--models", choices=["tiny", "real-size"], default="tiny",
                         help="tiny: the parity fixtures' tiny models (CPU, CI-size); real-size: every architecture "
                              "at its real size with random weights (GPU box; generated on first use)")
@@ -53,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pipeline and model-work batch size: one number for every metric, or METRIC=N "
                              "(default: janus-ray's own per-metric defaults for the device)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each phase (median reported)")
-    parser.add_argument("--phases", nargs="+", choices=PHASE_NAMES, default=list(PHASE_NAMES))
+    parser.add_argument("--phases", nargs="+", choices=PHASE_NAMES, default=None,
+                        help="default: the mode's phases (compare: pipeline baseline model_work; overhead: pipeline "
+                             "loop cached_rerun)")
     parser.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
     parser.add_argument("--work-dir", help="inputs, outputs and logs (default: a temporary folder, removed afterwards)")
     parser.add_argument("--weights-root", help="tiny: another tiny root; real-size: where the generated root is "
@@ -124,7 +137,7 @@ def weights_root(args: argparse.Namespace, work: Path, plan: list[dict]) -> tupl
         from janus_ray.demo import FIXTURE_WEIGHTS
 
         return Path(args.weights_root or FIXTURE_WEIGHTS).resolve(), None
-    from janus_ray.bench.real_size import generate
+    from benchmarks.real_size import generate
 
     root = Path(args.weights_root or work / "weights-real-size").resolve()
     scorers = sorted({m["scorer"] for m in plan})
@@ -197,6 +210,14 @@ def load_average() -> list[float] | None:
 
 
 # ----- running the phases ------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_pythonpath() -> str:
+    """The checkout first (``benchmarks`` is not an installed package), then the caller's path."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def run_phase(phase: str, repeat: int, spec: dict, work: Path, timeout: float | None) -> dict:
     run_dir = work / "runs" / f"{phase}-{repeat}"
     if run_dir.exists():
@@ -204,16 +225,21 @@ def run_phase(phase: str, repeat: int, spec: dict, work: Path, timeout: float | 
     probe_dir = run_dir / "probes"
     probe_dir.mkdir(parents=True)
     spec = {**spec, "phase": phase, "out_dir": str(run_dir / "out"), "result": str(run_dir / "result.json")}
-    if phase == "pipeline":
+    if phase in ("pipeline", "cached_rerun"):
+        # the rerun reads the cache the pipeline run of the same repeat wrote, with resume on
+        source = run_dir if phase == "pipeline" else work / "runs" / f"pipeline-{repeat}"
         spec["cli_argv"] = spec["cli_argv_template"] + []
-        spec["cli_argv"][spec["cli_argv"].index("--output-dir") + 1] = str(run_dir / "out" / "results")
-        spec["cli_argv"][spec["cli_argv"].index("--cache-dir") + 1] = str(run_dir / "out" / "cache")
+        spec["cli_argv"][spec["cli_argv"].index("--output-dir") + 1] = str(source / "out" / "results")
+        spec["cli_argv"][spec["cli_argv"].index("--cache-dir") + 1] = str(source / "out" / "cache")
+        if phase == "cached_rerun":
+            spec["cli_argv"].remove("--no-resume")
     spec_path = run_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
-    env = {**os.environ, "JANUS_RAY_BENCH_PROBE_DIR": str(probe_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "JANUS_RAY_BENCH_PROBE_DIR": str(probe_dir), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": child_pythonpath()}
     log = run_dir / "log.txt"
     print(f"[bench] {phase} (run {repeat + 1}) ... log: {log}", file=sys.stderr, flush=True)
-    outcome = run_sampled([sys.executable, "-m", "janus_ray.bench.phases", str(spec_path)], env=env, log_path=log,
+    outcome = run_sampled([sys.executable, "-m", "benchmarks.phases", str(spec_path)], env=env, log_path=log,
                           timeout=timeout)
     if outcome["returncode"] != 0 or not Path(spec["result"]).is_file():
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
@@ -237,7 +263,7 @@ def summarise(runs: dict[str, list[dict]], n_images: int) -> dict[str, Any]:
             "wall_s": statistics.median(walls),
             "wall_s_runs": walls,
             "images": chosen["images"],
-            "images_per_s": chosen["images"] / statistics.median(walls) if phase != "model_work" else None,
+            "images_per_s": chosen["images"] / statistics.median(walls) if phase not in ("model_work", "cached_rerun") else None,
             "peak_rss_mb": chosen["memory"]["peak_rss_mb"],
             "peak_pss_mb": chosen["memory"]["peak_pss_mb"],
             "peak_processes": chosen["memory"]["peak_processes"],
@@ -337,6 +363,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.folders < 1 or args.prompts < 1 or args.repeats < 1:
         raise SystemExit("--folders, --prompts and --repeats must be >= 1")
+    if args.mode == "driver":
+        from benchmarks.modes import run_driver_mode
+
+        return run_driver_mode(args, argv)
+    if args.phases is None:
+        args.phases = MODE_PHASES.get(args.mode, MODE_PHASES["compare"])
+    if args.mode == "transport" and args.metrics == DEFAULT_METRICS:
+        args.metrics = SIX_METRICS
+    if args.mode == "overhead" and args.metrics == DEFAULT_METRICS:
+        args.metrics = ["pickscore"]
+    if args.mode == "overhead" and not args.batch_size:
+        args.batch_size = ["64"]  # the loop's batch size, for the pipeline too
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load_before = load_average()
     device = resolve_device(args.device)
@@ -348,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         root, real_size = weights_root(args, work, plan)
         prompts = make_prompts(args.prompts, seed=args.seed)
         t0 = time.perf_counter()
-        inputs = make_inputs(work / "inputs", args.folders, prompts)
+        inputs = make_inputs(work / "inputs", args.folders, prompts, image_size=args.image_size)
         inputs_s = time.perf_counter() - t0
         print(f"[bench] {inputs['n_images']} images in {len(inputs['folders'])} folders under {inputs['root']} "
               f"({inputs_s:.1f} s); weights {root}", file=sys.stderr, flush=True)
@@ -359,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
             "cli_argv_template": eval_argv(inputs, root, plan, device, args.dtype, work / "runs" / "pipeline")
             + shlex.split(args.eval_args),
         }
+        if args.mode == "transport":
+            from benchmarks.modes import run_transport_mode
+
+            return run_transport_mode(args, argv, inputs, root, plan)
         runs: dict[str, list[dict]] = {}
         for phase in PHASE_NAMES:
             if phase not in args.phases:
@@ -366,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
             runs[phase] = [run_phase(phase, r, spec, work, args.timeout) for r in range(args.repeats)]
         phases = summarise(runs, inputs["n_images"])
         report = build_report(args, argv, started_at, load_before, device, plan, root, real_size, inputs, spec, phases)
-        text = format_table(report)
+        if args.mode == "overhead":
+            from benchmarks.modes import format_overhead
+
+            text = format_overhead(report)
+        else:
+            text = format_table(report)
         print(text)
         report["table"] = text
         out = Path(args.out)
@@ -397,6 +444,8 @@ def build_report(args, argv, started_at, load_before, device, plan, root, real_s
     command = shlex.join(["python", "scripts/bench.py", *argv])
     return {
         "command": command,
+        "mode": args.mode,
+        "image_size": args.image_size,
         "argv": argv,
         "cwd": os.getcwd(),
         "started_at": started_at,

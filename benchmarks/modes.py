@@ -1,0 +1,106 @@
+"""The bench's extra modes: driver (stub scoring at N rows), transport (bytes per image), and the
+overhead mode's table (pipeline vs a plain batched loop, fully cached rerun, fixed costs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+# ----- driver -------------------------------------------------------------------------------------
+def run_driver_mode(args, argv: list[str]) -> int:
+    """``python -m benchmarks.driver`` in fresh processes at 10,000 rows and at ``--rows``."""
+    from benchmarks.runner import child_pythonpath
+
+    sizes = sorted({10_000, args.rows})
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="janus_ray_bench_driver_", dir=args.work_dir) as tmp:
+        for rows in sizes:
+            out = Path(tmp) / f"driver-{rows}.json"
+            print(f"[bench] driver at {rows} rows ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "benchmarks.driver", "--rows", str(rows), "--out", str(out),
+                            "--work-dir", tmp], check=True, stdout=subprocess.DEVNULL, timeout=args.timeout,
+                           env={**os.environ, "PYTHONPATH": child_pythonpath()})
+            results[rows] = json.loads(out.read_text(encoding="utf-8"))
+    lines = [f"janus_ray bench, driver mode (stub scoring stage, {results[sizes[-1]]['metrics']}, "
+             f"half the rows in the resume cache)", "",
+             f"{'rows':>10}{'driver s':>10}{'CPU s':>8}{'peak RSS MB':>13}{'per batch ms':>14}{'CPU ms':>8}"
+             f"{'batches':>9}  steps (wall s)"]
+    for rows, r in results.items():
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in r["steps_s"].items())
+        lines.append(f"{rows:>10}{r['driver_s']:>10.1f}{r['driver_cpu_s']:>8.1f}{r['peak_rss_mb']:>13.0f}"
+                     f"{r['per_batch_ms_median']:>14.2f}{r['per_batch_cpu_ms_median']:>8.2f}{r['result_batches']:>9}  {steps}")
+    lines.append("per batch ms = median driver time per result batch of 1,024 rows (cache records, buffered "
+                 "cache append, progress): flat when the driver does no O(n) work per batch")
+    text = "\n".join(lines)
+    print(text)
+    _write(args, argv, {"mode": "driver", "results": {str(k): v for k, v in results.items()}, "table": text})
+    return 0
+
+
+# ----- transport ----------------------------------------------------------------------------------
+def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: list[dict]) -> int:
+    from benchmarks.transport import measure
+    from janus_ray.manifest import build_manifest, load_prompts
+
+    scans = build_manifest([str(f) for f in inputs["folders"]], load_prompts(inputs["prompt_json"]))
+    rows = [r for scan in scans for r in scan.rows if r.prompt is not None and not r.error]
+    result = measure([r.image_path for r in rows], [r.prompt for r in rows], [m["scorer"] for m in plan], root)
+    lines = [f"janus_ray bench, transport mode: {result['images']} images of {args.image_size}x{args.image_size} px, "
+             f"metrics {', '.join(result['metrics'])}", ""]
+    for stage, value in result["bytes_per_image_by_stage_output"].items():
+        lines.append(f"  after {stage:<12} {value / 1e6:8.3f} MB per image")
+    lines.append(f"bytes per image through the object store (all stage outputs but the last): "
+                 f"{result['bytes_per_image_between_stages'] / 1e6:.3f} MB")
+    text = "\n".join(lines)
+    print(text)
+    _write(args, argv, {"mode": "transport", **result, "table": text})
+    return 0
+
+
+# ----- overhead -----------------------------------------------------------------------------------
+def format_overhead(report: dict) -> str:
+    s, phases = report["settings"], report["phases"]
+    p, loop, rerun = phases.get("pipeline"), phases.get("loop"), phases.get("cached_rerun")
+    lines = [f"janus_ray bench, overhead mode: {s['folders']} folders x {s['prompts']} prompts = {s['images']} images "
+             f"of {report['image_size']} px, metric {', '.join(m['name'] for m in s['metrics'])}, "
+             f"{report['machine']['cpus_usable']} CPUs", ""]
+    if p:
+        lines.append(f"pipeline (janus-ray eval, cold)       {p['wall_s']:8.1f} s  {_f(p['images_per_s'], '{:.1f}')} img/s")
+    if loop:
+        d = loop["detail"]
+        lines.append(f"loop ({d.get('processes')} processes, load once, bs {s['metrics'][0]['batch_size']})  {loop['wall_s']:8.1f} s  "
+                     f"{_f(loop['images_per_s'], '{:.1f}')} img/s")
+    if p and loop:
+        lines.append(f"pipeline throughput / loop throughput: {loop['wall_s'] / p['wall_s']:.2f}x")
+    if p:
+        d = p["detail"]
+        shutdown = d.get("child_s", 0) - d.get("import_s", 0) - d.get("evaluate_s", 0) if d.get("child_s") else None
+        lines += ["", "pipeline fixed costs (s): "
+                  f"imports {_f(d.get('import_s'))}, start until streaming {_f(d.get('until_stream_s'))}, "
+                  f"first result at {_f(d.get('driver_first_result_s'))}, all models loaded at "
+                  f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
+                  f"exit (Ray shutdown) {_f(shutdown)}"]
+    if rerun:
+        d = rerun["detail"]
+        lines.append(f"fully cached rerun (janus-ray eval, resume, cold): {rerun['wall_s']:.1f} s, "
+                     f"cache hits {d.get('cache_hits')}, rows to score {d.get('to_score')}")
+    return "\n".join(lines)
+
+
+def _write(args, argv: list[str], report: dict) -> None:
+    report["command"] = shlex.join(["python", "scripts/bench.py", *argv])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"\n[bench] wrote {out}", file=sys.stderr)

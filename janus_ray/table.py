@@ -1,0 +1,310 @@
+"""The driver's table: manifest frame, resume selection, cache records and assembly (no Ray).
+
+Everything here is column-at-a-time (numpy / pandas / pyarrow): the driver must stay flat to a
+million rows, so no per-row ``.loc`` / ``.at`` and no per-batch conversion of a whole column.
+``row_id`` is the row's position in the manifest frame, so a result batch's ``row_id`` column
+indexes the frame's arrays directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from janus_ray.actors.decode_stage import stage_error_column, todo_column
+from janus_ray.actors.metric_actor import output_column
+from janus_ray.cache import score_column
+from janus_ray.manifest import FolderScan
+
+if TYPE_CHECKING:  # only for annotations: the plan class lives with the planning code
+    from janus_ray.pipeline import MetricPlan
+
+UNREADABLE = "unreadable image: the file cannot be read"
+MISSING_PROMPT = "missing prompt"
+FRAME_COLUMNS = ["folder", "prompt_idx", "prompt", "image_path", "abs_path", "sample", "error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Content hashes, off the driver's serial loop
+# ---------------------------------------------------------------------------------------------
+def _hash_chunk(paths: Sequence[str]) -> list[str]:
+    from janus_ray.cache import file_sha256
+
+    return [file_sha256(Path(p)) for p in paths]
+
+
+class HashJob:
+    """sha256 of every file, computed by a thread pool (hashlib and file reads release the GIL).
+
+    Started before Ray so hashing overlaps the Ray start; ``result()`` -> object array of hex
+    digests, '' for a file that cannot be read. Chunks of a few hundred paths keep the per-task
+    overhead negligible at a million files.
+    """
+
+    def __init__(self, paths: Sequence[str], workers: int | None = None, chunk: int = 256):
+        paths = list(paths)
+        self.n = len(paths)
+        workers = workers or min(32, 4 * (os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janus-ray-hash")
+        self._futures: list[Future] = [
+            self._pool.submit(_hash_chunk, paths[i : i + chunk]) for i in range(0, self.n, chunk)
+        ]
+
+    def result(self) -> np.ndarray:
+        out = np.empty(self.n, dtype=object)
+        position = 0
+        try:
+            for future in self._futures:
+                digests = future.result()
+                out[position : position + len(digests)] = digests
+                position += len(digests)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        return out
+
+
+def hash_files(paths: Sequence[str], workers: int | None = None) -> np.ndarray:
+    """sha256 hex digest of each path ('' when unreadable), computed in parallel threads."""
+    return HashJob(paths, workers).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest frame
+# ---------------------------------------------------------------------------------------------
+def manifest_frame(scans: list[FolderScan], sha256: np.ndarray | HashJob | None = None) -> pd.DataFrame:
+    """One row per image-text pair of every folder, with a stable ``row_id`` and its content hash.
+
+    ``sha256``: the digests in row order (or a running ``HashJob``); None hashes here, in threads.
+    Columns: FRAME_COLUMNS + ``row_id`` (int64 = position) + ``image_sha256`` (str, '' unreadable).
+    """
+    rows = [row for scan in scans for row in scan.rows]
+    columns = {
+        "folder": [scan.folder for scan in scans for _ in scan.rows],
+        "prompt_idx": [row.prompt_idx for row in rows],
+        "prompt": [row.prompt for row in rows],
+        "image_path": [row.rel_path for row in rows],
+        "abs_path": [row.image_path for row in rows],
+        "sample": [row.sample for row in rows],
+        "error": [row.error for row in rows],
+    }
+    frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
+    prompt_missing = frame["prompt"].isna().to_numpy()
+    error = frame["error"].to_numpy(dtype=object, copy=True)
+    error[prompt_missing & pd.isna(error)] = MISSING_PROMPT
+    frame["prompt_idx"] = pd.array(frame["prompt_idx"].to_numpy(dtype=object), dtype="Int64")
+    frame["sample"] = frame["sample"].astype(np.int64) if len(frame) else frame["sample"]
+    frame["row_id"] = np.arange(len(frame), dtype=np.int64)
+    if sha256 is None:
+        sha256 = HashJob(frame["abs_path"].tolist())
+    digests = sha256.result() if isinstance(sha256, HashJob) else np.asarray(sha256, dtype=object)
+    if len(digests) != len(frame):
+        raise ValueError(f"manifest_frame: {len(digests)} hashes for {len(frame)} rows")
+    frame["image_sha256"] = pd.Series(digests, dtype=object)
+    error[(digests == "") & pd.isna(error)] = UNREADABLE
+    # keep None (not NaN) for absent text: results and tests read `is None`
+    frame["error"] = pd.Series(np.where(pd.isna(error), None, error), dtype=object)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume: what is cached, what is left to score
+# ---------------------------------------------------------------------------------------------
+def scorable(frame: pd.DataFrame) -> np.ndarray:
+    """Rows that can be scored at all: no scan-time error and a readable file."""
+    return frame["error"].isna().to_numpy() & (frame["image_sha256"].to_numpy(dtype=object) != "")
+
+
+def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """The cached outputs of ``plan`` aligned to ``frame``: {output key: float64 array, NaN = absent}.
+
+    ``known``: ``ResultCache.load()`` (image_sha256, prompt, settings, ``score:<key>`` columns).
+    A row counts as cached when its primary output is present.
+    """
+    n = len(frame)
+    out = {key: np.full(n, np.nan) for key in plan.columns}
+    if known is None or known.empty or score_column(plan.scorer) not in known:
+        return out
+    mine = known[known["settings"].to_numpy() == plan.settings_key]
+    mine = mine[mine[score_column(plan.scorer)].notna()]
+    if mine.empty:
+        return out
+    mine = mine.drop_duplicates(["image_sha256", "prompt"], keep="last")
+    index = pd.MultiIndex.from_arrays([mine["image_sha256"].astype(object), mine["prompt"].astype(object)])
+    wanted = pd.MultiIndex.from_arrays([frame["image_sha256"], frame["prompt"]])
+    position = index.get_indexer(wanted)
+    hit = position >= 0
+    for key in plan.columns:
+        if score_column(key) in mine:
+            values = mine[score_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)
+            out[key][hit] = values[position[hit]]
+    return out
+
+
+def select_todo(
+    frame: pd.DataFrame, plans: list[MetricPlan], known: pd.DataFrame | None
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], int]:
+    """(todo flags per metric, cached outputs per metric, number of cached (row, metric) pairs).
+
+    todo[metric][i] is True when row i is scorable and not in the cache for that metric's settings.
+    """
+    ok = scorable(frame)
+    todo, cached, n_cached = {}, {}, 0
+    for plan in plans:
+        scores = cached_scores(frame, plan, known)
+        hit = ~np.isnan(scores[plan.scorer])
+        todo[plan.metric] = ok & ~hit
+        cached[plan.metric] = scores
+        n_cached += int(hit.sum())
+    return todo, cached, n_cached
+
+
+def dataset_rows(frame: pd.DataFrame, todo: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The rows to stream (any metric to do), prompt-major across folders.
+
+    Ordering by prompt (first-appearance order), folders inside a prompt, puts the variants of
+    one prompt in the same or adjacent batches, so each actor's text-feature cache hits across
+    folders whatever the prompt count. Columns: row_id, image_path, prompt, has_prompt,
+    decode_error, ``_jr_todo_<metric>``.
+    """
+    if not todo:
+        return pd.DataFrame({"row_id": np.empty(0, np.int64)})
+    wanted = np.logical_or.reduce([flags for flags in todo.values()])
+    selected = np.flatnonzero(wanted)
+    codes, _ = pd.factorize(frame["prompt"].to_numpy(dtype=object)[selected], use_na_sentinel=True)
+    selected = selected[np.argsort(codes, kind="stable")]
+    prompt = frame["prompt"].to_numpy(dtype=object)[selected]
+    has_text = ~pd.isna(prompt)
+    error_free = frame["error"].isna().to_numpy()[selected]
+    rows = pd.DataFrame(
+        {
+            "row_id": selected.astype(np.int64),
+            "image_path": frame["abs_path"].to_numpy(dtype=object)[selected],
+            "prompt": np.where(has_text, prompt, ""),
+            "has_prompt": has_text & error_free,
+            "decode_error": np.full(len(selected), "", dtype=object),
+        }
+    )
+    for metric, flags in todo.items():
+        rows[todo_column(metric)] = flags[selected]
+    return rows
+
+
+def rows_per_block(plans: list[MetricPlan], decode_batch_size: int, n_rows: int = 0,
+                   target_blocks: int = 64, max_rows: int = 1024) -> int:
+    """Rows per input block of the stream.
+
+    Every block costs Ray one task per stage, one projection task and one result batch on the
+    driver, so blocks hold many batches: about ``target_blocks`` blocks in all (enough to stream
+    results and balance the actors), at most ``max_rows`` rows, at least the largest batch.
+    """
+    largest_batch = max([decode_batch_size, *(p.batch_size for p in plans)])
+    return max(largest_batch, min(max_rows, -(-n_rows // target_blocks)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Result batches -> cache records
+# ---------------------------------------------------------------------------------------------
+class BatchRecorder:
+    """Turns result batches into resume-cache records, reading the frame's columns once.
+
+    ``record(batch)`` -> a pyarrow table (image_sha256, prompt, settings, ``score:<key>``...) of
+    the batch's successful scores of metrics that were to do for those rows. Cost: O(batch).
+    """
+
+    def __init__(self, frame: pd.DataFrame, plans: list[MetricPlan], todo: dict[str, np.ndarray]):
+        self.shas = frame["image_sha256"].to_numpy(dtype=object)
+        self.prompts = frame["prompt"].to_numpy(dtype=object)
+        self.plans, self.todo = plans, todo
+
+    def record(self, batch: pd.DataFrame) -> pa.Table | None:
+        row_ids = batch["row_id"].to_numpy(dtype=np.int64)
+        tables = []
+        for plan in self.plans:
+            primary = batch[output_column(plan.scorer)].to_numpy(dtype=np.float64, na_value=np.nan)
+            keep = self.todo[plan.metric][row_ids] & ~np.isnan(primary)
+            if not keep.any():
+                continue
+            ids = row_ids[keep]
+            columns: dict[str, Any] = {
+                "image_sha256": pa.array(self.shas[ids], pa.string()),
+                "prompt": pa.array(self.prompts[ids], pa.string()),
+                "settings": pa.array(np.full(len(ids), plan.settings_key, dtype=object), pa.string()),
+            }
+            for key in plan.columns:
+                values = batch[output_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
+                columns[score_column(key)] = pa.array(values, pa.float64())
+            tables.append(pa.table(columns))
+        if not tables:
+            return None
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------------------------
+def assemble(
+    frame: pd.DataFrame,
+    plans: list[MetricPlan],
+    cached: dict[str, dict[str, np.ndarray]],
+    results: list[pd.DataFrame],
+) -> pd.DataFrame:
+    """Merge cached and fresh scores into one table: one column per output, and the error text.
+
+    A cached output wins over a fresh one. ``error`` = scan error, decode error, then
+    ``"<metric>: <error>"`` per metric scored fresh, joined with '; ' (None when none).
+    """
+    table = frame.copy()
+    n = len(frame)
+    fresh = pd.concat(results, ignore_index=True) if results else None
+    if fresh is not None and len(fresh):
+        fresh = fresh.drop_duplicates("row_id", keep="last")
+        ids = fresh["row_id"].to_numpy(dtype=np.int64)
+    else:
+        fresh, ids = None, np.empty(0, np.int64)
+    decode_error = np.full(n, None, dtype=object)
+    metric_errors: list[np.ndarray] = []
+    for plan in plans:
+        was_cached = ~np.isnan(cached[plan.metric][plan.scorer]) if plan.metric in cached else np.zeros(n, bool)
+        fresh_here = np.zeros(n, dtype=bool)
+        fresh_here[ids] = True
+        fresh_here &= ~was_cached
+        use = fresh_here[ids]  # fresh rows whose output we take
+        for key, column in plan.columns.items():
+            values = cached[plan.metric][key].copy() if plan.metric in cached else np.full(n, np.nan)
+            if fresh is not None:
+                values[ids[use]] = fresh[output_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)[use]
+            table[column] = values
+        errors = np.full(n, None, dtype=object)
+        if fresh is not None:
+            dec = fresh["decode_error"].to_numpy(dtype=object)
+            has_dec = use & _non_empty(dec)
+            decode_error[ids[has_dec]] = dec[has_dec]
+            err = fresh[stage_error_column(plan.metric)].to_numpy(dtype=object)
+            has_err = use & _non_empty(err)
+            errors[ids[has_err]] = [f"{plan.metric}: {e}" for e in err[has_err]]
+        metric_errors.append(errors)
+    parts = [table["error"].to_numpy(dtype=object), decode_error, *metric_errors]
+    present = np.logical_or.reduce([~pd.isna(p) for p in parts]) if n else np.zeros(0, bool)
+    joined = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(present):  # rows with an error only: few
+        texts: list[str] = []
+        for part in parts:
+            text = part[i]
+            if not pd.isna(text) and text and text not in texts:
+                texts.append(text)
+        joined[i] = "; ".join(texts) if texts else None
+    table["error"] = pd.Series(joined, dtype=object)
+    return table
+
+
+def _non_empty(values: np.ndarray) -> np.ndarray:
+    """True where a text column holds a non-empty string (not None / NaN / '')."""
+    values = np.asarray(values, dtype=object)
+    return ~pd.isna(values) & (values != "")
