@@ -50,6 +50,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
     parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
+    parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help="end the run when a metric's actors cannot start within this time (default 600)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
     parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")
@@ -64,27 +65,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     legacy.add_argument("--imagereward_ckpt", help="path of ImageReward.pt (default: <weights-root>/ImageReward/ImageReward.pt)")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     """defaults < YAML (--config) < command line; then validate()."""
-    from janus_ray.config import (
-        LEGACY_MODEL_FLAGS,
-        MetricSpec,
-        RunConfig,
-        apply_legacy_flags,
-        load_yaml_config,
-        normalize_metrics,
-    )
+    from janus_ray.config import LEGACY_MODEL_FLAGS, MetricSpec, RunConfig, load_yaml_config, normalize_metrics
     from janus_ray.errors import ConfigError
 
-    values: dict[str, Any] = load_yaml_config(args.config) if args.config else {}
-    legacy = {flag: values.pop(flag, None) for flag in LEGACY_MODEL_FLAGS}
-    for flag in LEGACY_MODEL_FLAGS:
-        if getattr(args, flag) is not None:
-            legacy[flag] = getattr(args, flag)
+    values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
-                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas"]
+                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas",
+                    "pool_start_timeout_s", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
     for name in scalar_flags:
-        if getattr(args, name) is not None:
+        if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
     if args.folders:
         values["folders"] = args.folders
@@ -93,12 +84,7 @@ def config_from_args(args: argparse.Namespace):
     if isinstance(values.get("device"), str) and values["device"].startswith("cuda:"):
         values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
     config = RunConfig(**values)
-    config.metrics = normalize_metrics(list(config.metrics), config.metric_specs)
-    apply_legacy_flags(config, legacy)
-    if args.imagereward_ckpt:
-        if "imagereward" not in config.metrics:
-            raise ConfigError("--imagereward_ckpt given but imagereward is not among --metrics.")
-        config.spec("imagereward").options["checkpoint"] = args.imagereward_ckpt
+    config.resolve_names()  # aliases and the earlier tool's flags (validate() repeats it, idempotently)
     per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas)]
     for attr, pairs in per_metric:
         for metric, value in pairs:
@@ -109,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
     for metric, (name, amount) in args.resource:
         scorer = normalize_metrics([metric], config.metric_specs)[0]
         config.metric_specs.setdefault(scorer, MetricSpec()).resources[name] = amount
-    config.validate()
+    config.validate(require_inputs=require_inputs)
     return config
 
 

@@ -136,7 +136,7 @@ def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) ->
                 batch_size=spec.resolved_batch_size(metric, num_gpus > 0),
                 num_gpus=num_gpus,
                 num_cpus=1.0 if num_gpus > 0 else round(cpu_share, 2),
-                replicas=spec.replicas,
+                replicas=spec.replicas or 1,
                 resources=dict(spec.resources),
             )
         )

@@ -24,6 +24,7 @@ from PIL import Image
 from janus_ray.errors import ConfigError, InputError
 from janus_ray.images import ImageInput, open_image
 from janus_ray.metrics.weights import RequiredFile, check_required
+from janus_ray.metrics.costs import ModelCost
 
 ImageTransform = Callable[[Image.Image], np.ndarray]
 
@@ -72,6 +73,8 @@ class Scorer(abc.ABC):
     cuda_dtype: ClassVar[str] = "float32"
     #: extra outputs of score_variants besides ``name``: {key: csv column}
     variant_columns: ClassVar[dict[str, str]] = {}
+    #: cost and memory estimates for the planner (janus_ray/plan.py); None: unknown (planned as small)
+    cost: ClassVar[ModelCost | None] = None
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from torchvision.transforms import functional as TF
 from janus_ray.errors import WeightsError
 from janus_ray.metrics.base import Scorer, reject_unknown_options, unique_prompts
 from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure
+from janus_ray.metrics.costs import ModelCost
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
 MED_CONFIG_FILE = Path("ImageReward") / "med_config.json"
@@ -254,6 +255,9 @@ class ImageRewardScorer(Scorer):
     reference: ClassVar[str] = "image-reward 1.5: ImageReward.load(ImageReward.pt).score(prompt, image_path)"
     # The reference runs fully in float32 (no autocast).
     cuda_dtype: ClassVar[str] = "float32"
+    # 447 M params = the 1.79 GB fp32 ImageReward.pt / 4; BLIP ViT-L/16 at 224 px (197 tokens) + BERT
+    # cross-attention ~ 130 GFLOP; activations ~0.05 GB per image in fp32 (estimate)
+    cost: ClassVar[ModelCost] = ModelCost(params=4.47e8, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=130.0)
 
     @staticmethod
     def checkpoint_path(weights_root: Path, checkpoint: str | Path | None = None) -> Path:
