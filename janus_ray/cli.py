@@ -1,4 +1,4 @@
-"""janus-ray: score generated images with six text-to-image metrics on Ray (eval | report | validate | check-weights | list | demo)."""
+"""janus-ray: score generated images with six text-to-image metrics on Ray (eval | plan | report | validate | check-weights | list | demo)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
     parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
+    parser.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float, metavar="GB", help="memory of each GPU (default: probed on each GPU node)")
     parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help="end the run when a metric's actors cannot start within this time (default 600)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
@@ -73,7 +74,7 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
                     "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas",
-                    "pool_start_timeout_s", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
+                    "pool_start_timeout_s", "gpu_memory_gb", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
     for name in scalar_flags:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
@@ -115,6 +116,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if result.n_failed:
         print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column.", file=sys.stderr)
     return 1 if (config.strict and result.n_failed) else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the placement plan for the cluster at hand or a described one; exit 2 when none fits."""
+    import json
+
+    from janus_ray.errors import ConfigError
+    from janus_ray.plan import ClusterShape, plan_run
+
+    config = config_from_args(args, require_inputs=False)
+    if args.gpus is not None:
+        if args.ray_address:
+            raise ConfigError("--gpus describes a cluster; --ray-address plans the one at that address: give one of them.")
+        if args.gpus < 0 or args.nodes < 1:
+            raise ConfigError(f"--gpus must be >= 0 and --nodes >= 1, got {args.gpus} and {args.nodes}.")
+        if args.gpus > 0 and not config.gpu_memory_gb:
+            raise ConfigError("--gpu-memory-gb is required with --gpus > 0 (memory of each GPU, in GB).")
+        if args.cpus is None:
+            raise ConfigError("--cpus is required with --gpus (CPUs per node).")
+        shape = ClusterShape.uniform(args.gpus, config.gpu_memory_gb or 0.0, args.cpus, args.nodes)
+    else:
+        from janus_ray.stream import cluster_shape, connect, join_address, local_shape
+
+        if join_address(config.ray_address):
+            shape = cluster_shape(connect(config.ray_address), config.gpu_memory_gb)
+        else:
+            shape = local_shape(config.gpu_memory_gb)
+    plan = plan_run(config, shape, use_weight_files=bool(config.weights_root))
+    print(json.dumps(plan.to_json(), indent=2) if args.json else plan.table())
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -172,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score every folder's images with every metric on Ray")
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("plan", help="the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running")
+    add_eval_arguments(p)
+    p.add_argument("--gpus", type=int, help="describe a cluster instead of asking Ray: GPUs per node")
+    p.add_argument("--cpus", type=float, help="CPUs per node (with --gpus)")
+    p.add_argument("--nodes", type=int, default=1, help="identical nodes (with --gpus; default 1)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("validate", help="report what would be scored, before any model loads")
     p.add_argument("folders", nargs="+")
     p.add_argument("--prompt-json", "--prompt_json", dest="prompt_json")

@@ -12,6 +12,7 @@ import yaml
 
 from janus_ray.errors import ConfigError, UnknownNameError
 from janus_ray.metrics import SCORERS, resolve_name
+from janus_ray.plan import CPU_BATCH_SIZE, DEFAULT_BATCH_SIZE, SMALL_MODEL_BATCH_SIZE
 
 #: the six metrics of the earlier tool, in its column order
 DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
@@ -25,21 +26,12 @@ LEGACY_MODEL_FLAGS = {
     "pickscore_model": ("pickscore", ["pickscore-v1"]),
 }
 
-#: GPU share per metric when GPUs exist: the xxl VQA model takes a whole GPU; the five small
-#: models (about 1-4 GB each) pack onto one GPU together.
-DEFAULT_NUM_GPUS = {"vqascore": 1.0}
-SMALL_MODEL_GPU_SHARE = 0.2
-DEFAULT_BATCH_SIZE = {"vqascore": 16, "itmscore": 32, "imagereward": 32}
-SMALL_MODEL_BATCH_SIZE = 64
-CPU_BATCH_SIZE = 8
-
-
 @dataclass
 class MetricSpec:
     """Resources and options of one metric's actor pool."""
 
-    batch_size: int | None = None  # None: chosen from the metric and the device
-    num_gpus: float | None = None  # None: 0 without GPUs, else DEFAULT_NUM_GPUS / SMALL_MODEL_GPU_SHARE
+    batch_size: int | None = None  # None: chosen from the metric and the device (may shrink to fit memory)
+    num_gpus: float | None = None  # None: the planner chooses (janus_ray/plan.py); 0 without GPUs
     replicas: int | None = None  # None: the planner chooses
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {"vqa_gpu": 1}
     options: dict[str, Any] = field(default_factory=dict)  # scorer options (e.g. vqascore model)
@@ -50,13 +42,6 @@ class MetricSpec:
         if not on_gpu:
             return CPU_BATCH_SIZE
         return DEFAULT_BATCH_SIZE.get(name, SMALL_MODEL_BATCH_SIZE)
-
-    def resolved_num_gpus(self, name: str, cluster_has_gpus: bool) -> float:
-        if not cluster_has_gpus:
-            return 0.0
-        if self.num_gpus is not None:
-            return self.num_gpus
-        return DEFAULT_NUM_GPUS.get(name, SMALL_MODEL_GPU_SHARE)
 
 
 @dataclass
@@ -85,6 +70,8 @@ class RunConfig:
     max_image_pixels: int | None = 178_956_970
     #: seconds a metric's actor pool may take to start before the run ends with what is missing
     pool_start_timeout_s: float = 600.0
+    #: memory of each GPU, GB; None: probed on each GPU node before the run
+    gpu_memory_gb: float | None = None
     # the earlier tool's model flags (resolved into metrics / options by validate())
     vqa_model: str | None = None
     clip_model: str | None = None
@@ -172,6 +159,8 @@ class RunConfig:
             raise ConfigError(f"cpu_replicas must be >= 1, got {self.cpu_replicas}.")
         if self.decode_batch_size < 1:
             raise ConfigError(f"decode_batch_size must be >= 1, got {self.decode_batch_size}.")
+        if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb must be > 0, got {self.gpu_memory_gb}.")
         if not self.pool_start_timeout_s > 0:
             raise ConfigError(f"pool_start_timeout_s must be > 0 seconds, got {self.pool_start_timeout_s}.")
 
@@ -223,6 +212,7 @@ _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume")},
     **{name: ((int,), "an integer") for name in ("limit", "decode_batch_size", "max_image_pixels")},
     "pool_start_timeout_s": ((int, float), "a number of seconds"),
+    "gpu_memory_gb": ((int, float), "a number of GB"),
     "folders": ((list,), "a list of folders"),
     "metrics": ((list,), "a list of metric names"),
     # MetricSpec fields

@@ -25,6 +25,11 @@ def time_column(metric: str) -> str:
     return f"_jr_sec_{metric}"
 
 
+def oom_column(metric: str) -> str:
+    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them)."""
+    return f"_jr_oom_{metric}"
+
+
 class MetricActor:
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
 
@@ -49,6 +54,8 @@ class MetricActor:
         self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
         self.fault_injection = fault_injection
         self.batches_seen = 0
+        self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
+        self.oom_halvings = 0
 
     def _maybe_die(self) -> None:
         if not self.fault_injection:
@@ -77,12 +84,14 @@ class MetricActor:
             out[output_column(key)] = values
         out[stage_error_column(self.metric)] = np.array(errors, dtype=object)
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
+        out[oom_column(self.metric)] = np.full(n, self.oom_halvings, dtype=np.int64)
+        self.oom_halvings = 0
         return out
 
     def _score_rows(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray, scores: dict, errors: list) -> None:
         """Score the rows in one batch; if the batch fails, retry row by row to isolate the culprit."""
         try:
-            result = self.scorer.score_pixels(pixels[rows], [str(prompts[i]) for i in rows])
+            result = self._score_halving_on_oom(rows, pixels, prompts)
         except Exception as exc:  # noqa: BLE001
             if len(rows) == 1:
                 errors[rows[0]] = f"scoring failed: {describe_error(exc)}"
@@ -92,3 +101,27 @@ class MetricActor:
             return
         for key in self.keys:
             scores[key][rows] = result[key]
+
+    def _score_halving_on_oom(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray) -> dict[str, list]:
+        """Score ``rows`` in chunks of at most ``max_batch``; a CUDA out-of-memory error halves
+        ``max_batch`` (down to 1, for the rest of this actor's life) and retries the chunk."""
+        import torch
+
+        out: dict[str, list] = {key: [] for key in self.keys}
+        start = 0
+        while start < len(rows):
+            size = min(len(rows) - start, self.max_batch or len(rows))
+            chunk = rows[start:start + size]
+            try:
+                part = self.scorer.score_pixels(pixels[chunk], [str(prompts[i]) for i in chunk])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.max_batch = max(1, size // 2)
+                self.oom_halvings += 1
+                continue
+            for key in self.keys:
+                out[key].extend(part[key])
+            start += size
+        return out
