@@ -120,13 +120,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the placement plan for the cluster at hand or a described one; exit 2 when none fits."""
+    import dataclasses
     import json
 
     from janus_ray.errors import ConfigError
     from janus_ray.plan import ClusterShape, plan_run
 
     config = config_from_args(args, require_inputs=False)
-    if args.gpus is not None:
+    if args.cluster_yaml:
+        import yaml
+
+        from janus_ray.plan import shape_from_cluster_yaml
+
+        if args.gpus is not None or args.ray_address:
+            raise ConfigError("--cluster-yaml describes the cluster: give it without --gpus / --ray-address.")
+        path = Path(args.cluster_yaml)
+        if not path.is_file():
+            raise ConfigError(f"--cluster-yaml {path} does not exist.")
+        shape = shape_from_cluster_yaml(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if config.gpu_memory_gb:  # one size for every GPU node type
+            nodes = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.nodes]
+            types = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.node_types]
+            shape = dataclasses.replace(shape, nodes=tuple(nodes), node_types=tuple(types))
+    elif args.gpus is not None:
         if args.ray_address:
             raise ConfigError("--gpus describes a cluster; --ray-address plans the one at that address: give one of them.")
         if args.gpus < 0 or args.nodes < 1:
@@ -208,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="describe a cluster instead of asking Ray: GPUs per node")
     p.add_argument("--cpus", type=float, help="CPUs per node (with --gpus)")
     p.add_argument("--nodes", type=int, default=1, help="identical nodes (with --gpus; default 1)")
+    p.add_argument("--cluster-yaml", dest="cluster_yaml", help="plan for the nodes a Ray cluster-launcher config declares (cluster.yaml)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("validate", help="report what would be scored, before any model loads")
