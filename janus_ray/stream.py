@@ -197,8 +197,13 @@ def stream_scores(
     try:
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             on_batch(batch)
-    except ray.exceptions.GetTimeoutError as exc:
-        raise PoolStartError(_pool_start_message(plans, config)) from exc
+    except Exception as exc:
+        # Ray Data raises GetTimeoutError("Timed out while starting actors ...") from the operator
+        # start gated by wait_for_min_actors_s, possibly wrapped by the executor
+        text = f"{exc!r} {exc.__cause__!r}"
+        if isinstance(exc, ray.exceptions.GetTimeoutError) or "Timed out while starting actors" in text:
+            raise PoolStartError(_pool_start_message(plans, config)) from exc
+        raise
 
 
 def _pool_start_message(plans: list, config) -> str:

@@ -159,3 +159,32 @@ def test_eval_on_three_nodes_pins_the_pool_to_the_node_with_its_resource(token_e
     check_placement(actors, meta["plan"])
     assert {a.node_id for a in pool_actors(actors, "clipscore")} == {pinned.node_id}
     assert {a.node_id for a in pool_actors(actors, "imagereward")} == {plain.node_id}
+
+
+def test_a_pool_that_cannot_start_ends_the_run_naming_it(token_env, tmp_path):
+    """The plan counts on a node type the 'autoscaler' never brings: the bounded wait ends the run."""
+    import yaml
+
+    autoscaler = tmp_path / "ray_bootstrap_config.yaml"
+    autoscaler.write_text(yaml.safe_dump({
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 2}, "min_workers": 0, "max_workers": 0},
+            "gpu": {"node_config": {"InstanceType": "g6e.2xlarge"}, "resources": {"CPU": 1, "GPU": 1, "vqa_gpu": 1},
+                    "min_workers": 0, "max_workers": 1},
+        },
+    }))
+    inputs = build_inputs(tmp_path / "data", n_prompts=3)
+    head, address, _ = start_head(token_env, tmp_path, num_gpus=1)
+    try:
+        command = [sys.executable, "-m", "janus_ray", "eval", str(inputs["folders"][0]), "--weights-root",
+                   str(WEIGHTS_ROOT), "--prompt-json", str(inputs["prompt_json"]), "--output-dir", str(tmp_path / "out"),
+                   "--no-report", "--metrics", "clipscore", "--resource", "clipscore=vqa_gpu:1",
+                   "--pool-start-timeout", "20"]
+        env = {**token_env, "RAY_ADDRESS": address, "JANUS_RAY_AUTOSCALER_CONFIG": str(autoscaler)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        stop(head)
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "did not start within 20 s" in done.stderr and "clipscore" in done.stderr, done.stderr[-4000:]
+    assert "vqa_gpu" in done.stderr and "Free in the cluster now" in done.stderr

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,7 +93,7 @@ def cluster(tmp_path):
         kill(head)
 
 
-def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_type(cluster, tmp_path):
+def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_type(cluster, tmp_path, request):
     env, gcs, dashboard, workers = cluster
     inputs = build_inputs(tmp_path / "data", n_prompts=3)
     folders = [str(f) for f in inputs["folders"][:2]]
@@ -102,8 +104,13 @@ def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_
     job = subprocess.Popen(command, env={**env, "RAY_ADDRESS": dashboard}, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     time.sleep(20)  # the job plans for the node type and waits; now "the autoscaler" adds the node
+    # its own temp dir: a second node on this machine would otherwise clean the head's runtime_resources
+    # (the job's unpacked working dir) when it starts
+    temp = tempfile.mkdtemp(prefix="jrw", dir="/tmp")
     workers.append(start([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
+                          f"--temp-dir={temp}",
                           '--resources={"vqa_gpu": 1}', "--disable-usage-stats"], env, tmp_path / "worker.log"))
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     try:
         output, _ = job.communicate(timeout=600)
     except subprocess.TimeoutExpired:
