@@ -81,3 +81,26 @@ def test_an_image_that_cannot_be_read_becomes_a_failed_row_with_its_reason(tmp_p
     frame = manifest_frame([FolderScan(folder=str(tmp_path), convention="sidecar-txt", rows=rows, warnings=[])])
     assert frame.loc[0, "error"] is None and len(frame.loc[0, "image_sha256"]) == 64
     assert frame.loc[1, "error"] == "unreadable image: the file cannot be read"
+
+
+def test_phase_results_merge_into_one_row_per_pair():
+    import pandas as pd
+
+    from janus_ray.pipeline import _merge_phases
+
+    first = pd.DataFrame({"row_id": [0, 1], "decode_error": ["", ""], "_jr_out_vqascore": [0.5, 0.7]})
+    second = pd.DataFrame({"row_id": [1, 0], "decode_error": ["", ""], "_jr_out_clipscore": [30.0, 20.0]})
+    (merged,) = _merge_phases([[first], [second]])
+    merged = merged.set_index("row_id").sort_index()
+    assert list(merged.index) == [0, 1]
+    assert list(merged["_jr_out_vqascore"]) == [0.5, 0.7] and list(merged["_jr_out_clipscore"]) == [20.0, 30.0]
+
+
+def test_every_phase_becomes_metric_plans():
+    cfg = config()
+    cfg.resolve_names()
+    plan = plan_run(cfg, ClusterShape.uniform(1, 48, 16), measured=False)
+    phases = [metric_plans(phase, cfg) for phase in plan.phases]
+    assert len(phases) >= 2
+    assert sorted(p.metric for ph in phases for p in ph) == sorted(METRICS)
+    assert all(p.device == "cuda" and 0 < p.num_gpus <= 1 for ph in phases for p in ph)
