@@ -19,6 +19,7 @@ metrics split into phases run one after another.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -486,6 +487,19 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
                      f"the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
 
 
+def _share_for_replicas(demands: list[MetricDemand], n_gpus: int) -> list[MetricDemand]:
+    """--replicas without --num-gpus: whole GPUs when they leave one for the other metrics, else an
+    equal slice of the GPUs for those replicas and one replica of every other metric."""
+    out = []
+    for d in demands:
+        if d.replicas is not None and d.num_gpus is None:
+            others = len(demands) - 1
+            share = 1.0 if d.replicas <= n_gpus - (1 if others else 0) else _round_share(n_gpus / (d.replicas + others))
+            d = dataclasses.replace(d, num_gpus=min(1.0, share))
+        out.append(d)
+    return out
+
+
 def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str = "auto", cpu_layout: str = "fused",
               cpu_replicas: int | None = None) -> Plan:
     """The plan for ``demands`` on ``shape``.
@@ -502,6 +516,7 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
     if not gpus or device == "cpu":
         return _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total)
     _refuse_unplaceable(demands, gpus)
+    demands = _share_for_replicas(demands, len(gpus))
     result = _fit_phase(demands, gpus)
     groups: list[tuple[list[MetricDemand], _Candidate, dict[str, int]]] = []
     if not isinstance(result, str):
@@ -532,18 +547,6 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
             warnings.append(f"{cand.unused} GPU(s) stay idle in a phase with {', '.join(order)}")
     if len(phases) > 1:
         warnings.append(f"not every model fits the GPU memory at once: {len(phases)} phases run one after another")
-    # replicas overrides without a GPU share: the user's count wins, the share stays as planned
-    for d in demands:
-        if d.replicas is not None and d.num_gpus is None:
-            for ph in phases:
-                if d.metric in ph.pools:
-                    pool = ph.pools[d.metric]
-                    pool.replicas = d.replicas
-            asked = sum(p.replicas * p.num_gpus for ph in phases for p in ph.pools.values() if d.metric in ph.pools)
-            if any(sum(p.replicas * p.num_gpus for p in ph.pools.values()) > len(gpus) + 1e-9 for ph in phases):
-                raise ConfigError(
-                    f"--replicas {d.metric}={d.replicas} makes the plan ask for {asked:g} GPUs; the cluster has {len(gpus)}."
-                )
     plan_rate = max(ph.images_per_s for ph in phases)
     cpus, left, warning = _cpus_for_gpu_actors(phases, nodes, gpus, plan_rate)
     for ph in phases:

@@ -123,3 +123,23 @@ def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_
         frame = pd.read_parquet(out / Path(folder).name / "janus_eval_scores.parquet")
         assert frame["VQAScore"].notna().sum() >= 2 and frame["CLIPScore"].notna().sum() >= 2
     assert (out / "summary.csv").is_file()
+
+
+def test_a_worker_without_the_token_cannot_join(cluster, tmp_path):
+    env, gcs, _, workers = cluster
+    home = tmp_path / "home"  # no ~/.ray/auth_token there, and no RAY_AUTH_TOKEN
+    home.mkdir()
+    bare = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(home)}
+    temp = tempfile.mkdtemp(prefix="jrx", dir="/tmp")
+    worker = start([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}",
+                    "--disable-usage-stats"], bare, tmp_path / "bare.log")
+    workers.append(worker)
+    try:
+        code = worker.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        code = None  # it joined and blocks: the assertion below fails
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert code not in (None, 0)
+    assert "no authentication token was found" in (tmp_path / "bare.log").read_text()
+

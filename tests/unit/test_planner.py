@@ -227,3 +227,12 @@ def test_make_plan_from_hand_made_demands():
     demands = [demand_for(m, {}, dtype=None, on_gpu=True) for m in ("clipscore", "imagereward")]
     plan = make_plan(ClusterShape.uniform(2, 24, 8), demands)
     assert plan.gpus_used == pytest.approx(2.0, abs=1e-3)
+
+
+def test_replicas_without_a_gpu_share_take_whole_gpus_or_a_fitting_slice():
+    four = plan_for(4, 80, 32, vqascore={"replicas": 3}).phases[0].pools
+    assert (four["vqascore"].replicas, four["vqascore"].num_gpus) == (3, 1.0)
+    one = plan_for(1, 80, 16, clipscore={"replicas": 3})
+    pools = one.phases[0].pools
+    assert pools["clipscore"].replicas == 3
+    assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 1.0 + 1e-9
