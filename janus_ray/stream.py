@@ -61,7 +61,8 @@ class Connection:
 
 def join_address(explicit: str | None) -> str | None:
     """The cluster to join: --ray-address, else RAY_ADDRESS (set inside `ray job submit` jobs), else None."""
-    return explicit or os.environ.get("RAY_ADDRESS") or None
+    address = explicit or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
 
 
 def read_autoscaler_config() -> dict[str, Any] | None:
@@ -86,7 +87,8 @@ def connect(address: str | None) -> Connection:
         ray.init(address=target, log_to_driver=True)
         joined = True
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # address="local": a new instance, never one that `ray start` left running on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
         joined = False
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
