@@ -23,6 +23,16 @@ def _key_value(kind: type):
     return parse
 
 
+def _dtype(text: str) -> tuple[str | None, str]:
+    """``DTYPE`` (every metric) or ``METRIC=DTYPE`` (one metric) -> (metric or None, dtype)."""
+    from janus_ray.config import DTYPE_NAMES
+
+    metric, _, dtype = text.rpartition("=")
+    if dtype not in DTYPE_NAMES or (_ and not metric):
+        raise argparse.ArgumentTypeError(f"expected DTYPE or METRIC=DTYPE with DTYPE one of {', '.join(DTYPE_NAMES)}, got {text!r}")
+    return (metric.strip() or None), dtype
+
+
 def _resource(text: str) -> tuple[str, tuple[str, float]]:
     metric, _, rest = text.partition("=")
     name, _, amount = rest.partition(":")
@@ -42,7 +52,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="resume cache (default: <output root>/.janus_ray_cache)")
     parser.add_argument("--all-samples", dest="all_samples", action="store_true", default=None, help="score every sample, not only the first per prompt")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: reference precision on GPU, float32 on CPU")
+    parser.add_argument("--dtype", action="append", type=_dtype, default=[], metavar="[METRIC=]DTYPE",
+                        help="float32 | bfloat16 | float16, for every metric or (METRIC=DTYPE, repeatable) one; default: reference precision on GPU, float32 on CPU")
+    parser.add_argument("--tf32", action="store_true", default=None, help="opt-in TF32 matmuls for the fp32 metrics on CUDA (faster, ~1e-3 relative rounding)")
     parser.add_argument("--limit", type=int, help="score only the first N images per folder (smoke runs)")
     parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
     parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any row failed")
@@ -72,12 +84,15 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     from janus_ray.errors import ConfigError
 
     values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
-    scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "dtype",
+    scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "tf32",
                     "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas",
                     "pool_start_timeout_s", "gpu_memory_gb", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
     for name in scalar_flags:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
+    for metric, dtype in args.dtype:  # plain --dtype DTYPE: the run's dtype (the last one wins)
+        if metric is None:
+            values["dtype"] = dtype
     if args.folders:
         values["folders"] = args.folders
     if args.metrics:
@@ -86,7 +101,8 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
         values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
     config = RunConfig(**values)
     config.resolve_names()  # aliases and the earlier tool's flags (validate() repeats it, idempotently)
-    per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas)]
+    per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas),
+                  ("dtype", [(metric, dtype) for metric, dtype in args.dtype if metric is not None])]
     for attr, pairs in per_metric:
         for metric, value in pairs:
             scorer = normalize_metrics([metric], config.metric_specs)[0]
@@ -165,11 +181,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from janus_ray.manifest import build_manifest, load_prompts, validate_report
+    from janus_ray.manifest import load_prompts, validate_folders
 
     prompts = load_prompts(args.prompt_json) if args.prompt_json else None
-    scans = build_manifest(args.folders, prompts, all_samples=args.all_samples)
-    text, ok = validate_report(scans, check_images=True)
+    text, ok = validate_folders(args.folders, prompts, all_samples=args.all_samples, check_images=True)
     print(text)
     return 0 if ok else 1
 

@@ -26,6 +26,9 @@ LEGACY_MODEL_FLAGS = {
     "pickscore_model": ("pickscore", ["pickscore-v1"]),
 }
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
 @dataclass
 class MetricSpec:
     """Resources and options of one metric's actor pool."""
@@ -35,6 +38,7 @@ class MetricSpec:
     replicas: int | None = None  # None: the planner chooses
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {"vqa_gpu": 1}
     options: dict[str, Any] = field(default_factory=dict)  # scorer options (e.g. vqascore model)
+    dtype: str | None = None  # None: the run's dtype (RunConfig.dtype)
 
     def resolved_batch_size(self, name: str, on_gpu: bool) -> int:
         if self.batch_size is not None:
@@ -58,6 +62,7 @@ class RunConfig:
     all_samples: bool = False
     device: str = "auto"  # auto | cpu | cuda
     dtype: str | None = None  # None: reference precision on CUDA, float32 on CPU
+    tf32: bool = False  # opt-in TF32 matmuls for the fp32 metrics on CUDA (no effect on CPU)
     limit: int | None = None
     ray_address: str | None = None
     strict: bool = False
@@ -145,11 +150,13 @@ class RunConfig:
                 raise ConfigError(f"GPU share of {metric} must be >= 0, got {spec.num_gpus}.")
             if spec.num_gpus is not None and spec.num_gpus > 1 and spec.num_gpus != int(spec.num_gpus):
                 raise ConfigError(f"GPU share of {metric} above 1 must be a whole number, got {spec.num_gpus}.")
+            if spec.dtype not in (None, *DTYPE_NAMES):
+                raise ConfigError(f"dtype of {metric} must be float32, bfloat16 or float16, got {spec.dtype!r}.")
             if spec.replicas is not None and spec.replicas < 1:
                 raise ConfigError(f"Replicas of {metric} must be >= 1, got {spec.replicas}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}.")
-        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+        if self.dtype not in (None, *DTYPE_NAMES):
             raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
@@ -209,7 +216,7 @@ def apply_legacy_flags(config: RunConfig, flags: dict[str, str | None]) -> None:
 _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     **{name: ((str,), "a string") for name in ("weights_root", "prompt_json", "output_dir", "cache_dir", "device",
                                               "dtype", "ray_address", "imagereward_ckpt", *LEGACY_MODEL_FLAGS)},
-    **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume")},
+    **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume", "tf32")},
     **{name: ((int,), "an integer") for name in ("limit", "decode_batch_size", "max_image_pixels")},
     "pool_start_timeout_s": ((int, float), "a number of seconds"),
     "gpu_memory_gb": ((int, float), "a number of GB"),
@@ -246,7 +253,7 @@ def _metric_spec_from_mapping(metric: str, value: Any) -> MetricSpec:
     unknown = set(value) - known
     if unknown:
         raise ConfigError(f"Unknown key(s) {sorted(unknown)} in metric_specs.{metric}. Valid: {', '.join(sorted(known))}.")
-    _check_yaml_types(value, f"metric_specs.{metric}", nullable={"batch_size", "num_gpus"})
+    _check_yaml_types(value, f"metric_specs.{metric}", nullable={"batch_size", "num_gpus", "dtype"})
     return MetricSpec(**value)
 
 

@@ -9,6 +9,8 @@ Problems found at scan time (index out of range, file listed but absent) keep th
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import io
 import json
 import os
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from janus_ray.errors import ConfigError, InputError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+#: files never sniffed for image content: the layouts' own text files
+_TEXT_EXTENSIONS = frozenset({".txt", ".json", ".jsonl", ".csv"})
 OUTPUT_PREFIX = "janus_eval_scores."  # our own outputs, written into the scanned folders
 JANUS, HF_JSONL, HF_CSV, GENEVAL, SIDECAR, EMPTY = (
     "janus-prompt-dirs", "hf-metadata-jsonl", "hf-metadata-csv", "geneval", "sidecar-txt", "empty",
@@ -42,12 +45,13 @@ _DROP_REASONS = {
     "duplicate": ("duplicate image(s) dropped (same prompt index and sample; the first in path "
                   "order is kept)", True),
     "duplicate entry": ("metadata line(s) dropped: their file_name is already listed", True),
-    "extra sample": ("extra sample(s) ignored: only sample 0 of each prompt is scored unless "
-                     "all samples are requested", False),
+    "extra sample": ("extra sample(s) ignored: only the first (lowest-numbered) sample of each "
+                     "prompt is scored unless all samples are requested", False),
     "outside prompt dirs": ("image(s) ignored: not directly inside a prompt_<idx>/ or "
                             "<idx>_<slug>/ sub-folder", True),
     "no sample number": ("image(s) ignored: the file name does not end with a sample number "
-                         "(img_00.jpg, 00.jpg, img_<date>-<time>_00.jpg)", True),
+                         "(img_00.jpg, 00.jpg, img_<date>-<time>_00.jpg) and the prompt folder "
+                         "holds other images", True),
     "not in metadata": ("image(s) on disk have no metadata entry and are not scored", True),
     "not a geneval sample": ("image(s) ignored: not inside <idx>/samples/", True),
 }
@@ -63,7 +67,10 @@ class ManifestRow:
     prompt: str | None  # None = missing prompt (the pipeline records "missing prompt")
     image_path: str  # absolute path
     rel_path: str  # relative to folder, posix separators: the CSV's image_path column
-    sample: int  # sample index within the prompt (0 = first)
+    # 0-based order of this image among its prompt's images (0 = first sample): by sample number
+    # in prompt folders (img_01..img_04 -> 0..3), by listing/path order among the rows with the same
+    # prompt text in the layouts that carry their own prompts. (prompt text, sample) pairs folders.
+    sample: int
     error: str | None = None  # reason known at scan time; the row is scored as failed
 
 
@@ -77,6 +84,10 @@ class FolderScan:
     warnings: list[str]
     images_found: int = 0  # image files on disk (hidden files and our outputs excluded)
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> rel paths without a row
+    #: prompts of the prompt list with no row in this folder (None without a prompt list)
+    prompts_without_image: int | None = None
+    #: why this folder cannot be scored at all (images on disk but 0 rows); build_manifest raises it
+    error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +140,13 @@ def _prompt_list(data: object, path: Path) -> list:
 
 
 def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] | None,
-                   all_samples: bool = False, limit: int | None = None) -> list[FolderScan]:
-    """Scan every folder; ``limit`` keeps the first N rows of each (smoke runs)."""
+                   all_samples: bool = False, limit: int | None = None,
+                   raise_folder_errors: bool = True) -> list[FolderScan]:
+    """Scan every folder; ``limit`` keeps the first N rows of each (smoke runs).
+
+    Raises InputError for a folder that holds images but yields no row (``FolderScan.error``),
+    unless ``raise_folder_errors`` is False (``validate`` reports it with everything else).
+    """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of rows per folder, got {limit}.")
     folders = list(folders)
@@ -143,6 +159,9 @@ def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] 
             raise InputError(f"Folder {folder} is given twice (same as {seen[key]}).")
         seen[key] = folder
     scans = [scan_folder(folder, prompts, all_samples) for folder in folders]
+    errors = [scan.error for scan in scans if scan.error]
+    if errors and raise_folder_errors:
+        raise InputError("\n".join(errors))
     if limit is not None:
         for scan in scans:
             scan.rows = scan.rows[:limit]
@@ -157,7 +176,7 @@ def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
         raise InputError(f"Input folder not found: {folder}" if not root.exists()
                          else f"Input path is not a folder: {folder}")
     files = _inventory(root)
-    images = [f for f in files if _is_image(f)]
+    images = [f for f in files if _is_image(root, f)]
     found = _detect(files, images)
     if len(found) > 1:
         layouts = "; ".join(f"{name} (e.g. {example})" for name, example in found.items())
@@ -174,15 +193,22 @@ def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
         scan.warnings.append(f"{folder}: the prompt list is not used: the {convention} layout "
                              "carries its own prompts.")
     _SCANNERS[convention](scan, root, files, images, prompts, all_samples)
-    _finish(scan, len(prompts) if prompts is not None else None)
+    _finish(scan, prompts)
     return scan
 
 
 def _inventory(root: Path) -> list[str]:
-    """Sorted relative posix paths of the visible files under root, our own outputs excluded."""
+    """Sorted relative posix paths of the visible files under root, our own outputs excluded.
+
+    Directory symlinks are followed (run/prompt_0000 -> /data/gen/prompt_0000 is a common way to
+    assemble a run); a link back to a folder already being walked is skipped, so loops end.
+    """
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        ancestors = {os.path.realpath(p) for p in _ancestors(Path(dirpath), root)}
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and os.path.realpath(os.path.join(dirpath, d)) not in ancestors | {real}]
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         for name in filenames:
             if not name.startswith(".") and not name.startswith(OUTPUT_PREFIX):
@@ -190,8 +216,55 @@ def _inventory(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _is_image(rel: str) -> bool:
-    return posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
+def _ancestors(path: Path, root: Path) -> list[Path]:
+    """path and its parents up to root (inclusive)."""
+    chain = [path]
+    while path != root and path.parent != path:
+        path = path.parent
+        chain.append(path)
+    return chain
+
+
+@functools.lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions Pillow can open pixels from (its registered plugins, AVIF included).
+
+    Save-only formats (PDF) and stub formats that need an external handler (HDF5, GRIB, BUFR, and
+    WMF/EMF off Windows) are left out, as is MPEG (Pillow reads its size, never its pixels).
+    """
+    from PIL import Image, ImageFile
+
+    Image.init()
+    found = set()
+    for ext, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if factory is None or fmt == "MPEG":
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        found.add(ext.lower())
+    return frozenset(found)
+
+
+def _is_image(root: Path, rel: str) -> bool:
+    """By extension (Pillow's), else by content for a name Pillow does not know (img_00, a.img)."""
+    ext = posixpath.splitext(rel)[1].lower()
+    if ext in image_extensions():
+        return True
+    if ext in _TEXT_EXTENSIONS:
+        return False
+    return sniff_image(root / rel)
+
+
+def sniff_image(path: Path) -> bool:
+    """True if Pillow recognises the file's header as an image it can open (reads a few bytes)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.format is not None and img.format.upper() != "MPEG"
+    except Exception:  # noqa: BLE001 - UnidentifiedImageError, or a plugin choking on random bytes
+        return False
 
 
 def _detect(files: list[str], images: list[str]) -> dict[str, str]:
@@ -247,33 +320,39 @@ def _scan_janus(scan: FolderScan, root: Path, files: list[str], images: list[str
     if prompts is None:
         raise InputError(f"Folder {scan.folder} uses the {JANUS} layout (prompt index in the "
                          "sub-folder names): --prompt-json is required for this layout.")
-    kept: dict[tuple[int, int], str] = {}
-    for rel in images:  # sorted, so the first of duplicates in path order wins
-        idx, sample = _janus_dir_idx(rel), _sample_number(rel)
-        reason = ("outside prompt dirs" if idx is None else "no sample number" if sample is None
-                  else "extra sample" if sample > 0 and not all_samples
-                  else "duplicate" if (idx, sample) in kept else None)
-        if reason:
-            _drop(scan, reason, rel)
+    # Sample numbers are relative: a prompt's first sample is its lowest-numbered image, so 1-based
+    # (img_01..img_04) and 0-based names give the same samples; a folder's only image is sample 0.
+    per_dir: dict[str, list[str]] = defaultdict(list)
+    for rel in images:
+        if _janus_dir_idx(rel) is None:
+            _drop(scan, "outside prompt dirs", rel)
         else:
-            kept[(idx, sample)] = rel
-    for (idx, sample), rel in kept.items():
-        if idx < len(prompts):
-            _row(scan, root, rel, idx, prompts[idx], sample)
-        else:
-            error = f"prompt index {idx} out of range (prompt list has {len(prompts)})"
-            _row(scan, root, rel, idx, None, sample, error)
-    if not all_samples:
-        _warn_no_first_sample(scan, {idx for idx, _ in kept})
-
-
-def _warn_no_first_sample(scan: FolderScan, with_first: set[int]) -> None:
-    """Prompts whose only images are later samples: the old tool scored nothing for them either."""
-    later = {_janus_dir_idx(rel) for rel in scan.dropped.get("extra sample", [])}
-    missing = sorted(later - with_first)
-    if missing:
-        scan.warnings.append(f"{scan.folder}: {len(missing)} prompt(s) have no sample 0 and are "
-                             f"not scored (indices {_examples(missing)}).")
+            per_dir[posixpath.dirname(rel)].append(rel)
+    kept: dict[int, list[str]] = defaultdict(list)  # prompt idx -> rel paths in sample order
+    numbers: dict[tuple[int, int], str] = {}
+    for directory in sorted(per_dir):  # sorted, so the first of duplicates in path order wins
+        rels = per_dir[directory]
+        idx = _janus_dir_idx(rels[0])
+        numbered = []
+        for rel in rels:
+            number = _sample_number(rel)
+            if number is None and len(rels) > 1:
+                _drop(scan, "no sample number", rel)
+            elif (idx, number or 0) in numbers:
+                _drop(scan, "duplicate", rel)
+            else:
+                numbers[(idx, number or 0)] = rel
+                numbered.append((number or 0, rel))
+        kept[idx] += [rel for _, rel in sorted(numbered)]
+    for idx in sorted(kept):
+        for sample, rel in enumerate(sorted(kept[idx], key=lambda r: _sample_number(r) or 0)):
+            if sample > 0 and not all_samples:
+                _drop(scan, "extra sample", rel)
+            elif idx < len(prompts):
+                _row(scan, root, rel, idx, prompts[idx], sample)
+            else:
+                error = f"prompt index {idx} out of range (prompt list has {len(prompts)})"
+                _row(scan, root, rel, idx, None, sample, error)
 
 
 # --- 2. Hugging Face imagefolder metadata -----------------------------------------------------
@@ -383,7 +462,9 @@ def _scan_geneval(scan: FolderScan, root: Path, files: list[str], images: list[s
             continue
         seen.add(idx)
         prompt, error = _geneval_prompt(root, dirname)
-        for sample, rel in enumerate(samples[dirname]):
+        ordered = sorted(samples[dirname], key=lambda r: (_sample_number(r) is None,
+                                                         _sample_number(r) or 0, r))
+        for sample, rel in enumerate(ordered):
             if sample > 0 and not all_samples:
                 _drop(scan, "extra sample", rel)
             else:
@@ -452,9 +533,44 @@ def _row_key(row: ManifestRow) -> tuple:
     return (row.prompt_idx is None, row.prompt_idx or 0, row.sample, row.rel_path)
 
 
-def _finish(scan: FolderScan, n_prompts: int | None) -> None:
+def _number_by_prompt(scan: FolderScan) -> None:
+    """Layouts that carry their own prompts: sample = order among the rows with the same prompt
+    text (listing order for metadata files, path order otherwise), so folders pair by prompt."""
+    seen: dict[str | None, int] = defaultdict(int)
+    for i, row in enumerate(scan.rows):
+        scan.rows[i] = dataclasses.replace(row, sample=seen[row.prompt])
+        seen[row.prompt] += 1
+
+
+def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None) -> list[int]:
+    """Indices of the prompt list with no row here (by index in prompt folders, else by text)."""
+    if prompts is None:
+        return []
+    if scan.convention == JANUS:
+        covered = {row.prompt_idx for row in scan.rows}
+        missing = [i for i in range(len(prompts)) if i not in covered]
+    else:
+        texts = {row.prompt for row in scan.rows}
+        missing = [i for i, prompt in enumerate(prompts) if prompt not in texts]
+    scan.prompts_without_image = len(missing)
+    return missing
+
+
+def _finish(scan: FolderScan, prompts: Sequence[str] | None) -> None:
     """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
+    n_prompts = len(prompts) if prompts is not None else None
+    if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
+        _number_by_prompt(scan)
     scan.rows.sort(key=_row_key)
+    missing = _count_prompts_without_image(scan, prompts)
+    if missing:
+        scan.warnings.append(f"{scan.folder}: {len(missing)} of {n_prompts} prompt(s) in the prompt "
+                             f"list have no image here (indices {_examples(missing)}).")
+    if not scan.rows and scan.images_found:
+        reasons = "; ".join(f"{len(rels)} {_DROP_REASONS[reason][0]} (e.g. {rels[0]})"
+                            for reason, rels in scan.dropped.items())
+        scan.error = (f"Folder {scan.folder} holds {scan.images_found} image(s) but none can be "
+                      f"scored: {reasons or 'no image matched the layout'}.")
     for reason, rels in scan.dropped.items():
         scan.warnings.append(f"{scan.folder}: {len(rels)} {_DROP_REASONS[reason][0]}: "
                              f"{_examples(rels)}.")
@@ -502,21 +618,41 @@ def _examples(items: Sequence) -> str:
 # Validation report (the `validate` command: no model loads)
 
 
-def validate_report(scans: Sequence[FolderScan], check_images: bool = True) -> tuple[str, bool]:
-    """A human-readable report per folder and whether everything is ready to score."""
-    lines, ok = [], True
+def validate_folders(folders: Sequence[str | os.PathLike], prompts: Sequence[str] | None,
+                     all_samples: bool = False, check_images: bool = True) -> tuple[str, bool]:
+    """The ``validate`` command: every folder scanned on its own, so one folder's error (mixed
+    layouts, no known layout, a broken metadata file, images but no row) is reported with the
+    other folders' problems instead of stopping at the first. No model is loaded."""
+    scans, failed = [], []
+    for folder in folders:
+        try:
+            scans += build_manifest([folder], prompts, all_samples, raise_folder_errors=False)
+        except InputError as exc:
+            failed.append((str(folder), str(exc)))
+    return validate_report(scans, check_images, failed)
+
+
+def validate_report(scans: Sequence[FolderScan], check_images: bool = True,
+                    failed: Sequence[tuple[str, str]] = ()) -> tuple[str, bool]:
+    """A human-readable report per folder and whether everything is ready to score.
+
+    ``failed``: (folder, error) of folders that could not be scanned at all.
+    """
+    lines, ok = [], not failed
+    for folder, error in failed:
+        lines += [f"== {folder}", f"  error: {error}", "  status: PROBLEMS", ""]
     for scan in scans:
         folder_lines, folder_ok = _folder_report(scan, check_images)
         lines += folder_lines + [""]
         ok &= folder_ok
     n_rows = sum(len(scan.rows) for scan in scans)
-    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans)} folder(s), {n_rows} row(s) "
-                 "to score.")
+    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans) + len(failed)} folder(s), "
+                 f"{n_rows} row(s) to score.")
     return "\n".join(lines), ok
 
 
 _ALWAYS_REPORTED = {"images without a prompt", "prompt indices out of range", "duplicates dropped",
-                    "unreadable images"}
+                    "unreadable images", "images too large to preprocess"}
 
 
 def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], bool]:
@@ -536,12 +672,18 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("extra samples ignored", dropped.get("extra sample", []), False),
     ]
     if check_images:
-        checks.append(("unreadable images", _unreadable(scan.rows), True))
+        unreadable, too_large = _unreadable(scan.rows)
+        checks.append(("unreadable images", unreadable, True))
+        checks.append(("images too large to preprocess", too_large, True))
     lines = [f"== {scan.folder}", f"  convention: {scan.convention}",
              f"  images found: {scan.images_found}", f"  rows to score: {len(scan.rows)}"]
-    ok = scan.convention != EMPTY
-    if not ok:
+    if scan.prompts_without_image is not None:
+        lines.append(f"  prompts without an image: {scan.prompts_without_image}")
+    ok = scan.convention != EMPTY and not scan.prompts_without_image and scan.error is None
+    if scan.convention == EMPTY:
         lines.append("  no images found")
+    if scan.error:
+        lines.append(f"  error: {scan.error}")
     for label, items, is_problem in checks:
         if items or label in _ALWAYS_REPORTED:
             lines.append(f"  {label}: {len(items)}" + (f" ({_examples(items)})" if items else ""))
@@ -550,20 +692,27 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     return lines, ok
 
 
-def _unreadable(rows: Sequence[ManifestRow]) -> list[str]:
-    """Rows whose image exists but cannot be decoded; PIL is imported only when checking."""
+def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
+    """(rows whose image cannot be decoded, rows whose size the preprocessing guard refuses).
+
+    The size check reads only the header, before any decoding, as the pipeline does.
+    PIL is imported only when checking.
+    """
     from PIL import Image
 
-    from janus_ray.images import open_image
+    from janus_ray.images import ImageSizeError, open_image
 
-    bad = []
+    bad, too_large = [], []
     for row in rows:
         if not os.path.isfile(row.image_path):
             continue  # already reported as "file not found"
         try:
+            open_image(row.image_path, decode=False)  # header only: the size guard
             with Image.open(row.image_path) as img:
                 img.verify()  # structure and checksums (PNG CRCs)
             open_image(row.image_path)  # full decode, as the pipeline does: catches truncation
+        except ImageSizeError as exc:
+            too_large.append(f"{row.rel_path}: {exc}")
         except Exception as exc:  # noqa: BLE001  (any decoder failure means unreadable)
             bad.append(f"{row.rel_path}: {type(exc).__name__}: {exc}")
-    return bad
+    return bad, too_large

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from janus_ray.manifest import FolderScan, build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
 from janus_ray.plan import Phase, Plan, plan_run
-from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_summary
+from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_run_record, write_summary
 
 log = logging.getLogger("janus_ray")
 
@@ -53,6 +54,7 @@ class MetricPlan:
     replicas: int
     resources: dict[str, float]
     settings_key: str = ""
+    tf32: bool = False  # opt-in TF32 matmuls (CUDA only)
 
     def describe(self) -> str:
         where = f"{self.num_gpus:g} GPU" if self.num_gpus else f"{self.num_cpus:.2f} CPU"
@@ -93,15 +95,26 @@ def metric_plans(phase: Phase, config: RunConfig) -> list[MetricPlan]:
                 options=options,
                 columns=get_scorer_class(metric).output_columns(**options),
                 device="cuda" if pool.num_gpus > 0 else "cpu",
-                dtype=config.dtype,
+                dtype=config.spec(metric).dtype or config.dtype,
                 batch_size=pool.batch_size,
                 num_gpus=pool.num_gpus,
                 num_cpus=pool.num_cpus,
                 replicas=pool.replicas,
                 resources=dict(pool.resources),
+                tf32=config.tf32 and pool.num_gpus > 0,
             )
         )
     return plans
+
+
+def plan_metrics(config: RunConfig, cluster_gpus: int, cluster_cpus: float, gpu_memory_gb: float = 80.0) -> list[MetricPlan]:
+    """Every phase's MetricPlans for one node of ``cluster_gpus`` GPUs (pure: no Ray; for tests)."""
+    from janus_ray.plan import ClusterShape
+
+    config.resolve_names()
+    shape = ClusterShape.uniform(cluster_gpus, gpu_memory_gb if cluster_gpus else 0.0, cluster_cpus)
+    plan = plan_run(config, shape, use_weight_files=False, measured=False)
+    return [p for phase in plan.phases for p in metric_plans(phase, config)]
 
 
 def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
@@ -132,6 +145,8 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
         "weights": weights_fingerprint(files),
         "janus_ray": __version__,
     }
+    if plan.tf32:  # only when on: the keys of default runs stay what they were
+        payload["tf32"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -300,8 +315,13 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
             progress.update(batch, todo_rows)
 
         if rows:
-            stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
-                          decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale)
+            # The crash journal lives beside the resume cache, one directory per phase (actors/journal.py).
+            journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{number}"
+            try:
+                stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
+                              decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale, journal_dir=str(journal))
+            finally:
+                shutil.rmtree(journal, ignore_errors=True)
         for metric, count in progress.oom.items():
             oom_halvings[metric] += count
         results_by_phase.append(results)
@@ -410,6 +430,7 @@ def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, 
             "scored": {p.metric: int(part[p.columns[p.scorer]].notna().sum()) for p in plans},
             "failed": {p.metric: int(part[p.columns[p.scorer]].isna().sum()) for p in plans},
             "convention": scan.convention,
+            "prompts_without_image": scan.prompts_without_image,
         }
         all_counts[scan.folder] = counts
         folder_meta = {**meta, "counts": counts}
@@ -420,6 +441,7 @@ def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, 
              "means": column_means(part, columns)}
         )
     summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], output_root)
+    write_run_record(output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
     shown = [c for c in columns if c in table and table[c].notna().any()]
     print("\n" + format_summary_table(summary_rows, shown), file=stream)
     n_failed = int(table[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0

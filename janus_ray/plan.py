@@ -648,7 +648,7 @@ def demands_from_config(config, shape: ClusterShape, *, use_weight_files: bool =
     for metric in config.metrics:
         spec = config.spec(metric)
         out.append(demand_for(
-            metric, dict(spec.options), dtype=config.dtype, on_gpu=on_gpu, weights_root=root,
+            metric, dict(spec.options), dtype=getattr(spec, "dtype", None) or config.dtype, on_gpu=on_gpu, weights_root=root,
             batch_size=spec.batch_size, num_gpus=spec.num_gpus if on_gpu else None, replicas=spec.replicas,
             resources=spec.resources, measured=measured,
         ))

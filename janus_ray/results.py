@@ -3,7 +3,7 @@
 Per folder: ``janus_eval_scores.csv`` (the earlier tool's columns, real CSV quoting, 6 decimals,
 last row AVERAGE), ``janus_eval_scores.json`` (per_image + averages + meta) and
 ``janus_eval_scores.parquet`` (typed, with an ``error`` column). At the output root:
-``summary.csv`` and ``summary.md``.
+``summary.csv``, ``summary.md`` and ``run.json`` (which folders the run scored, for the report).
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULT_STEM = "janus_eval_scores"
+#: at the output root: the run's folders (input and result directory), time, janus_ray version
+RUN_RECORD = "run.json"
 #: the earlier tool's metric columns, always present (empty when a metric is off or failed)
 BASE_COLUMNS = ["HPSv2Score", "VQAScore", "CLIPScore", "ITMScore", "PickScore", "ImageReward"]
 ID_COLUMNS = ["prompt_idx", "prompt", "image_path"]
@@ -39,11 +43,30 @@ def score_columns(enabled_columns: Sequence[str]) -> list[str]:
     return BASE_COLUMNS + extras
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path`` (never half-written)."""
+    """Write to a temporary file beside ``path`` and rename it over ``path`` (never half-written).
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not
+    mkstemp's 0600: colleagues on a shared cluster must be able to read the results.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -55,8 +78,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _is_missing(value: Any) -> bool:
-    # pd.NA: nullable Int64 / string columns; NaN: pandas 3 ``str`` columns hold NaN for a missing text
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    # pd.NA: nullable Int64 / string columns; NaN: pandas 3 ``str`` columns hold NaN for a missing text.
+    # +-inf counts as missing too: no score is infinite, and JSON cannot hold it.
+    return value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value))
 
 
 def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float | None]:
@@ -64,6 +88,7 @@ def column_means(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, float
     means: dict[str, float | None] = {}
     for column in columns:
         values = table[column].dropna() if column in table else pd.Series(dtype=float)
+        values = values[np.isfinite(values.astype("float64"))]  # never an infinite mean
         means[column] = float(values.mean()) if len(values) else None
     return means
 
@@ -94,10 +119,10 @@ def render_csv(table: pd.DataFrame, columns: Sequence[str]) -> str:
 
 
 def _json_value(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalar -> Python: float64 is a float subclass, float32 is not
     if _is_missing(value):
         return None
-    if hasattr(value, "item"):
-        return value.item()
     return value
 
 
@@ -181,3 +206,23 @@ def format_summary_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> 
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join(fmt.format(*line) for line in [header, *body])
+
+
+def write_run_record(root: Path, folders: Sequence[tuple[str | Path, str | Path]]) -> Path:
+    """``run.json`` at the output root: ``{"janus_ray_version", "time", "output_root", "folders"}``.
+
+    ``folders``: (input folder, its result directory) per scored folder, in run order; written as
+    absolute paths under ``folders[i]["input"]`` / ``["results"]``. ``janus-ray report`` compares
+    exactly these folders (not whatever result files happen to lie under the root).
+    """
+    from janus_ray import __version__
+
+    document = {
+        "janus_ray_version": __version__,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output_root": str(Path(root).resolve()),
+        "folders": [{"input": str(Path(i).resolve()), "results": str(Path(r).resolve())} for i, r in folders],
+    }
+    path = Path(root) / RUN_RECORD
+    atomic_write(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path

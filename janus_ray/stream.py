@@ -171,9 +171,11 @@ def stream_scores(
     decode_replicas: int = 1,
     decode_cpus: float = 1.0,
     autoscale: bool = False,
+    journal_dir: str | None = None,
 ) -> None:
     """Stream ``rows`` through decoding and every metric's actors (``plans``: pipeline.MetricPlan of
-    one phase); call ``on_batch`` per result batch.
+    one phase); call ``on_batch`` per result batch. ``journal_dir``: the run's crash journal
+    (actors/journal.py), so that no row is retried forever.
 
     Raises:
         PoolStartError: a pool's actors did not start within ``config.pool_start_timeout_s``.
@@ -186,9 +188,9 @@ def stream_scores(
     n_blocks = max(1, min(len(rows) // config.decode_batch_size, 2000))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
     if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus)
+        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
     else:
-        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale)
+        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir)
     keep = ["row_id", "decode_error"]
     for plan in plans:
         keep += [output_column(k) for k in plan.columns]
@@ -243,13 +245,13 @@ def fused_replicas(config, cluster_cpus: float) -> int:
     return config.cpu_replicas or max(1, int(cluster_cpus))
 
 
-def _decode_kwargs(plans: list, config) -> dict[str, Any]:
+def _decode_kwargs(plans: list, config, journal_dir: str | None = None) -> dict[str, Any]:
     weights_root = str(Path(config.weights_root).resolve())
     metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
-    return {"metrics": metrics, "max_pixels": config.max_image_pixels}
+    return {"metrics": metrics, "max_pixels": config.max_image_pixels, "journal_dir": journal_dir}
 
 
-def _metric_kwargs(plan, config, torch_threads: int | None) -> dict[str, Any]:
+def _metric_kwargs(plan, config, torch_threads: int | None, journal_dir: str | None = None) -> dict[str, Any]:
     device, dtype = plan.device, plan.dtype
     if fake_gpus() and plan.num_gpus:  # test-only: a logical GPU, computed on CPU in float32
         device, dtype, torch_threads = "cpu", "float32", 1
@@ -262,6 +264,8 @@ def _metric_kwargs(plan, config, torch_threads: int | None) -> dict[str, Any]:
         "options": plan.options,
         "torch_threads": torch_threads,
         "fault_injection": os.environ.get(FAULT_ENV),
+        "journal_dir": journal_dir,
+        "tf32": plan.tf32,
     }
 
 
@@ -274,7 +278,7 @@ def _named_actor_class(metric: str) -> type:
     return type(_pool_class_name(metric), (MetricActor,), {"__module__": __name__})
 
 
-def _fused_stage(ds, plans: list, config, cluster_cpus: float):
+def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str | None = None):
     """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
     import ray
 
@@ -283,8 +287,8 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float):
     return ds.map_batches(
         FusedStage,
         fn_constructor_kwargs={
-            "decode": _decode_kwargs(plans, config),
-            "metrics": [_metric_kwargs(p, config, None) for p in plans],
+            "decode": _decode_kwargs(plans, config, journal_dir),
+            "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
             "torch_threads": threads,
         },
         batch_size=max(p.batch_size for p in plans),
@@ -296,14 +300,15 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float):
     )
 
 
-def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus: float, autoscale: bool):
+def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus: float, autoscale: bool,
+                     journal_dir: str | None = None):
     """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
     import ray
 
     any_gpu = any(p.num_gpus for p in plans)
     ds = ds.map_batches(
         DecodeStage,
-        fn_constructor_kwargs=_decode_kwargs(plans, config),
+        fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
         batch_size=config.decode_batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, decode_replicas)),
@@ -317,7 +322,7 @@ def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus:
         size = {"min_size": 1, "max_size": plan.replicas} if autoscale else {"size": plan.replicas}
         ds = ds.map_batches(
             _named_actor_class(plan.metric) if plan.num_gpus else MetricActor,
-            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None),
+            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
             batch_size=plan.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(**size),

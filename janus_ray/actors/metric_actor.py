@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray.actors.decode_stage import describe_error, pixel_column, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import describe_error, pixel_column, run_journaled, stage_error_column, todo_column
+from janus_ray.actors.journal import KILLED_TWICE, open_journal
 from janus_ray.metrics import get_scorer_class
+
+NON_FINITE = "non-finite score"
 
 #: test-only fault injection: "<metric>:<batch number>:<marker file>" makes the actor process of
 #: that metric exit hard on that batch, once (the marker file records that it happened).
@@ -33,6 +36,10 @@ def oom_column(metric: str) -> str:
 class MetricActor:
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
 
+    #: batch cap after a CUDA out-of-memory (None: the whole batch), and halvings since the last batch
+    max_batch: int | None = None
+    oom_halvings: int = 0
+
     def __init__(
         self,
         metric: str,
@@ -43,11 +50,17 @@ class MetricActor:
         options: dict[str, Any],
         torch_threads: int | None = None,
         fault_injection: str | None = None,
+        journal_dir: str | None = None,
+        tf32: bool = False,
     ):
         import torch
 
+        from janus_ray.metrics.base import set_tf32
+
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        if tf32:  # opt-in; only ever switched on, so one fp32 metric cannot turn it off for another
+            set_tf32(True)
         cls = get_scorer_class(scorer)
         self.metric = metric
         self.keys = list(cls.output_columns(**options))
@@ -56,6 +69,7 @@ class MetricActor:
         self.batches_seen = 0
         self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
         self.oom_halvings = 0
+        self.journal = open_journal(journal_dir, f"metric-{metric}")
 
     def _maybe_die(self) -> None:
         if not self.fault_injection:
@@ -78,7 +92,11 @@ class MetricActor:
         ]
         scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
         if eligible:
-            self._score_rows(eligible, pixels, batch["prompt"], scores, errors)
+            prompts = batch["prompt"]
+            run_journaled(self.journal, batch.get("row_id"), eligible,
+                          lambda rows: self._score_rows(rows, pixels, prompts, scores, errors),
+                          lambda i: self._score_rows([i], pixels, prompts, scores, errors),
+                          lambda i: errors.__setitem__(i, f"scoring: {KILLED_TWICE}"))
         out = dict(batch)
         for key, values in scores.items():
             out[output_column(key)] = values
@@ -99,8 +117,13 @@ class MetricActor:
             for i in rows:
                 self._score_rows([i], pixels, prompts, scores, errors)
             return
+        values = {key: np.asarray(result[key], dtype=np.float64) for key in self.keys}
+        finite = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
         for key in self.keys:
-            scores[key][rows] = result[key]
+            scores[key][rows] = np.where(finite, values[key], np.nan)
+        for j in np.flatnonzero(~finite):  # fp16 overflow, a zero-norm feature: never a silent NaN
+            bad = ", ".join(f"{key}={values[key][j]}" for key in self.keys if not np.isfinite(values[key][j]))
+            errors[rows[j]] = f"{NON_FINITE} ({bad})"
 
     def _score_halving_on_oom(self, rows: list[int], pixels: np.ndarray, prompts: np.ndarray) -> dict[str, list]:
         """Score ``rows`` in chunks of at most ``max_batch``; a CUDA out-of-memory error halves

@@ -81,6 +81,7 @@ def load_scorer(
     weights_root: str | Path,
     device: str = "cpu",
     dtype: str | None = None,
+    tf32: bool | None = None,
     **options: Any,
 ) -> Scorer:
     """Build a scorer by name, loading its model once from the local weights root.
@@ -90,10 +91,16 @@ def load_scorer(
         weights_root: the folder holding the checkpoints (see ``janus-ray check-weights``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: ``float32``, ``bfloat16``, ``float16``; None = reference precision on CUDA, fp32 on CPU.
+        tf32: True/False sets TF32 matmuls on CUDA for the whole process (``base.set_tf32``);
+            None leaves the process setting as it is (PyTorch's default: off).
 
     Raises:
         UnknownNameError: the name is not registered (the message lists the valid ones).
         WeightsError: a needed file is missing or corrupt (the message names it and the layout).
     """
     cls = get_scorer_class(name)
+    if tf32 is not None:
+        from janus_ray.metrics.base import set_tf32
+
+        set_tf32(tf32)
     return cls(weights_root, device=device, dtype=dtype, **scorer_options(name, **options))

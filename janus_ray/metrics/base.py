@@ -57,6 +57,16 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, cuda_de
     return DTYPES[dtype]
 
 
+def set_tf32(enabled: bool) -> None:
+    """Opt-in TF32 for float32 matmuls and convolutions on CUDA (process-wide; off by default).
+
+    TF32 keeps float32's range with a 10-bit mantissa in the tensor cores: several times faster
+    matmuls for the fp32 metrics, at the cost of ~1e-3 relative rounding. No effect on CPU.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
 class Scorer(abc.ABC):
     """Base class of every metric. Subclasses set the metadata and implement the abstract methods."""
 

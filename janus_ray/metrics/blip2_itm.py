@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from janus_ray.errors import ConfigError, WeightsError
+from janus_ray.errors import ConfigError, InputError, WeightsError
 from janus_ray.images import to_rgb
 from janus_ray.metrics.base import ImageTransform, Scorer, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
@@ -187,8 +187,27 @@ class ITMScorer(Scorer):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
+    def check_token_ids(self, prompts: list[str], input_ids: torch.Tensor) -> None:
+        """Raise InputError for a prompt with a token the text embedding has no row for.
+
+        The HF tokenizer of blip2-itm-vit-g adds an ``<image>`` token (for the processor's image
+        placeholders) whose id equals the vocabulary size: a prompt containing the literal text
+        ``<image>`` would index past the embedding (IndexError; a device-side assert on CUDA).
+        That token has no embedding to score with, so the row fails with this reason (as
+        VQAScore fails a prompt holding its ``<image>`` placeholder).
+        """
+        rows = self.model.embeddings.word_embeddings.num_embeddings
+        bad = (input_ids >= rows) | (input_ids < 0)
+        for i in torch.nonzero(bad.any(dim=1)).flatten().tolist():
+            tokens = sorted({self.tokenizer.convert_ids_to_tokens(int(t)) for t in input_ids[i][bad[i]]})
+            raise InputError(
+                f"itmscore: the prompt contains {', '.join(map(repr, tokens))}, a token the text "
+                f"embedding has no row for ({rows} rows): {prompts[i]!r}"
+            )
+
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.tokenize(prompts)
+        self.check_token_ids(prompts, tokens["input_ids"])
         input_ids = tokens["input_ids"].to(self.device)
         text_mask = tokens["attention_mask"].to(self.device)
         with self._precision():

@@ -51,6 +51,11 @@ EMBEDDING_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight
 # The weights-root CLIP folder is a full CLIPModel checkpoint; only its vision half is the tower.
 CLIP_TEXT_SIDE = re.compile(r"^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)")
 
+#: T5 attention kernels: eager (default) is 4.49's only T5 attention and the closest to the
+#: reference's bf16 rounding; sdpa is an opt-in speed-up (scripts/parity_report.py shows its drift).
+T5_ATTENTION = ("eager", "sdpa")
+DEFAULT_T5_ATTENTION = "eager"
+
 CHECKPOINT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -230,6 +235,9 @@ class SquarePadCLIPTransform:
     A module-level class so Ray can pickle it (it carries the image processor, no model).
     """
 
+    #: pads to a square of the longest side: the decode stage's size guard bounds that allocation
+    square_pad = True
+
     def __init__(self, processor: Any):
         self.processor = processor
         # t2v: expand2square(image, tuple(int(x*255) for x in image_processor.image_mean)) = (122, 116, 104)
@@ -265,6 +273,8 @@ class VQAScorer(Scorer):
 
     Option ``model``: ``clip-flant5-xxl`` (default) or ``clip-flant5-xl``, read from
     ``<weights_root>/<model>/``; the vision tower comes from ``<weights_root>/clip-vit-large-patch14-336``.
+    Option ``attn_implementation``: ``eager`` (default, the reference's T5 attention) or ``sdpa``
+    (faster fused kernels; differs from the reference by rounding only).
 
     Precision: float32 reproduces the fp32 goldens. With bfloat16 (the CUDA default) the reference's
     policy is copied: every weight cast to bf16 (T5's ``wo`` included, which transformers'
@@ -315,8 +325,15 @@ class VQAScorer(Scorer):
 
     @staticmethod
     def _check_options(options: dict[str, Any]) -> None:
-        if options:
-            raise ConfigError(f"vqascore: unknown option(s) {sorted(options)}; the only option is 'model' ({', '.join(MODELS)}).")
+        unknown = sorted(set(options) - {"attn_implementation"})
+        if unknown:
+            raise ConfigError(
+                f"vqascore: unknown option(s) {unknown}; accepted: 'model' ({', '.join(MODELS)}), "
+                f"'attn_implementation' ({', '.join(T5_ATTENTION)})."
+            )
+        attention = options.get("attn_implementation", DEFAULT_T5_ATTENTION)
+        if attention not in T5_ATTENTION:
+            raise ConfigError(f"vqascore: attn_implementation must be one of {', '.join(T5_ATTENTION)}, got {attention!r}.")
 
     @classmethod
     def build_image_transform(cls, weights_root: Path, model: str = DEFAULT_MODEL, **options: Any) -> SquarePadCLIPTransform:
@@ -396,12 +413,19 @@ class VQAScorer(Scorer):
                     aliases[name] = (path, tensor)
                 else:
                     t5_state[name] = self._place(tensor)
+        # All four names are one tied parameter in the reference model, so any one of them is the
+        # embedding (the hub bot's safetensors conversion keeps only decoder.embed_tokens.weight);
+        # loading several is a no-op when they agree, and a disagreeing copy would make the result
+        # depend on load order.
+        reference = "shared.weight"
+        if "shared.weight" not in t5_state and aliases:
+            reference = next(name for name in EMBEDDING_ALIASES if name in aliases)
+            path, tensor = aliases.pop(reference)
+            t5_state["shared.weight"] = self._place(tensor)
         shared = t5_state.get("shared.weight")
         for name, (path, tensor) in aliases.items():
-            # All four names are one tied parameter in the reference model, so loading them is a no-op
-            # when they agree; a disagreeing copy would make the result depend on load order.
             if shared is None or not torch.equal(self._place(tensor), shared):
-                raise WeightsError(f"{path}: {name} differs from shared.weight (it must be the same tied embedding).")
+                raise WeightsError(f"{path}: {name} differs from {reference} (it must be the same tied embedding).")
         return t5_state, tower_state, projector_state
 
     def _build_vision_tower(self, tower_dir: Path, checkpoint_tower: dict[str, torch.Tensor]) -> nn.Module:
@@ -486,8 +510,9 @@ class VQAScorer(Scorer):
         # are undone below by assigning lm_head its own tensor.
         kwargs["tie_word_embeddings"] = config.get("tie_word_embeddings", True)
         kwargs.update(vocab_size=self.vocab_rows, use_cache=False)
-        # T5 in 4.49 is eager-only; eager is also the closest to its bf16 rounding.
-        t5_config = T5Config(**kwargs, attn_implementation="eager")
+        # T5 in 4.49 is eager-only; eager is also the closest to its bf16 rounding (the default).
+        attention = self.options.get("attn_implementation", DEFAULT_T5_ATTENTION)
+        t5_config = T5Config(**kwargs, attn_implementation=attention)
 
         for name in ("shared.weight", "lm_head.weight"):
             if name not in state:

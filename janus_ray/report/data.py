@@ -1,12 +1,17 @@
-"""Reading a scored output root: the per-folder parquet tables, their JSON meta, metric directions.
+"""Reading a scored run: which result folders, their parquet tables, JSON meta, metric directions.
 
-The folders are the direct sub-directories of the output root holding ``janus_eval_scores.parquet``
-(with ``--output-dir`` and when results were written into the input folders alike).
+Which folders (``select``): one output root holding ``run.json`` (written by ``eval``) -> exactly
+the folders that run scored, wherever they are; one output root without it (results of an older
+janus-ray) -> its direct sub-directories holding ``janus_eval_scores.parquet``, with a warning
+(stale folders of an earlier run are compared too); result folders given directly -> those.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from janus_ray.errors import ConfigError, InputError
-from janus_ray.results import RESULT_STEM, score_columns
+from janus_ray.results import RESULT_STEM, RUN_RECORD, score_columns
 
 NON_SCORE_COLUMNS = {"prompt_idx", "sample"}
 NO_PROMPT = -1
+PARQUET = f"{RESULT_STEM}.parquet"
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,16 @@ class Metric:
 
 @dataclass
 class Folder:
-    """One variant folder's scored table and where its images are."""
+    """One variant folder's scored table and where its images are.
+
+    ``table`` has a ``prompt_key`` column (see ``prompt_keys``): the unit every statistic pairs on.
+    """
 
     name: str
     table: pd.DataFrame
     meta: dict[str, Any]
     image_roots: list[Path] = field(default_factory=list)
+    result_dir: Path | None = None
 
     def image_file(self, rel_path: str) -> Path | None:
         """The image on disk for a table's ``image_path`` (None when no root has it)."""
@@ -48,28 +58,139 @@ class Folder:
         return None
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The result folders a report compares, and where that list came from."""
+
+    result_dirs: list[Path]
+    names: list[str]
+    image_roots: dict[Path, list[Path]]  # result dir -> input folder(s) holding its images
+    out_dir: Path  # where report.html & co. go
+    source: str  # "run.json", "discovered" (no run.json: glob, may include stale folders) or "arguments"
+
+
+class StaleDiscoveryWarning(UserWarning):
+    """An output root without run.json: the report falls back to globbing its sub-directories."""
+
+
 def discover(output_root: Path) -> list[Path]:
-    """The result folders under ``output_root``, sorted by name."""
+    """The result folders directly under ``output_root``, sorted by name (the pre-run.json fallback)."""
     if not output_root.is_dir():
         raise InputError(f"Report: output root {output_root} is not a directory.")
-    folders = sorted(p.parent for p in output_root.glob(f"*/{RESULT_STEM}.parquet"))
+    folders = sorted(p.parent for p in output_root.glob(f"*/{PARQUET}"))
     if not folders:
         raise InputError(
-            f"Report: no {RESULT_STEM}.parquet in any direct sub-directory of {output_root}; "
-            "pass the output root of an eval run (the directory that holds summary.csv)."
+            f"Report: no {PARQUET} in any direct sub-directory of {output_root}; "
+            "pass the output root of an eval run (the directory that holds summary.csv and run.json), "
+            "or result folders."
         )
     return folders
 
 
-def load_folder(result_dir: Path) -> Folder:
+def select(paths: Sequence[Path], out_dir: Path | None = None) -> Selection:
+    """Which result folders to compare (see the module doc); ``out_dir`` overrides where the report goes.
+
+    Raises:
+        InputError: a path does not exist; run.json is unreadable or lists a folder without results;
+            several paths and one of them is not a result folder.
+    """
+    paths = list(dict.fromkeys(Path(p).resolve() for p in paths))
+    if not paths:
+        raise InputError("Report: no output root or result folder given.")
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"Report: {path} does not exist.")
+    if len(paths) == 1 and (paths[0] / RUN_RECORD).is_file():
+        root = paths[0]
+        dirs, roots = _from_run_record(root / RUN_RECORD)
+        return Selection(dirs, unique_names(dirs), roots, Path(out_dir or root).resolve(), "run.json")
+    if len(paths) == 1 and not (paths[0] / PARQUET).is_file():
+        root = paths[0]
+        dirs = discover(root)
+        warnings.warn(
+            f"Report: {root} has no {RUN_RECORD} (results of an older janus-ray?): comparing every direct "
+            f"sub-directory holding {PARQUET}, which includes folders of earlier runs. Pass the result "
+            "folders themselves to choose.",
+            StaleDiscoveryWarning,
+            stacklevel=2,
+        )
+        return Selection(dirs, unique_names(dirs), {}, Path(out_dir or root).resolve(), "discovered")
+    missing = [str(p) for p in paths if not (p / PARQUET).is_file()]
+    if missing:
+        raise InputError(
+            f"Report: {', '.join(missing)} hold(s) no {PARQUET}; pass result folders, or one output root."
+        )
+    default_out = Path(os.path.commonpath(paths)) if len(paths) > 1 else paths[0].parent
+    if default_out in paths:  # a folder nested in another: write beside, not into, a result folder
+        default_out = default_out.parent
+    return Selection(paths, unique_names(paths), {}, Path(out_dir or default_out).resolve(), "arguments")
+
+
+def _from_run_record(record: Path) -> tuple[list[Path], dict[Path, list[Path]]]:
+    try:
+        document = json.loads(record.read_text(encoding="utf-8"))
+        entries = [(Path(f["results"]), Path(f["input"])) for f in document["folders"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"Report: {record} is not a janus-ray run record ({type(exc).__name__}: {exc}).") from exc
+    if not entries:
+        raise InputError(f"Report: {record} lists no folder.")
+    gone = [str(r) for r, _ in entries if not (r / PARQUET).is_file()]
+    if gone:
+        raise InputError(
+            f"Report: {record} lists result folder(s) without {PARQUET}: {', '.join(gone)} "
+            "(moved or deleted since the run?). Pass the result folders to compare instead."
+        )
+    return [r for r, _ in entries], {r: [i] for r, i in entries}
+
+
+def unique_names(dirs: Sequence[Path]) -> list[str]:
+    """Display names: each folder's name, extended by parent names until no two are alike."""
+    depth = [1] * len(dirs)
+    while True:
+        names = ["/".join(d.parts[-k:]) for d, k in zip(dirs, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        if not clashes:
+            return names
+        grown = False
+        for i, (d, name) in enumerate(zip(dirs, names)):
+            if name in clashes and depth[i] < len(d.parts):
+                depth[i] += 1
+                grown = True
+        if not grown:
+            return [str(d) for d in dirs]
+
+
+def prompt_keys(table: pd.DataFrame) -> pd.Series:
+    """The pairing key of each row: ``text:<prompt>`` (stripped), else ``idx:<prompt_idx>``, else None.
+
+    Pairing by the prompt's text works whatever the input convention numbered its prompts with (a
+    sidecar or metadata folder may have no meaningful index); the index is the fallback only where
+    the text is missing. Rows of the same key are samples of one prompt.
+    """
+    if "prompt" in table:
+        text = table["prompt"].astype("string").str.strip()
+    else:
+        text = pd.Series(pd.NA, index=table.index, dtype="string")
+    has_text = (text.str.len() > 0).fillna(False).astype(bool)
+    idx = table["prompt_idx"]
+    keys = pd.Series(None, index=table.index, dtype=object)
+    keys[has_text] = ("text:" + text[has_text]).astype(object)
+    by_idx = ~has_text & (idx >= 0)
+    keys[by_idx] = "idx:" + idx[by_idx].astype(str)
+    return keys
+
+
+def load_folder(result_dir: Path, name: str | None = None, image_roots: Sequence[Path] | None = None) -> Folder:
     """Read ``<result_dir>/janus_eval_scores.parquet`` and the meta of its JSON twin (if any)."""
-    table = pd.read_parquet(result_dir / f"{RESULT_STEM}.parquet")
+    table = pd.read_parquet(result_dir / PARQUET)
     # A row without prompt index (image with no prompt) is never scored: -1 keeps it counted as failed.
     table["prompt_idx"] = table["prompt_idx"].fillna(NO_PROMPT).astype(np.int64)
     table["sample"] = table["sample"].fillna(0).astype(np.int64)
+    table["prompt_key"] = prompt_keys(table)
     json_path = result_dir / f"{RESULT_STEM}.json"
     meta = json.loads(json_path.read_text(encoding="utf-8")).get("meta", {}) if json_path.is_file() else {}
-    return Folder(result_dir.name, table, meta or {}, _image_roots(result_dir, meta or {}))
+    roots = list(image_roots or []) + _image_roots(result_dir, meta or {})
+    return Folder(name or result_dir.name, table, meta or {}, list(dict.fromkeys(roots)), result_dir)
 
 
 def _image_roots(result_dir: Path, meta: dict[str, Any]) -> list[Path]:
@@ -78,15 +199,23 @@ def _image_roots(result_dir: Path, meta: dict[str, Any]) -> list[Path]:
     return [f for f in configured if f.name == result_dir.name] + [result_dir]
 
 
-def load_all(output_root: Path, baseline: str | None) -> tuple[list[Folder], str]:
-    """Every folder (sorted by name) and the baseline's name (default: the first)."""
-    folders = [load_folder(d) for d in discover(output_root)]
+def load_selection(selection: Selection, baseline: str | None) -> tuple[list[Folder], str]:
+    """Every selected folder, sorted by display name, and the baseline's name (default: the first)."""
+    folders = sorted(
+        (load_folder(d, n, selection.image_roots.get(d)) for d, n in zip(selection.result_dirs, selection.names)),
+        key=lambda f: f.name,
+    )
     names = [f.name for f in folders]
     if baseline is None:
         return folders, names[0]
     if baseline not in names:
         raise ConfigError(f"Report: baseline {baseline!r} is not a result folder; folders: {', '.join(names)}.")
     return folders, baseline
+
+
+def load_all(output_root: Path, baseline: str | None) -> tuple[list[Folder], str]:
+    """Every folder of one output root (run.json, else discovered) and the baseline's name."""
+    return load_selection(select([Path(output_root)]), baseline)
 
 
 def metrics_of(folders: list[Folder]) -> list[Metric]:

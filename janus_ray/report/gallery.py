@@ -90,9 +90,9 @@ def disagreement(folders: list[Folder], metrics: list[Metric], z: dict[str, pd.D
     spreads = []
     for metric in metrics:
         per_folder = {
-            f.name: z[f.name][metric.column].groupby(f.table["prompt_idx"]).mean() for f in folders
+            f.name: z[f.name][metric.column].groupby(f.table["prompt_key"], dropna=True).mean() for f in folders
         }
-        frame = pd.DataFrame(per_folder).drop(index=NO_PROMPT, errors="ignore")
+        frame = pd.DataFrame(per_folder)
         spreads.append(frame.std(axis=1, ddof=0).where(frame.notna().sum(axis=1) >= 2))
     if not spreads:
         return pd.Series(dtype=float)
@@ -109,17 +109,19 @@ def _scores_html(row: pd.Series, metrics: list[Metric], best: dict[str, float] |
     return "<br>".join(lines)
 
 
-def _first_sample(folder: Folder, prompt_idx: int) -> pd.Series | None:
-    rows = folder.table[folder.table["prompt_idx"] == prompt_idx]
+def _first_sample(folder: Folder, key: str) -> pd.Series | None:
+    """The first sample of the prompt with this pairing key (data.prompt_keys) in ``folder``."""
+    rows = folder.table[folder.table["prompt_key"] == key]
     return None if rows.empty else rows.sort_values("sample", kind="stable").iloc[0]
 
 
-def _prompt_text(folders: list[Folder], prompt_idx: int) -> str:
-    for f in folders:
-        row = _first_sample(f, prompt_idx)
-        if row is not None and isinstance(row["prompt"], str):
-            return row["prompt"]
-    return ""
+def _prompt_label(picks: dict[str, pd.Series | None]) -> tuple[str, str]:
+    """(index text, prompt text) of a paired prompt, from the first folder that has it."""
+    for row in picks.values():
+        if row is not None:
+            idx = f"#{row['prompt_idx']}" if row["prompt_idx"] != NO_PROMPT else ""
+            return idx, row["prompt"] if isinstance(row["prompt"], str) else ""
+    return "", ""
 
 
 def disagreement_grid(folders: list[Folder], metrics: list[Metric], thumbs: Thumbs, rows: int = DISAGREE_ROWS) -> str:
@@ -130,11 +132,12 @@ def disagreement_grid(folders: list[Folder], metrics: list[Metric], thumbs: Thum
         return "<p>No prompt was scored in two folders.</p>"
     head = "".join(f"<th>{escape(f.name)}</th>" for f in folders)
     body = []
-    for prompt_idx, spread in top.items():
-        picks = {f.name: _first_sample(f, prompt_idx) for f in folders}
+    for key, spread in top.items():
+        picks = {f.name: _first_sample(f, key) for f in folders}
         best = _row_best([r for r in picks.values() if r is not None], metrics)
+        idx, text = _prompt_label(picks)
         cells = [
-            f'<td class="prompt"><span class="idx">#{prompt_idx}</span> {escape(_prompt_text(folders, prompt_idx))}'
+            f'<td class="prompt"><span class="idx">{idx}</span> {escape(text)}'
             f'<br><span class="small">spread {spread:.2f} z</span></td>'
         ]
         for f in folders:
@@ -142,7 +145,7 @@ def disagreement_grid(folders: list[Folder], metrics: list[Metric], thumbs: Thum
             if row is None:
                 cells.append('<td><div class="noimg">not in this folder</div></td>')
                 continue
-            image = thumbs.html(f.image_file(row["image_path"]), f"{f.name}, prompt {prompt_idx}")
+            image = thumbs.html(f.image_file(row["image_path"]), f"{f.name}, prompt {idx}")
             cells.append(f'<td>{image}<div class="scores">{_scores_html(row, metrics, best)}</div></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="scroll"><table class="grid"><tr><th>prompt</th>{head}</tr>{"".join(body)}</table></div>'

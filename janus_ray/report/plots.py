@@ -64,7 +64,7 @@ def bar_chart(
         pad = max(finite.max() - finite.min(), abs(finite.max()) * 1e-3, 1e-9) * 0.25
         ax.set_xlim(finite.min() - pad, finite.max() + pad)
     ax.set_title(f"{_labels([title])[0]} ({_direction(higher_is_better)})", fontsize=10)
-    ax.set_xlabel("mean with 95% bootstrap CI (axis zoomed to the CIs)", fontsize=8)
+    ax.set_xlabel("mean over prompts with 95% t-CI (axis zoomed to the CIs)", fontsize=8)
     _style(ax)
     return _png(fig)
 

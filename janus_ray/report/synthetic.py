@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from janus_ray.demo import PROMPTS, VARIANTS, synthetic_image
-from janus_ray.results import score_columns, write_folder_results
+from janus_ray.results import score_columns, write_folder_results, write_run_record
 
 #: metric -> (column, higher_is_better, typical mean, typical sd)
 METRICS = {
@@ -86,6 +86,7 @@ def make_synthetic_run(
         table = _folder_table(folder, v, texts, samples, difficulty, rng, drop_last=v == len(names) - 1 and v > 0)
         counts = {"images": len(table), "failed": int(table["HPSv2Score"].isna().sum())}
         write_folder_results(table, out_root / folder.name, columns, _meta(variant_dirs, out_root if output_dir else None, counts))
+    write_run_record(out_root, [(folder, out_root / folder.name) for folder in variant_dirs])
     return out_root
 
 

@@ -155,3 +155,5 @@ def test_demo_builds_inputs_scores_them_and_says_the_numbers_mean_nothing(local_
     assert sorted(summary["folder"]) == sorted(VARIANTS)
     assert summary[["VQAScore", "CLIPScore", "HPSv2.1Score"]].notna().all().all()
     assert (tmp_path / "demo" / "variants" / "report.html").is_file()
+    record = json.loads((tmp_path / "demo" / "variants" / "run.json").read_text(encoding="utf-8"))  # what `report` compares
+    assert sorted(Path(f["results"]).name for f in record["folders"]) == sorted(VARIANTS)

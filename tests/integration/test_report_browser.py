@@ -40,7 +40,7 @@ def report(run_root):
 
 
 def test_writes_the_three_files(run_root, report):
-    assert [p.name for p in report] == ["report.html", "report.md", "comparison.csv"]
+    assert [p.name for p in report] == ["report.html", "report.md", "comparison.csv", "comparison.json"]
     assert all(p.parent == run_root.resolve() and p.stat().st_size > 0 for p in report)
     table = pd.read_csv(report[2])
     assert len(table) == N_FOLDERS * N_METRICS  # PickScore_scaled is a rescaling, not a metric of its own

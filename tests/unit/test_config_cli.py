@@ -360,7 +360,7 @@ def test_yaml_metric_specs_unknown_key(run, write_yaml):
         run("--config", str(path))
     message = str(info.value)
     assert "Unknown key(s) ['batchsize'] in metric_specs.clipscore" in message
-    assert "Valid: batch_size, num_gpus, options, replicas, resources" in message
+    assert "Valid: batch_size, dtype, num_gpus, options, replicas, resources" in message
 
 
 def test_yaml_metric_specs_not_a_mapping(run, write_yaml):

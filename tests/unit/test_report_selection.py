@@ -1,0 +1,124 @@
+"""Which folders a report compares: run.json at the output root, result folders given directly,
+and the old glob as a warned fallback (janus_ray.report.data.select, results.write_run_record)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from janus_ray.errors import InputError
+from janus_ray.report import add_report_subcommand, build_report
+from janus_ray.report.data import StaleDiscoveryWarning, load_all, select, unique_names
+from janus_ray.results import RUN_RECORD, write_folder_results, write_run_record
+
+
+def _results(out_dir: Path, offset: float = 0.0, n: int = 8) -> Path:
+    """A result folder with one metric column (no images needed for the numbers)."""
+    table = pd.DataFrame({
+        "prompt_idx": np.arange(n), "prompt": [f"prompt {i}" for i in range(n)],
+        "image_path": [f"{i}.png" for i in range(n)], "sample": 0, "error": None,
+        "CLIPScore": np.linspace(0.2, 0.3, n) + offset,
+    })
+    meta = {"metrics": {"clipscore": {"column": "CLIPScore", "higher_is_better": True}}}
+    write_folder_results(table, out_dir, ["CLIPScore"], meta)
+    return out_dir
+
+
+def test_run_record_lists_the_folders_with_absolute_paths(tmp_path):
+    path = write_run_record(tmp_path, [("in/a", tmp_path / "a"), (tmp_path / "b", tmp_path / "b")])
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert path == tmp_path / RUN_RECORD and document["output_root"] == str(tmp_path.resolve())
+    assert [f["results"] for f in document["folders"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert all(Path(f["input"]).is_absolute() for f in document["folders"])
+    assert document["janus_ray_version"] and datetime.fromisoformat(document["time"]).tzinfo is not None
+
+
+def test_run_record_excludes_stale_folders_and_finds_other_parents(tmp_path):
+    root = tmp_path / "root"
+    a = _results(root / "a")
+    _results(root / "stale", 0.5)  # an earlier run's folder under the same root
+    elsewhere = _results(tmp_path / "other" / "b", 0.01)
+    write_run_record(root, [(a, a), (elsewhere, elsewhere)])
+    selection = select([root])
+    assert selection.source == "run.json" and selection.result_dirs == [a.resolve(), elsewhere.resolve()]
+    assert selection.out_dir == root.resolve() and selection.names == ["a", "b"]
+    folders, baseline = load_all(root, None)
+    assert [f.name for f in folders] == ["a", "b"] and baseline == "a"
+
+
+def test_root_without_run_record_falls_back_to_the_glob_with_a_warning(tmp_path):
+    _results(tmp_path / "a")
+    _results(tmp_path / "b")
+    with pytest.warns(StaleDiscoveryWarning, match="has no run.json"):
+        selection = select([tmp_path])
+    assert selection.source == "discovered" and [d.name for d in selection.result_dirs] == ["a", "b"]
+
+
+def test_run_record_naming_a_vanished_folder_is_an_input_error(tmp_path):
+    a = _results(tmp_path / "a")
+    write_run_record(tmp_path, [(a, a), (tmp_path / "gone", tmp_path / "gone")])
+    with pytest.raises(InputError, match="lists result folder.*without janus_eval_scores.parquet.*gone"):
+        select([tmp_path])
+    (tmp_path / RUN_RECORD).write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="is not a janus-ray run record"):
+        select([tmp_path])
+
+
+def test_result_folders_given_directly(tmp_path):
+    x = _results(tmp_path / "runs" / "one" / "out")
+    y = _results(tmp_path / "runs" / "two" / "out", 0.02)
+    selection = select([x, y])
+    assert selection.source == "arguments" and selection.names == ["one/out", "two/out"]
+    assert selection.out_dir == (tmp_path / "runs").resolve()
+    with pytest.raises(InputError, match="hold\\(s\\) no janus_eval_scores.parquet"):
+        select([x, tmp_path / "runs"])
+    with pytest.raises(InputError, match="does not exist"):
+        select([tmp_path / "nope"])
+
+
+def test_unique_names_extend_by_parents_only_where_needed():
+    assert unique_names([Path("/r/a/x"), Path("/r/b/x"), Path("/r/c/y")]) == ["a/x", "b/x", "y"]
+
+
+def test_cli_takes_folders_and_writes_the_methods_json(tmp_path, capsys):
+    x, y = _results(tmp_path / "x"), _results(tmp_path / "y", 0.01)
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "rep"
+    args = parser.parse_args(["report", str(x), str(y), "--baseline", "x", "--out", str(out), "--resamples", "99"])
+    assert args.func(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "report.html", "report.md"]
+    table = pd.read_csv(out / "comparison.csv").set_index("folder")
+    assert table.loc["y", "mean_diff"] == pytest.approx(0.01) and table.loc["y", "n_pairs"] == 8
+    methods = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    import numpy
+    import scipy
+
+    assert methods["versions"]["scipy"] == scipy.__version__ and methods["versions"]["numpy"] == numpy.__version__
+    assert methods["unit"].startswith("prompt") and methods["correction"]["method"] == "holm"
+    assert methods["folders_from"] == "arguments" and methods["test"]["monte_carlo"]["n_resamples"] == 99
+
+
+def test_cli_prints_the_fallback_warning(tmp_path, capsys):
+    _results(tmp_path / "a")
+    _results(tmp_path / "b", 0.01)
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "warning: Report:" in capsys.readouterr().err and "no run.json: earlier runs" in (tmp_path / "report.html").read_text()
+
+
+def test_build_report_on_a_run_root_uses_the_record(tmp_path):
+    a, b = _results(tmp_path / "a"), _results(tmp_path / "b", 0.01)
+    _results(tmp_path / "stale", 1.0)
+    write_run_record(tmp_path, [(a, a), (b, b)])
+    paths = build_report(tmp_path, n_resamples=99)
+    assert set(pd.read_csv(paths[2])["folder"]) == {"a", "b"}
+    assert "the run record run.json" in paths[0].read_text(encoding="utf-8")
