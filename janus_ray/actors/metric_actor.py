@@ -33,6 +33,10 @@ def oom_column(metric: str) -> str:
 class MetricActor:
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
 
+    #: batch cap after a CUDA out-of-memory (None: the whole batch), and halvings since the last batch
+    max_batch: int | None = None
+    oom_halvings: int = 0
+
     def __init__(
         self,
         metric: str,
