@@ -219,6 +219,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         direction = "higher is better" if cls.higher_is_better else "lower is better"
         print(f"{name:<12} {cls.column:<14} {direction:<17} range {cls.score_range}  aliases: {', '.join(aliases) or '-'}")
         print(f"{'':<12} reference: {cls.reference}")
+    testing = [name for name in list_scorers(include_testing=True) if name not in list_scorers()]
+    if testing:
+        print(f"\nTest and benchmark scorers (not metrics, no model): {', '.join(testing)}")
     return 0
 
 

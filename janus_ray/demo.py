@@ -1,8 +1,9 @@
 """``janus-ray demo``: a tiny weights root and six Janus-layout folders, scored end to end.
 
-The weights are the parity fixtures' tiny random-initialised models in the real checkpoint
-formats (copied from the repository's ``tests/fixtures/parity/weights``), so the demo exercises
-exactly the code paths real checkpoints take, but its numbers mean nothing.
+The weights are tiny random-initialised models in the real checkpoint formats, written by
+``janus_ray.tiny_weights`` (no download, no repository checkout needed: it works from a plain
+``pip install``), so the demo exercises exactly the code paths real checkpoints take, but its
+numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from janus_ray.errors import InputError
-
+#: The repository's parity fixture weights (only in a checkout). Not used by the demo; kept for the
+#: benchmark tooling, which copies tokenizer files from it.
 FIXTURE_WEIGHTS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "parity" / "weights"
 
 PROMPTS = [
@@ -73,16 +74,11 @@ def make_variant_folders(root: Path, prompts: list[str], samples_per_prompt: int
     return folders
 
 
-def make_weights_root(target: Path, source: Path = FIXTURE_WEIGHTS) -> Path:
-    """Copy the tiny fixture weights root (real formats, random weights) to ``target``."""
-    if not source.is_dir():
-        raise InputError(
-            f"The demo's tiny weights are not at {source}: run `janus-ray demo` from a checkout of the "
-            "janus_ray repository (they live in tests/fixtures/parity/weights)."
-        )
-    if not target.exists():
-        shutil.copytree(source, target)
-    return target
+def make_weights_root(target: Path, seed: int = 0) -> Path:
+    """Write (or reuse) the tiny random-weight weights root at ``target``; see ``janus_ray.tiny_weights``."""
+    from janus_ray.tiny_weights import write_tiny_weights_root
+
+    return write_tiny_weights_root(target, seed=seed)
 
 
 def run_demo(directory: Path, fresh: bool = False) -> int:

@@ -18,7 +18,7 @@ import yaml
 
 from janus_ray.actors.decode_stage import DecodeStage, stage_error_column
 from janus_ray.actors.fused_stage import FusedStage
-from janus_ray.actors.metric_actor import FAULT_ENV, MetricActor, oom_column, output_column, time_column
+from janus_ray.actors.metric_actor import MetricActor, oom_column, output_column, time_column
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
 
@@ -263,7 +263,6 @@ def _metric_kwargs(plan, config, torch_threads: int | None, journal_dir: str | N
         "dtype": dtype,
         "options": plan.options,
         "torch_threads": torch_threads,
-        "fault_injection": os.environ.get(FAULT_ENV),
         "journal_dir": journal_dir,
         "tf32": plan.tf32,
     }

@@ -1,4 +1,8 @@
-"""Shared fixtures: the parity weights root, its cases and golden scores."""
+"""Shared fixtures: the parity weights root, its cases and golden scores; the `ray` marker.
+
+Tests that start Ray are marked ``ray`` (explicitly, or here when they use a Ray fixture), so
+``python -m pytest -m "not ray"`` is the fast tier.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,16 @@ def load_cases() -> list[dict]:
 
 def load_golden() -> dict:
     return json.loads((PARITY_DIR / "golden.json").read_text(encoding="utf-8"))
+
+
+#: fixtures that start Ray: a test using one (directly or through another fixture) is a `ray` test
+RAY_FIXTURES = {"local_ray", "ray_head"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")

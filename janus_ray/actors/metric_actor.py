@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,6 @@ from janus_ray.actors.journal import KILLED_TWICE, open_journal
 from janus_ray.metrics import get_scorer_class
 
 NON_FINITE = "non-finite score"
-
-#: test-only fault injection: "<metric>:<batch number>:<marker file>" makes the actor process of
-#: that metric exit hard on that batch, once (the marker file records that it happened).
-FAULT_ENV = "JANUS_RAY_TEST_KILL_ACTOR"
 
 
 def output_column(key: str) -> str:
@@ -49,7 +44,6 @@ class MetricActor:
         dtype: str | None,
         options: dict[str, Any],
         torch_threads: int | None = None,
-        fault_injection: str | None = None,
         journal_dir: str | None = None,
         tf32: bool = False,
     ):
@@ -65,23 +59,11 @@ class MetricActor:
         self.metric = metric
         self.keys = list(cls.output_columns(**options))
         self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
-        self.fault_injection = fault_injection
-        self.batches_seen = 0
         self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
         self.oom_halvings = 0
         self.journal = open_journal(journal_dir, f"metric-{metric}")
 
-    def _maybe_die(self) -> None:
-        if not self.fault_injection:
-            return
-        metric, batch_number, marker = self.fault_injection.split(":", 2)
-        if metric == self.metric and self.batches_seen == int(batch_number) and not os.path.exists(marker):
-            Path(marker).write_text(f"killed {metric} actor pid {os.getpid()}\n")
-            os._exit(1)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.batches_seen += 1
-        self._maybe_die()
         started = time.perf_counter()
         n = len(batch["image_path"])
         pixels = batch.pop(pixel_column(self.metric))

@@ -22,6 +22,8 @@ class ScorerEntry:
 
     target: str  # "module:Class"
     options: dict[str, Any] = field(default_factory=dict)
+    #: a test / benchmark scorer (``dummy``), not one of the metrics: left out of ``list_scorers()``
+    testing_only: bool = False
 
 
 SCORERS: dict[str, ScorerEntry] = {
@@ -32,6 +34,7 @@ SCORERS: dict[str, ScorerEntry] = {
     "hpsv2.1": ScorerEntry("janus_ray.metrics.hps_v2:HPSv21Scorer"),
     "pickscore": ScorerEntry("janus_ray.metrics.pick_score:PickScorer"),
     "imagereward": ScorerEntry("janus_ray.metrics.image_reward:ImageRewardScorer"),
+    "dummy": ScorerEntry("janus_ray.metrics.dummy:DummyScorer", testing_only=True),
 }
 
 #: model names of the earlier tool's flags -> (scorer name, options)
@@ -45,9 +48,9 @@ ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def list_scorers() -> list[str]:
-    """The scorer names, in the order of the output columns."""
-    return list(SCORERS)
+def list_scorers(include_testing: bool = False) -> list[str]:
+    """The metric scorer names, in the order of the output columns (plus ``dummy`` if asked)."""
+    return [name for name, entry in SCORERS.items() if include_testing or not entry.testing_only]
 
 
 def resolve_name(name: str) -> tuple[str, dict[str, Any]]:

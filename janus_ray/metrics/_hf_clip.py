@@ -8,8 +8,6 @@ embeddings. Each folder carries its own preprocessing and tokenizer files, which
 from __future__ import annotations
 
 import json
-
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,9 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from janus_ray.errors import ConfigError
 from janus_ray.images import to_rgb
-from janus_ray.metrics.base import Scorer, unique_prompts
+from janus_ray.metrics.base import Option, Scorer, TextFeatureCache, non_negative_int
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 
 #: CLIP's context length; the references tokenise with truncation=True, max_length=77.
@@ -61,22 +58,12 @@ class HFCLIPScorer(Scorer):
 
     #: folder under the weights root holding config.json, weights, processor and tokenizer files
     weights_folder: ClassVar[str]
+    accepted_options: ClassVar[dict[str, Option]] = {"text_cache_size": Option(DEFAULT_TEXT_CACHE_SIZE, non_negative_int)}
 
     # ----- files and preprocessing -------------------------------------------------------
     @classmethod
     def model_dir(cls, weights_root: Path) -> Path:
         return Path(weights_root) / cls.weights_folder
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> int:
-        """Validate the options; return the text-cache size."""
-        unknown = sorted(set(options) - {"text_cache_size"})
-        if unknown:
-            raise ConfigError(f"{cls.name}: unknown option(s) {', '.join(unknown)}; accepted: text_cache_size.")
-        size = options.get("text_cache_size", DEFAULT_TEXT_CACHE_SIZE)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ConfigError(f"{cls.name}: text_cache_size must be a non-negative integer, got {size!r}.")
-        return size
 
     @classmethod
     def required_files(cls, weights_root: Path, **options: Any) -> list[RequiredFile]:
@@ -137,8 +124,7 @@ class HFCLIPScorer(Scorer):
         # fp32 is the references' precision; a bf16/fp16 request casts the weights, and features
         # are brought back to float32 before normalising.
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.text_cache_size = self.check_options(self.options)
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache = TextFeatureCache(self.encode_prompts, self.settings["text_cache_size"])
 
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and mask exactly as the references call the tokenizer (prompt verbatim)."""
@@ -163,22 +149,7 @@ class HFCLIPScorer(Scorer):
 
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """Features of each prompt; each distinct prompt is encoded once and cached (bounded LRU)."""
-        distinct, index = unique_prompts(prompts)
-        missing = [p for p in distinct if p not in self._text_cache]
-        fresh = dict(zip(missing, self.encode_prompts(missing).clone())) if missing else {}
-        rows = []
-        for prompt in distinct:
-            if prompt in fresh:
-                rows.append(fresh[prompt])
-            else:
-                self._text_cache.move_to_end(prompt)
-                rows.append(self._text_cache[prompt])
-        if self.text_cache_size:
-            for prompt, features in fresh.items():
-                self._text_cache[prompt] = features
-            while len(self._text_cache) > self.text_cache_size:
-                self._text_cache.popitem(last=False)
-        return torch.stack(rows)[index.to(self.device)]
+        return self._text_cache(prompts)
 
     def cosine(self, pixel_values: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Cosine similarity of each (image, prompt) pair, float32."""

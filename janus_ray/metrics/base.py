@@ -13,7 +13,10 @@ separate stage:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,6 +70,45 @@ def set_tf32(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
+@dataclass(frozen=True)
+class Option:
+    """One scorer option: its default and a check that returns the value or raises ValueError
+    saying what the value must be (``"must be a non-negative integer"``)."""
+
+    default: Any = None
+    check: Callable[[Any], Any] = lambda value: value
+
+
+def non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("must be a non-negative number")
+    return float(value)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be True or False")
+    return value
+
+
+def optional_text(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError("must be a non-empty string")
+    return value
+
+
 class Scorer(abc.ABC):
     """Base class of every metric. Subclasses set the metadata and implement the abstract methods."""
 
@@ -85,6 +127,10 @@ class Scorer(abc.ABC):
     variant_columns: ClassVar[dict[str, str]] = {}
     #: cost and memory estimates for the planner (janus_ray/plan.py); None: unknown (planned as small)
     cost: ClassVar[ModelCost | None] = None
+    #: a test / benchmark scorer (no model), not a metric
+    testing_only: ClassVar[bool] = False
+    #: the options this scorer accepts (``check_options`` rejects any other name)
+    accepted_options: ClassVar[dict[str, Option]] = {}
 
     def __init__(
         self,
@@ -96,7 +142,9 @@ class Scorer(abc.ABC):
         self.weights_root = Path(weights_root).expanduser()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, self.cuda_dtype)
+        #: the options as given (their implied ones included), and checked with defaults filled in
         self.options = options
+        self.settings = self.check_options(options)
         check_required(self.required_files(self.weights_root, **options), self.name)
         self.image_transform = self.build_image_transform(self.weights_root, **options)
         with torch.inference_mode():
@@ -120,6 +168,36 @@ class Scorer(abc.ABC):
     @abc.abstractmethod
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Model math on a batch already on ``self.device``: {name: scores, variant: scores}."""
+
+    # ----- shared plumbing ----------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Every accepted option, checked, with defaults for the absent ones.
+
+        Raises ConfigError naming an unknown option and the accepted ones (a typo must not be
+        ignored), or the option whose value is invalid and what it must be.
+        """
+        unknown = sorted(set(options) - set(cls.accepted_options))
+        if unknown:
+            allowed = ", ".join(cls.accepted_options) or "none"
+            raise ConfigError(f"{cls.name}: unknown option(s) {', '.join(unknown)}; accepted: {allowed}.")
+        checked = {}
+        for key, option in cls.accepted_options.items():
+            if key not in options:
+                checked[key] = option.default
+                continue
+            try:
+                checked[key] = option.check(options[key])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{cls.name}: option {key} {exc}, got {options[key]!r}.") from exc
+        return checked
+
+    def autocast(self) -> AbstractContextManager:
+        """The references' mixed precision: the forward under ``torch.autocast`` to ``self.dtype``
+        (weights stay as loaded; autocast keeps LayerNorm / softmax in fp32); nothing in float32."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     # ----- public API ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
@@ -169,18 +247,11 @@ class Scorer(abc.ABC):
             "range": list(cls.score_range),
             "reference": cls.reference,
             "variants": dict(cls.variant_columns),
+            "testing_only": cls.testing_only,
         }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weights_root={str(self.weights_root)!r}, device={self.device}, dtype={self.dtype})"
-
-
-def reject_unknown_options(scorer: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
-    """Raise ConfigError naming the unknown options and the accepted ones (a typo must not be ignored)."""
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        allowed = ", ".join(accepted) if accepted else "none"
-        raise ConfigError(f"{scorer}: unknown option(s) {', '.join(unknown)}; accepted: {allowed}.")
 
 
 def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
@@ -188,3 +259,45 @@ def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     position: dict[str, int] = {}
     index = [position.setdefault(p, len(position)) for p in prompts]
     return list(position), torch.tensor(index, dtype=torch.long)
+
+
+class TextFeatureCache:
+    """A bounded LRU of prompt -> text-feature row, shared by the dual-encoder scorers.
+
+    ``cache(prompts)`` returns one row per prompt (duplicates allowed, shape (len(prompts), ...)),
+    calling ``encode(missing)`` once for the distinct prompts not cached yet (it must return one
+    row per prompt, in order). ``size`` 0 disables keeping anything between calls.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor], size: int):
+        self.encode = encode
+        self.size = size
+        self._rows: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+        distinct, index = unique_prompts(prompts)
+        missing = [p for p in distinct if p not in self._rows]
+        fresh = dict(zip(missing, self.encode(missing))) if missing else {}
+        rows = []
+        for prompt in distinct:
+            if prompt in fresh:
+                rows.append(fresh[prompt])
+            else:
+                self._rows.move_to_end(prompt)
+                rows.append(self._rows[prompt])
+        if self.size:
+            self._rows.update(fresh)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        stacked = torch.stack(rows)
+        return stacked[index.to(stacked.device)]
+
+    def __iter__(self) -> Iterator[str]:
+        """The cached prompts, least recently used first."""
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()

@@ -12,7 +12,6 @@ different head and NOT the ITM probability; it exists only for comparison with o
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from janus_ray.errors import ConfigError, InputError, WeightsError
+from janus_ray.errors import InputError, WeightsError
 from janus_ray.images import to_rgb
-from janus_ray.metrics.base import ImageTransform, Scorer, unique_prompts
+from janus_ray.metrics.base import ImageTransform, Option, Scorer, boolean, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 from janus_ray.metrics.costs import ModelCost
 
@@ -31,7 +30,6 @@ MODEL_DIR = "blip2-itm-vit-g"
 MAX_TEXT_TOKENS = 35
 LEGACY_VARIANT = "itm_sigmoid_diag"
 LEGACY_COLUMN = "ITM_legacy_ITC_sigmoid"
-KNOWN_OPTIONS = frozenset({"legacy_itc_sigmoid"})
 
 
 def _model_dir(weights_root: Path) -> Path:
@@ -40,20 +38,6 @@ def _model_dir(weights_root: Path) -> Path:
 
 def _weights_file(folder: Path) -> RequiredFile:
     return hf_weights_file(folder, "BLIP-2 ITM weights")
-
-
-def _check_options(options: dict[str, Any]) -> bool:
-    """Validate the options; return whether the legacy ITC variant is requested."""
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"Unknown option(s) for scorer 'itmscore': {', '.join(unknown)}. "
-            f"Valid: {', '.join(sorted(KNOWN_OPTIONS))}."
-        )
-    legacy = options.get("legacy_itc_sigmoid", False)
-    if not isinstance(legacy, bool):
-        raise ConfigError(f"itmscore option legacy_itc_sigmoid must be True or False, got {legacy!r}.")
-    return legacy
 
 
 class BlipPixelTransform:
@@ -93,6 +77,7 @@ class ITMScorer(Scorer):
     cost: ClassVar[ModelCost] = ModelCost(params=1.172e9, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=550.0)
     # Empty by default: the legacy variant only exists when requested (see __init__).
     variant_columns: ClassVar[dict[str, str]] = {}
+    accepted_options: ClassVar[dict[str, Option]] = {"legacy_itc_sigmoid": Option(False, boolean)}
 
     def __init__(
         self,
@@ -103,21 +88,21 @@ class ITMScorer(Scorer):
     ):
         # Per-instance variant columns: the base class reads self.variant_columns in score_pixels,
         # so an instance attribute shadows the (empty) class default for this scorer only.
-        if _check_options(options):
+        if self.check_options(options)["legacy_itc_sigmoid"]:
             self.variant_columns = {LEGACY_VARIANT: LEGACY_COLUMN}
         super().__init__(weights_root, device=device, dtype=dtype, **options)
 
     @classmethod
     def output_columns(cls, **options: Any) -> dict[str, str]:
         columns = {cls.name: cls.column}
-        if _check_options(options):
+        if cls.check_options(options)["legacy_itc_sigmoid"]:
             columns[LEGACY_VARIANT] = LEGACY_COLUMN
         return columns
 
     # ----- contract -----------------------------------------------------------------------
     @classmethod
     def required_files(cls, weights_root: Path, **options: Any) -> list[RequiredFile]:
-        _check_options(options)
+        cls.check_options(options)
         folder = _model_dir(weights_root)
         return [
             RequiredFile(folder / "config.json", "BLIP-2 ITM model config"),
@@ -131,6 +116,7 @@ class ITMScorer(Scorer):
     def build_image_transform(cls, weights_root: Path, **options: Any) -> ImageTransform:
         from transformers import BlipImageProcessorPil
 
+        cls.check_options(options)
         path = _model_dir(weights_root) / "preprocessor_config.json"
         try:
             processor = BlipImageProcessorPil.from_pretrained(_model_dir(weights_root), local_files_only=True)
@@ -180,13 +166,6 @@ class ITMScorer(Scorer):
             prompts, padding="max_length", truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
         )
 
-    def _precision(self) -> contextlib.AbstractContextManager:
-        # Reference policy: fp32 weights, the whole forward under fp16 autocast (ViT, Q-Former, ITM
-        # head). Autocast keeps LayerNorm/softmax in fp32 as LAVIS does. float32 = no autocast.
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def check_token_ids(self, prompts: list[str], input_ids: torch.Tensor) -> None:
         """Raise InputError for a prompt with a token the text embedding has no row for.
 
@@ -210,7 +189,9 @@ class ITMScorer(Scorer):
         self.check_token_ids(prompts, tokens["input_ids"])
         input_ids = tokens["input_ids"].to(self.device)
         text_mask = tokens["attention_mask"].to(self.device)
-        with self._precision():
+        # Reference policy: fp32 weights, the whole forward under fp16 autocast on CUDA (ViT,
+        # Q-Former, ITM head), LayerNorm/softmax kept in fp32 as LAVIS does.
+        with self.autocast():
             image_embeds = self.model.vision_model(pixel_values=pixel_values).last_hidden_state
             outputs = {self.name: self._itm_match_probability(image_embeds, input_ids, text_mask)}
             if LEGACY_VARIANT in self.variant_columns:

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import OrderedDict
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +39,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from janus_ray.metrics.base import ImageTransform, Scorer, reject_unknown_options, unique_prompts
+from janus_ray.metrics.base import ImageTransform, Scorer, TextFeatureCache
 from janus_ray.metrics.weights import RequiredFile, load_failure
 from janus_ray.metrics.costs import ModelCost
 
@@ -132,11 +130,12 @@ class HPSv2Scorer(Scorer):
 
     @classmethod
     def required_files(cls, weights_root: Path, **options: Any) -> list[RequiredFile]:
-        reject_unknown_options(cls.name, options, ())
+        cls.check_options(options)
         return [RequiredFile(cls.checkpoint_path(weights_root), f"{cls.name} checkpoint (xswu/HPSv2)")]
 
     @classmethod
     def build_image_transform(cls, weights_root: Path, **options: Any) -> ImageTransform:
+        cls.check_options(options)
         config = load_model_config(weights_root, cls.name)
         return LetterboxTransform(size=config["vision_cfg"].get("image_size", 224))
 
@@ -157,7 +156,7 @@ class HPSv2Scorer(Scorer):
             raise load_failure(self.name, path, exc) from exc
         self.model = model.to(self.device).eval()
         self.tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache = TextFeatureCache(self.encode_prompts, TEXT_CACHE_SIZE)
 
     @staticmethod
     def _state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -171,36 +170,18 @@ class HPSv2Scorer(Scorer):
             state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
         return state_dict
 
-    def _precision(self):
-        """The reference's ``torch.cuda.amp.autocast()`` when a reduced dtype is asked for."""
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """open_clip token ids, shape (len(prompts), context_length)."""
         return self.tokenizer(prompts)
 
-    def text_features(self, prompts: list[str]) -> torch.Tensor:
-        """Normalised text features per prompt, encoding each prompt not yet cached once."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if missing:
-            tokens = self.tokenize(missing).to(self.device)
-            encoded = self.model.encode_text(tokens, normalize=True)
-            for prompt, feature in zip(missing, encoded):
-                self._text_cache[prompt] = feature
-        for prompt in prompts:
-            self._text_cache.move_to_end(prompt)
-        features = torch.stack([self._text_cache[p] for p in prompts])
-        while len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return features
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Normalised text features of distinct prompts, one forward."""
+        return self.model.encode_text(self.tokenize(prompts).to(self.device), normalize=True)
 
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
-        unique, index = unique_prompts(prompts)
-        with self._precision():
+        with self.autocast():  # the reference's torch.cuda.amp.autocast() (fp16 on CUDA)
             image_features = self.model.encode_image(pixel_values, normalize=True)
-            text_features = self.text_features(unique)[index.to(self.device)]
+            text_features = self._text_cache(prompts)  # each distinct prompt encoded once, then cached
             # Row-wise dot product as a matmul, so under autocast it runs (and rounds) in fp16 like
             # the reference's diag(image_features @ text_features.T). No logit scale.
             scores = torch.matmul(image_features.unsqueeze(1), text_features.unsqueeze(2)).reshape(-1)

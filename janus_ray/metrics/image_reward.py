@@ -23,8 +23,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from janus_ray.errors import WeightsError
-from janus_ray.metrics.base import Scorer, reject_unknown_options, unique_prompts
-from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure
+from janus_ray.metrics.base import Option, Scorer, unique_prompts
+from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure, read_json
 from janus_ray.metrics.costs import ModelCost
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
@@ -72,17 +72,6 @@ UNUSED_KEYS = ("blip.vision_proj.weight", "blip.vision_proj.bias", "blip.text_pr
 # med.py registers position_ids as a persistent buffer, so checkpoints may carry it; transformers'
 # buffer is non-persistent. It is checked to be the plain arange transformers uses.
 POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"
-
-
-def read_json(path: Path, scorer_name: str) -> dict[str, Any]:
-    """A JSON object from a weights-root file, with a WeightsError naming it when unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise load_failure(scorer_name, path, exc) from exc
-    if not isinstance(data, dict):
-        raise load_failure(scorer_name, path, TypeError(f"expected a JSON object, got {type(data).__name__}"))
-    return data
 
 
 def vision_settings(weights_root: Path, scorer_name: str) -> dict[str, int]:
@@ -258,6 +247,8 @@ class ImageRewardScorer(Scorer):
     # 447 M params = the 1.79 GB fp32 ImageReward.pt / 4; BLIP ViT-L/16 at 224 px (197 tokens) + BERT
     # cross-attention ~ 130 GFLOP; activations ~0.05 GB per image in fp32 (estimate)
     cost: ClassVar[ModelCost] = ModelCost(params=4.47e8, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=130.0)
+    #: ``checkpoint``: the earlier tool's --imagereward_ckpt path (default <weights-root>/ImageReward/ImageReward.pt)
+    accepted_options: ClassVar[dict[str, Option]] = {"checkpoint": Option(None)}
 
     @staticmethod
     def checkpoint_path(weights_root: Path, checkpoint: str | Path | None = None) -> Path:
@@ -266,7 +257,7 @@ class ImageRewardScorer(Scorer):
 
     @classmethod
     def required_files(cls, weights_root: Path, checkpoint: str | None = None, **options: Any) -> list[RequiredFile]:
-        reject_unknown_options(cls.name, options, ("checkpoint",))
+        cls.check_options(options)
         # ImageReward/vision_config.json is optional (absent: BLIP ViT-L/16), so it is not listed.
         return [
             RequiredFile(cls.checkpoint_path(weights_root, checkpoint), "ImageReward checkpoint (plain state_dict)"),
@@ -276,6 +267,7 @@ class ImageRewardScorer(Scorer):
 
     @classmethod
     def build_image_transform(cls, weights_root: Path, **options: Any) -> ImageRewardTransform:
+        cls.check_options(options)
         return ImageRewardTransform(vision_settings(Path(weights_root), cls.name)["image_size"])
 
     # ----- loading ------------------------------------------------------------------------
@@ -302,7 +294,7 @@ class ImageRewardScorer(Scorer):
         # Built on the meta device: the checkpoint tensors are assigned (no random init, no copy).
         with torch.device("meta"):
             model = ImageRewardModel(vision_config, text_config)
-        self.load_checkpoint(model, self.checkpoint_path(self.weights_root, self.options.get("checkpoint")))
+        self.load_checkpoint(model, self.checkpoint_path(self.weights_root, self.settings["checkpoint"]))
         model.eval()
         # Encoders in the requested dtype; the head stays float32 like the reference's .float() + fp32 MLP.
         model.vision.to(self.device, self.dtype)

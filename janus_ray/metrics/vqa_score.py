@@ -23,8 +23,8 @@ from torch import nn
 
 from janus_ray.errors import ConfigError, InputError, UnknownNameError, WeightsError
 from janus_ray.images import to_rgb
-from janus_ray.metrics.base import Scorer
-from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
+from janus_ray.metrics.base import Option, Scorer
+from janus_ray.metrics.weights import HF_WEIGHTS_FILES, RequiredFile, hf_weights_file, load_failure, read_json
 from janus_ray.metrics.costs import ModelCost
 
 MODELS = ("clip-flant5-xxl", "clip-flant5-xl")
@@ -56,7 +56,11 @@ CLIP_TEXT_SIDE = re.compile(r"^(text_model\.|text_projection\.|visual_projection
 T5_ATTENTION = ("eager", "sdpa")
 DEFAULT_T5_ATTENTION = "eager"
 
-CHECKPOINT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+def resolve_attention_option(value: Any) -> str:
+    if value not in T5_ATTENTION:
+        raise ValueError(f"must be one of {', '.join(T5_ATTENTION)}")
+    return value
 
 
 # ----- files -------------------------------------------------------------------------------------
@@ -64,13 +68,6 @@ def resolve_model_option(model: Any) -> str:
     if model not in MODELS:
         raise UnknownNameError("vqa model", str(model), MODELS)
     return model
-
-
-def read_json(path: Path, scorer_name: str = "vqascore") -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise load_failure(scorer_name, path, exc) from exc
 
 
 def vision_tower_dir(weights_root: Path, model_dir: Path) -> tuple[Path, str]:
@@ -93,20 +90,20 @@ def vision_tower_dir(weights_root: Path, model_dir: Path) -> tuple[Path, str]:
 
 def checkpoint_files(model_dir: Path) -> list[Path]:
     """The CLIP-FlanT5 weight files: a single file or every shard of an index (safetensors preferred)."""
-    for name in CHECKPOINT_NAMES:
+    for name in HF_WEIGHTS_FILES:
         path = model_dir / name
         if not path.is_file():
             continue
         if not name.endswith(".index.json"):
             return [path]
-        weight_map = read_json(path).get("weight_map", {})
+        weight_map = read_json(path, "vqascore").get("weight_map", {})
         return [model_dir / shard for shard in sorted(set(weight_map.values()))]
     return []
 
 
 def listed_shards(model_dir: Path) -> list[Path]:
     """Shards named by the checkpoint's index, if it is sharded (an unreadable index lists none)."""
-    for name in CHECKPOINT_NAMES:
+    for name in HF_WEIGHTS_FILES:
         if (model_dir / name).is_file():
             if not name.endswith(".index.json"):
                 return []
@@ -160,7 +157,7 @@ class SentencePieceT5Tokenizer:
         except Exception as exc:  # noqa: BLE001
             raise load_failure("vqascore", spiece_path, exc) from exc
         config_path = model_dir / "tokenizer_config.json"
-        config = read_json(config_path) if config_path.is_file() else {}
+        config = read_json(config_path, "vqascore") if config_path.is_file() else {}
         if config.get("legacy") is False:
             raise WeightsError(
                 f"{config_path}: legacy=False T5 tokenisation is not supported; t2v_metrics uses the "
@@ -199,10 +196,10 @@ class SentencePieceT5Tokenizer:
         specs: dict = {}
         legacy_path, fast_path = model_dir / "added_tokens.json", model_dir / "tokenizer.json"
         if legacy_path.is_file():
-            for content, token_id in read_json(legacy_path).items():
+            for content, token_id in read_json(legacy_path, "vqascore").items():
                 specs[int(token_id)] = {"content": content, "lstrip": False, "rstrip": False}
         if fast_path.is_file():
-            for spec in read_json(fast_path).get("added_tokens", []):
+            for spec in read_json(fast_path, "vqascore").get("added_tokens", []):
                 specs[int(spec["id"])] = spec
         return specs
 
@@ -301,17 +298,20 @@ class VQAScorer(Scorer):
         "clip-flant5-xl": ModelCost(params=3.16e9, file_dtype="bfloat16", activation_gb_per_image=0.15, gflops_per_image=2100.0),
     }
     cost: ClassVar[ModelCost] = costs_by_model[DEFAULT_MODEL]
+    accepted_options: ClassVar[dict[str, Option]] = {
+        "model": Option(DEFAULT_MODEL, resolve_model_option),
+        "attn_implementation": Option(DEFAULT_T5_ATTENTION, resolve_attention_option),
+    }
 
     # ----- files -------------------------------------------------------------------------------
     @classmethod
     def required_files(cls, weights_root: Path, model: str = DEFAULT_MODEL, **options: Any) -> list[RequiredFile]:
-        cls._check_options(options)
-        model_dir = Path(weights_root) / resolve_model_option(model)
+        model = cls.check_options({**options, "model": model})["model"]
+        model_dir = Path(weights_root) / model
         tower_dir, hub_id = vision_tower_dir(Path(weights_root), model_dir)
-        candidates = [model_dir / name for name in CHECKPOINT_NAMES]
         files = [
             RequiredFile(model_dir / "config.json", f"VQAScore {model} config"),
-            RequiredFile(candidates[0], f"VQAScore {model} weights", tuple(candidates[1:])),
+            hf_weights_file(model_dir, f"VQAScore {model} weights"),
             RequiredFile(model_dir / "spiece.model", f"VQAScore {model} T5 tokenizer"),
         ]
         files += [RequiredFile(shard, f"VQAScore {model} weight shard") for shard in listed_shards(model_dir)]
@@ -323,22 +323,10 @@ class VQAScorer(Scorer):
         ]
         return files
 
-    @staticmethod
-    def _check_options(options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - {"attn_implementation"})
-        if unknown:
-            raise ConfigError(
-                f"vqascore: unknown option(s) {unknown}; accepted: 'model' ({', '.join(MODELS)}), "
-                f"'attn_implementation' ({', '.join(T5_ATTENTION)})."
-            )
-        attention = options.get("attn_implementation", DEFAULT_T5_ATTENTION)
-        if attention not in T5_ATTENTION:
-            raise ConfigError(f"vqascore: attn_implementation must be one of {', '.join(T5_ATTENTION)}, got {attention!r}.")
-
     @classmethod
     def build_image_transform(cls, weights_root: Path, model: str = DEFAULT_MODEL, **options: Any) -> SquarePadCLIPTransform:
-        cls._check_options(options)
-        model_dir = Path(weights_root) / resolve_model_option(model)
+        model = cls.check_options({**options, "model": model})["model"]
+        model_dir = Path(weights_root) / model
         tower_dir, _ = vision_tower_dir(Path(weights_root), model_dir)
         return SquarePadCLIPTransform(load_image_processor(tower_dir))
 
@@ -349,10 +337,10 @@ class VQAScorer(Scorer):
                 "vqascore: float16 is not supported (FlanT5 activations overflow in fp16); use bfloat16 "
                 "(the reference's precision) or float32."
             )
-        model_name = resolve_model_option(self.options.get("model", DEFAULT_MODEL))
+        model_name = self.settings["model"]
         model_dir = self.weights_root / model_name
         config_path = model_dir / "config.json"
-        config = read_json(config_path)
+        config = read_json(config_path, self.name)
         self._check_multimodal_config(config, config_path)
         self.select_layer = int(config.get("mm_vision_select_layer", -2))
         self.select_feature = config.get("mm_vision_select_feature", "patch")
@@ -447,7 +435,7 @@ class VQAScorer(Scorer):
         expected = set(tower.state_dict())
         buffers = dict(tower.named_buffers())
         if checkpoint_tower:
-            source = self.weights_root / self.options.get("model", DEFAULT_MODEL)
+            source = self.weights_root / self.settings["model"]
             state = self._tower_keys(checkpoint_tower, expected, buffers, source, ignore=None)
         else:
             weights = hf_weights_file(tower_dir, "vision tower").resolve()
@@ -511,7 +499,7 @@ class VQAScorer(Scorer):
         kwargs["tie_word_embeddings"] = config.get("tie_word_embeddings", True)
         kwargs.update(vocab_size=self.vocab_rows, use_cache=False)
         # T5 in 4.49 is eager-only; eager is also the closest to its bf16 rounding (the default).
-        attention = self.options.get("attn_implementation", DEFAULT_T5_ATTENTION)
+        attention = self.settings["attn_implementation"]
         t5_config = T5Config(**kwargs, attn_implementation=attention)
 
         for name in ("shared.weight", "lm_head.weight"):
@@ -550,9 +538,6 @@ class VQAScorer(Scorer):
         ids = [*self.prefix_ids, IMAGE_TOKEN_INDEX, *self.tokenizer.encode(question)]
         return ids[:MODEL_MAX_LENGTH]
 
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-
     def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # The tower casts the pixels to its own dtype (bf16 rounding on CUDA), takes hidden_states
         # [mm_vision_select_layer] (before post_layernorm), drops CLS for 'patch', and casts the
@@ -572,7 +557,7 @@ class VQAScorer(Scorer):
             ids[i, : len(row)] = torch.tensor(row)
         ids = ids.to(self.device)
 
-        with self._autocast():
+        with self.autocast():
             image_features = self._encode_images(pixel_values)
             embed = self.t5.get_input_embeddings()
             text_before, text_after = embed(ids[:, :image_slot]), embed(ids[:, image_slot + 1 :])

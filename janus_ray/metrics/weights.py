@@ -13,6 +13,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from janus_ray.errors import WeightsError
 
@@ -42,11 +43,16 @@ class RequiredFile:
         return next((p for p in self.candidates() if p.exists()), None)
 
 
+#: The weight files a Hugging Face folder may hold, in order of preference (an ``.index.json``
+#: lists the shards of a sharded checkpoint).
+HF_WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def hf_weights_file(folder: Path, purpose: str) -> RequiredFile:
     """The model weights of a Hugging Face folder: safetensors preferred; a sharded index or
     pytorch_model.bin (whole or sharded) accepted."""
-    alternatives = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-    return RequiredFile(folder / "model.safetensors", purpose, tuple(folder / name for name in alternatives))
+    first, *alternatives = HF_WEIGHTS_FILES
+    return RequiredFile(folder / first, purpose, tuple(folder / name for name in alternatives))
 
 
 def file_status(path: Path) -> str:
@@ -100,3 +106,15 @@ def load_failure(scorer_name: str, path: Path, exc: BaseException) -> WeightsErr
         f"Cannot load scorer {scorer_name!r}: {path} is corrupt or not in the expected format "
         f"({type(exc).__name__}: {exc}).\n{LAYOUT_HELP}"
     )
+
+
+def read_json(path: Path, scorer_name: str) -> dict[str, Any]:
+    """A JSON object from a weights-root file; WeightsError naming the file when it is unreadable,
+    not JSON, or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise load_failure(scorer_name, path, exc) from exc
+    if not isinstance(data, dict):
+        raise load_failure(scorer_name, path, TypeError(f"expected a JSON object, got {type(data).__name__}"))
+    return data

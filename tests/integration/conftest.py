@@ -18,7 +18,8 @@ def local_ray():
     head with `ray start`, and `ray stop` must not find an embedded instance alive)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    # address="local": always a new instance of our own, even if another local cluster is running.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

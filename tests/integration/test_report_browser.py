@@ -15,8 +15,8 @@ from janus_ray.report import build_report
 from janus_ray.report import build as report_build
 from janus_ray.report.data import load_all
 from janus_ray.report.gallery import Thumbs
-from janus_ray.report.screenshot import dump_dom, find_chromium, loaded_images, screenshot
-from janus_ray.report.synthetic import make_synthetic_run
+from tools.screenshot import dump_dom, find_chromium, loaded_images, screenshot
+from tools.synthetic import make_synthetic_run
 
 N_FOLDERS, N_PROMPTS, N_METRICS = 3, 10, 6
 

@@ -1,6 +1,6 @@
 """Headless Chromium on a report: a PNG screenshot, and a count of the images that loaded.
 
-``python -m janus_ray.report.screenshot OUTPUT_ROOT PNG`` (re)builds nothing unless ``--build``
+``python -m tools.screenshot OUTPUT_ROOT PNG`` (re)builds nothing unless ``--build``
 is given or ``OUTPUT_ROOT/report.html`` is missing, then writes the screenshot. Used by the browser
 test and to regenerate ``docs/report_screenshot.png``. Needs the ``chromium`` binary (Debian:
 ``apt-get install -y chromium``); nothing in Python beyond the standard library.
@@ -96,7 +96,7 @@ def loaded_images(html: Path, timeout: float = 120) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m janus_ray.report.screenshot", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshot", description=__doc__)
     parser.add_argument("output_root", type=Path)
     parser.add_argument("png", type=Path)
     parser.add_argument("--build", action="store_true", help="(re)build the report first")

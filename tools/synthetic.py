@@ -1,6 +1,6 @@
 """A synthetic scored run (images + result files in the eval's exact format), for tests and docs.
 
-``python -m janus_ray.report.synthetic OUTPUT_ROOT`` writes six variant folders with small images
+``python -m tools.synthetic OUTPUT_ROOT`` writes six variant folders with small images
 and made-up scores through ``janus_ray.results.write_folder_results``; no model runs. Its numbers
 mean nothing: each variant gets a fixed offset per metric, each prompt a shared difficulty.
 """
@@ -108,7 +108,7 @@ def _folder_table(folder, v, texts, samples, difficulty, rng, drop_last: bool) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m janus_ray.report.synthetic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.synthetic", description=__doc__)
     parser.add_argument("root", type=Path)
     parser.add_argument("--folders", type=int, default=6)
     parser.add_argument("--prompts", type=int, default=24)

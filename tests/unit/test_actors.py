@@ -1,0 +1,88 @@
+"""The Ray Data UDFs called directly, without Ray: MetricActor's per-row retry and FusedStage."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from janus_ray.actors.decode_stage import pixel_column, stage_error_column, todo_column
+from janus_ray.actors.fused_stage import FusedStage
+from janus_ray.actors.metric_actor import MetricActor, output_column, time_column
+from janus_ray.metrics import load_scorer
+
+
+def write_images(folder, n: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i}.png"
+        Image.new("RGB", (20 + i, 24), (40 * i, 100, 200)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def row_columns(paths: list[str], prompts: list[str]) -> dict[str, np.ndarray]:
+    n = len(paths)
+    return {
+        "image_path": np.array(paths, dtype=object),
+        "prompt": np.array(prompts, dtype=object),
+        "has_prompt": np.array([bool(p) for p in prompts]),
+        "decode_error": np.array([""] * n, dtype=object),
+        todo_column("dummy"): np.ones(n, dtype=bool),
+    }
+
+
+def actor(tmp_path, **options) -> MetricActor:
+    return MetricActor("dummy", "dummy", str(tmp_path), "cpu", None, options)
+
+
+def test_a_failing_batch_is_retried_row_by_row_and_only_the_culprit_fails(tmp_path):
+    paths = write_images(tmp_path, 4)
+    prompts = ["one", "the bad one", "three", "four"]
+    udf = actor(tmp_path, fail_on_prompt="bad")
+    pixels = np.stack([udf.scorer.image_transform(Image.open(p)) for p in paths])
+    batch = {**row_columns(paths, prompts), pixel_column("dummy"): pixels,
+             stage_error_column("dummy"): np.array([""] * 4, dtype=object)}  # fmt: skip
+    out = udf(batch)
+    errors = list(out[stage_error_column("dummy")])
+    assert errors[1].startswith("scoring failed: RuntimeError: dummy: fail_on_prompt 'bad' matched prompt")
+    assert [e for i, e in enumerate(errors) if i != 1] == ["", "", ""]
+    scores = out[output_column("dummy")]
+    assert np.isnan(scores[1])
+    expected = load_scorer("dummy", tmp_path).score([paths[i] for i in (0, 2, 3)], [prompts[i] for i in (0, 2, 3)])
+    np.testing.assert_array_equal(scores[[0, 2, 3]], np.array(expected))
+    assert pixel_column("dummy") not in out and (out[time_column("dummy")] >= 0).all()
+
+
+def test_rows_not_to_score_are_left_empty(tmp_path):
+    paths = write_images(tmp_path, 4)
+    udf = actor(tmp_path)
+    pixels = np.stack([udf.scorer.image_transform(Image.open(p)) for p in paths])
+    batch = {**row_columns(paths, ["a", "", "c", "d"]), pixel_column("dummy"): pixels,
+             stage_error_column("dummy"): np.array(["", "", "preprocessing failed: X", ""], dtype=object)}  # fmt: skip
+    batch["decode_error"][3] = "unreadable image: Y"
+    out = udf(batch)
+    scores = out[output_column("dummy")]
+    assert not np.isnan(scores[0]) and np.isnan(scores[1:]).all()
+    assert out[stage_error_column("dummy")][2] == "preprocessing failed: X"  # kept, not overwritten
+
+
+def test_fused_stage_decodes_and_scores_in_one_call_like_direct_scoring(tmp_path):
+    paths = write_images(tmp_path, 3)
+    prompts = ["x", "y", "z"]
+    spec = {"scorer": "dummy", "weights_root": str(tmp_path), "options": {"image_size": 8}}
+    fused = FusedStage(
+        decode={"metrics": {"dummy": spec}, "max_pixels": None},
+        metrics=[{"metric": "dummy", "device": "cpu", "dtype": None, **spec}],
+        torch_threads=1,
+    )
+    batch = row_columns(paths, prompts)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    batch = {key: np.append(value, {"image_path": str(tmp_path / "broken.png"), "prompt": "w", "has_prompt": True,
+                                    "decode_error": "", todo_column("dummy"): True}[key]).astype(value.dtype)
+             for key, value in batch.items()}  # fmt: skip
+    out = fused(batch)
+    assert out["decode_error"][3].startswith("unreadable image")
+    scores = out[output_column("dummy")]
+    expected = load_scorer("dummy", tmp_path, image_size=8).score(paths, prompts)
+    np.testing.assert_array_equal(scores[:3], np.array(expected))
+    assert np.isnan(scores[3])

@@ -1,0 +1,88 @@
+"""The CLI's driver-side commands without Ray: list, validate, --strict's exit code, output_dirs."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+import janus_ray.pipeline
+from janus_ray.cli import main
+from janus_ray.config import RunConfig
+from janus_ray.demo import PROMPTS, make_variant_folders
+from janus_ray.errors import ConfigError
+from janus_ray.metrics import get_scorer_class, list_scorers
+from janus_ray.pipeline import output_dirs
+
+from ..conftest import WEIGHTS_ROOT
+
+
+def test_list_shows_every_metric_and_keeps_the_dummy_apart(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    table, _, rest = out.partition("\nTest and benchmark scorers")
+    names = [line.split()[0] for line in table.splitlines() if line and not line.startswith(" ")]
+    assert names == list_scorers() and len(names) == 7  # six metrics, HPS in two versions
+    for name in names:
+        assert get_scorer_class(name).column in table
+    assert "pickscore-v1" in table and "clip-flant5-xl" in table  # aliases are listed
+    assert "dummy" not in table and "dummy" in rest
+
+
+@pytest.fixture
+def variant_folders(tmp_path) -> list[Path]:
+    return make_variant_folders(tmp_path / "variants", PROMPTS[:3])
+
+
+def test_validate_reports_ok_for_ready_folders(variant_folders, capsys):
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    assert main(["validate", *map(str, variant_folders), "--prompt-json", str(prompt_json)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("status: ok") == len(variant_folders)
+    assert f"OK: {len(variant_folders)} folder(s), {3 * len(variant_folders)} row(s) to score." in out
+
+
+def test_validate_exits_1_and_names_an_unreadable_image(variant_folders, capsys):
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    broken = next(variant_folders[0].rglob("*.jpg"))
+    broken.write_bytes(b"not a jpeg")
+    assert main(["validate", str(variant_folders[0]), "--prompt-json", str(prompt_json)]) == 1
+    out = capsys.readouterr().out
+    assert "unreadable images: 1" in out and broken.name in out and "PROBLEMS FOUND" in out
+
+
+@pytest.mark.parametrize(("strict", "n_failed", "code"), [(False, 2, 0), (True, 2, 1), (True, 0, 0)])
+def test_strict_exits_1_only_when_rows_failed(variant_folders, monkeypatch, capsys, strict, n_failed, code):
+    seen = {}
+
+    def fake_evaluate(config):  # the pipeline itself is covered by the Ray tests
+        seen["config"] = config
+        return types.SimpleNamespace(n_failed=n_failed, output_root=variant_folders[0].parent)
+
+    monkeypatch.setattr(janus_ray.pipeline, "evaluate", fake_evaluate)
+    argv = ["eval", str(variant_folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy"]
+    assert main(argv + (["--strict"] if strict else [])) == code
+    assert seen["config"].strict is strict and seen["config"].metrics == ["dummy"]
+    assert (f"{n_failed} row(s) failed" in capsys.readouterr().err) is bool(n_failed)
+
+
+def test_output_dirs_default_to_the_folders_under_their_common_parent(tmp_path):
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    root, dirs = output_dirs(RunConfig(folders=[str(a), str(b)]))
+    assert root == (tmp_path / "runs").resolve() and dirs == {str(a.resolve()): a.resolve(), str(b.resolve()): b.resolve()}
+    root, dirs = output_dirs(RunConfig(folders=[str(a)]))
+    assert root == (tmp_path / "runs").resolve() and dirs == {str(a.resolve()): a.resolve()}
+
+
+def test_output_dirs_map_folders_by_name_into_output_dir(tmp_path):
+    a, b = tmp_path / "x" / "a", tmp_path / "y" / "b"
+    root, dirs = output_dirs(RunConfig(folders=[str(a), str(b)], output_dir=str(tmp_path / "out")))
+    out = (tmp_path / "out").resolve()
+    assert root == out and dirs == {str(a.resolve()): out / "a", str(b.resolve()): out / "b"}
+
+
+def test_output_dirs_refuse_two_folders_with_one_name(tmp_path):
+    config = RunConfig(folders=[str(tmp_path / "x" / "same"), str(tmp_path / "y" / "same")], output_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="Input folders share a name"):
+        output_dirs(config)
