@@ -231,11 +231,12 @@ def run_pipeline(spec: dict) -> dict:
 
     imported = time.perf_counter()
     probe_progress, probe_actor, probe_decode, probe_fused = _probe_classes()
+    import janus_ray.stream as stream  # the Ray side of the pipeline (actor classes are looked up there)
+
     pipeline.Progress = probe_progress
-    pipeline.MetricActor = probe_actor
-    pipeline.DecodeStage = probe_decode
-    if hasattr(pipeline, "FusedStage"):
-        pipeline.FusedStage = probe_fused
+    stream.MetricActor = probe_actor
+    stream.DecodeStage = probe_decode
+    stream.FusedStage = probe_fused
     eval_started, eval_wall = time.perf_counter(), time.time()
     code = cli.main(spec["cli_argv"])
     eval_done = time.perf_counter()

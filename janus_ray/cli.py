@@ -1,4 +1,4 @@
-"""janus-ray: score generated images with six text-to-image metrics on Ray (eval | report | validate | check-weights | list | demo)."""
+"""janus-ray: score generated images with six text-to-image metrics on Ray (eval | plan | report | validate | check-weights | list | demo)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
     parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
+    parser.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float, metavar="GB", help="memory of each GPU (default: probed on each GPU node)")
+    parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help="end the run when a metric's actors cannot start within this time (default 600)")
     parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
     parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")
@@ -76,27 +78,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     legacy.add_argument("--imagereward_ckpt", help="path of ImageReward.pt (default: <weights-root>/ImageReward/ImageReward.pt)")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     """defaults < YAML (--config) < command line; then validate()."""
-    from janus_ray.config import (
-        LEGACY_MODEL_FLAGS,
-        MetricSpec,
-        RunConfig,
-        apply_legacy_flags,
-        load_yaml_config,
-        normalize_metrics,
-    )
+    from janus_ray.config import LEGACY_MODEL_FLAGS, MetricSpec, RunConfig, load_yaml_config, normalize_metrics
     from janus_ray.errors import ConfigError
 
-    values: dict[str, Any] = load_yaml_config(args.config) if args.config else {}
-    legacy = {flag: values.pop(flag, None) for flag in LEGACY_MODEL_FLAGS}
-    for flag in LEGACY_MODEL_FLAGS:
-        if getattr(args, flag) is not None:
-            legacy[flag] = getattr(args, flag)
+    values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "tf32",
-                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas"]
+                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas",
+                    "pool_start_timeout_s", "gpu_memory_gb", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
     for name in scalar_flags:
-        if getattr(args, name) is not None:
+        if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
     for metric, dtype in args.dtype:  # plain --dtype DTYPE: the run's dtype (the last one wins)
         if metric is None:
@@ -108,15 +100,9 @@ def config_from_args(args: argparse.Namespace):
     if isinstance(values.get("device"), str) and values["device"].startswith("cuda:"):
         values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
     config = RunConfig(**values)
-    config.metrics = normalize_metrics(list(config.metrics), config.metric_specs)
-    apply_legacy_flags(config, legacy)
-    if args.imagereward_ckpt:
-        if "imagereward" not in config.metrics:
-            raise ConfigError("--imagereward_ckpt given but imagereward is not among --metrics.")
-        config.spec("imagereward").options["checkpoint"] = args.imagereward_ckpt
-    per_metric_dtype = [(metric, dtype) for metric, dtype in args.dtype if metric is not None]
+    config.resolve_names()  # aliases and the earlier tool's flags (validate() repeats it, idempotently)
     per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas),
-                  ("dtype", per_metric_dtype)]
+                  ("dtype", [(metric, dtype) for metric, dtype in args.dtype if metric is not None])]
     for attr, pairs in per_metric:
         for metric, value in pairs:
             scorer = normalize_metrics([metric], config.metric_specs)[0]
@@ -126,7 +112,7 @@ def config_from_args(args: argparse.Namespace):
     for metric, (name, amount) in args.resource:
         scorer = normalize_metrics([metric], config.metric_specs)[0]
         config.metric_specs.setdefault(scorer, MetricSpec()).resources[name] = amount
-    config.validate()
+    config.validate(require_inputs=require_inputs)
     return config
 
 
@@ -146,6 +132,52 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if result.n_failed:
         print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column.", file=sys.stderr)
     return 1 if (config.strict and result.n_failed) else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the placement plan for the cluster at hand or a described one; exit 2 when none fits."""
+    import dataclasses
+    import json
+
+    from janus_ray.errors import ConfigError
+    from janus_ray.plan import ClusterShape, plan_run
+
+    config = config_from_args(args, require_inputs=False)
+    if args.cluster_yaml:
+        import yaml
+
+        from janus_ray.plan import shape_from_cluster_yaml
+
+        if args.gpus is not None or args.ray_address:
+            raise ConfigError("--cluster-yaml describes the cluster: give it without --gpus / --ray-address.")
+        path = Path(args.cluster_yaml)
+        if not path.is_file():
+            raise ConfigError(f"--cluster-yaml {path} does not exist.")
+        shape = shape_from_cluster_yaml(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if config.gpu_memory_gb:  # one size for every GPU node type
+            nodes = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.nodes]
+            types = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.node_types]
+            shape = dataclasses.replace(shape, nodes=tuple(nodes), node_types=tuple(types))
+    elif args.gpus is not None:
+        if args.ray_address:
+            raise ConfigError("--gpus describes a cluster; --ray-address plans the one at that address: give one of them.")
+        if args.gpus < 0 or args.nodes < 1:
+            raise ConfigError(f"--gpus must be >= 0 and --nodes >= 1, got {args.gpus} and {args.nodes}.")
+        if args.gpus > 0 and not config.gpu_memory_gb:
+            raise ConfigError("--gpu-memory-gb is required with --gpus > 0 (memory of each GPU, in GB).")
+        if args.cpus is None:
+            raise ConfigError("--cpus is required with --gpus (CPUs per node).")
+        shape = ClusterShape.uniform(args.gpus, config.gpu_memory_gb or 0.0, args.cpus, args.nodes)
+    else:
+        from janus_ray.stream import cluster_shape, connect, join_address, local_shape
+
+        if join_address(config.ray_address):
+            shape = cluster_shape(connect(config.ray_address), config.gpu_memory_gb)
+        else:
+            shape = local_shape(config.gpu_memory_gb)
+    plan = plan_run(config, shape, use_weight_files=bool(config.weights_root))
+    print(json.dumps(plan.to_json(), indent=2) if args.json else plan.table())
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -205,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score every folder's images with every metric on Ray")
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("plan", help="the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running")
+    add_eval_arguments(p)
+    p.add_argument("--gpus", type=int, help="describe a cluster instead of asking Ray: GPUs per node")
+    p.add_argument("--cpus", type=float, help="CPUs per node (with --gpus)")
+    p.add_argument("--nodes", type=int, default=1, help="identical nodes (with --gpus; default 1)")
+    p.add_argument("--cluster-yaml", dest="cluster_yaml", help="plan for the nodes a Ray cluster-launcher config declares (cluster.yaml)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("validate", help="report what would be scored, before any model loads")
     p.add_argument("folders", nargs="+")
     p.add_argument("--prompt-json", "--prompt_json", dest="prompt_json")

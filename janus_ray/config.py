@@ -12,6 +12,7 @@ import yaml
 
 from janus_ray.errors import ConfigError, UnknownNameError
 from janus_ray.metrics import SCORERS, resolve_name
+from janus_ray.plan import CPU_BATCH_SIZE, DEFAULT_BATCH_SIZE, SMALL_MODEL_BATCH_SIZE
 
 #: the six metrics of the earlier tool, in its column order
 DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
@@ -25,23 +26,16 @@ LEGACY_MODEL_FLAGS = {
     "pickscore_model": ("pickscore", ["pickscore-v1"]),
 }
 
-#: GPU share per metric when GPUs exist: the xxl VQA model takes a whole GPU; the five small
-#: models (about 1-4 GB each) pack onto one GPU together.
-DEFAULT_NUM_GPUS = {"vqascore": 1.0}
-SMALL_MODEL_GPU_SHARE = 0.2
-DEFAULT_BATCH_SIZE = {"vqascore": 16, "itmscore": 32, "imagereward": 32}
-SMALL_MODEL_BATCH_SIZE = 64
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-CPU_BATCH_SIZE = 8
 
 
 @dataclass
 class MetricSpec:
     """Resources and options of one metric's actor pool."""
 
-    batch_size: int | None = None  # None: chosen from the metric and the device
-    num_gpus: float | None = None  # None: 0 without GPUs, else DEFAULT_NUM_GPUS / SMALL_MODEL_GPU_SHARE
-    replicas: int = 1
+    batch_size: int | None = None  # None: chosen from the metric and the device (may shrink to fit memory)
+    num_gpus: float | None = None  # None: the planner chooses (janus_ray/plan.py); 0 without GPUs
+    replicas: int | None = None  # None: the planner chooses
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {"vqa_gpu": 1}
     options: dict[str, Any] = field(default_factory=dict)  # scorer options (e.g. vqascore model)
     dtype: str | None = None  # None: the run's dtype (RunConfig.dtype)
@@ -52,13 +46,6 @@ class MetricSpec:
         if not on_gpu:
             return CPU_BATCH_SIZE
         return DEFAULT_BATCH_SIZE.get(name, SMALL_MODEL_BATCH_SIZE)
-
-    def resolved_num_gpus(self, name: str, cluster_has_gpus: bool) -> float:
-        if not cluster_has_gpus:
-            return 0.0
-        if self.num_gpus is not None:
-            return self.num_gpus
-        return DEFAULT_NUM_GPUS.get(name, SMALL_MODEL_GPU_SHARE)
 
 
 @dataclass
@@ -86,12 +73,52 @@ class RunConfig:
     cpu_layout: str = "fused"
     cpu_replicas: int | None = None  # fused CPU actors; None: one per CPU, one torch thread each
     max_image_pixels: int | None = 178_956_970
+    #: seconds a metric's actor pool may take to start before the run ends with what is missing
+    pool_start_timeout_s: float = 600.0
+    #: memory of each GPU, GB; None: probed on each GPU node before the run
+    gpu_memory_gb: float | None = None
+    # the earlier tool's model flags (resolved into metrics / options by validate())
+    vqa_model: str | None = None
+    clip_model: str | None = None
+    itm_model: str | None = None
+    hps_model: str | None = None
+    pickscore_model: str | None = None
+    imagereward_ckpt: str | None = None
 
     def spec(self, metric: str) -> MetricSpec:
         return self.metric_specs.setdefault(metric, MetricSpec())
 
-    def validate(self) -> None:
-        """Check every field and cross-field rule; raise ConfigError saying what is valid."""
+    def resolve_names(self) -> None:
+        """Aliases (clip-flant5-xl ...) and the earlier tool's flags -> scorer names + options, in place.
+
+        Idempotent, so validate() may run more than once. Raises UnknownNameError / ConfigError.
+        """
+        specs: dict[str, MetricSpec] = {}
+        for key, spec in self.metric_specs.items():
+            scorer, implied = resolve_name(key)
+            spec.options = {**implied, **spec.options}
+            if scorer in specs and specs[scorer] is not spec:
+                raise ConfigError(f"Settings given twice for {scorer} (as {key!r} and under another name).")
+            specs[scorer] = spec
+        self.metric_specs = specs
+        self.metrics = normalize_metrics(list(self.metrics), self.metric_specs)
+        apply_legacy_flags(self, {flag: getattr(self, flag) for flag in LEGACY_MODEL_FLAGS})
+        if self.imagereward_ckpt:
+            if "imagereward" not in self.metrics:
+                raise ConfigError("--imagereward_ckpt given but imagereward is not among --metrics.")
+            self.spec("imagereward").options["checkpoint"] = self.imagereward_ckpt
+
+    def validate(self, require_inputs: bool = True) -> None:
+        """Resolve names, then check every field and cross-field rule; raise ConfigError saying what is valid.
+
+        require_inputs=False (``janus-ray plan``): folders and weights root may be absent.
+        """
+        self.resolve_names()
+        self._validate_settings()
+        if require_inputs:
+            self._validate_inputs()
+
+    def _validate_inputs(self) -> None:
         if not self.folders:
             raise ConfigError("No input folders given: pass one or more FOLDER arguments (or `folders:` in the config).")
         for folder in self.folders:
@@ -103,6 +130,10 @@ class RunConfig:
             raise ConfigError(f"--weights-root {self.weights_root!r} does not exist or is not a directory.")
         if self.prompt_json is not None and not Path(self.prompt_json).is_file():
             raise ConfigError(f"--prompt-json {self.prompt_json!r} does not exist.")
+
+    def _validate_settings(self) -> None:
+        if self.weights_root and not Path(self.weights_root).is_dir():
+            raise ConfigError(f"--weights-root {self.weights_root!r} does not exist or is not a directory.")
         if not self.metrics:
             raise ConfigError(f"No metrics selected. Available: {', '.join(SCORERS)}.")
         if len(set(self.metrics)) != len(self.metrics):
@@ -121,7 +152,7 @@ class RunConfig:
                 raise ConfigError(f"GPU share of {metric} above 1 must be a whole number, got {spec.num_gpus}.")
             if spec.dtype not in (None, *DTYPE_NAMES):
                 raise ConfigError(f"dtype of {metric} must be float32, bfloat16 or float16, got {spec.dtype!r}.")
-            if spec.replicas < 1:
+            if spec.replicas is not None and spec.replicas < 1:
                 raise ConfigError(f"Replicas of {metric} must be >= 1, got {spec.replicas}.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}.")
@@ -135,6 +166,10 @@ class RunConfig:
             raise ConfigError(f"cpu_replicas must be >= 1, got {self.cpu_replicas}.")
         if self.decode_batch_size < 1:
             raise ConfigError(f"decode_batch_size must be >= 1, got {self.decode_batch_size}.")
+        if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb must be > 0, got {self.gpu_memory_gb}.")
+        if not self.pool_start_timeout_s > 0:
+            raise ConfigError(f"pool_start_timeout_s must be > 0 seconds, got {self.pool_start_timeout_s}.")
 
 
 def normalize_metrics(names: list[str], specs: dict[str, MetricSpec]) -> list[str]:
@@ -180,9 +215,11 @@ def apply_legacy_flags(config: RunConfig, flags: dict[str, str | None]) -> None:
 #: YAML value types: (accepted types, description); None is accepted for every field whose default is None
 _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     **{name: ((str,), "a string") for name in ("weights_root", "prompt_json", "output_dir", "cache_dir", "device",
-                                              "dtype", "ray_address", *LEGACY_MODEL_FLAGS)},
+                                              "dtype", "ray_address", "imagereward_ckpt", *LEGACY_MODEL_FLAGS)},
     **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume", "tf32")},
     **{name: ((int,), "an integer") for name in ("limit", "decode_batch_size", "max_image_pixels")},
+    "pool_start_timeout_s": ((int, float), "a number of seconds"),
+    "gpu_memory_gb": ((int, float), "a number of GB"),
     "folders": ((list,), "a list of folders"),
     "metrics": ((list,), "a list of metric names"),
     # MetricSpec fields
@@ -231,14 +268,14 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of settings, got {type(data).__name__}.")
-    known = {f.name for f in dataclasses.fields(RunConfig)} | set(LEGACY_MODEL_FLAGS)
+    known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}. Valid: {', '.join(sorted(known))}.")
     for key in ("folders", "metrics"):  # a single name is a one-item list, not a list of characters
         if isinstance(data.get(key), str):
             data[key] = [data[key]]
-    nullable = {f.name for f in dataclasses.fields(RunConfig) if f.default is None} | {"max_image_pixels", *LEGACY_MODEL_FLAGS}
+    nullable = {f.name for f in dataclasses.fields(RunConfig) if f.default is None} | {"max_image_pixels"}
     _check_yaml_types(data, str(path), nullable)
     specs = data.pop("metric_specs", None) or {}
     if not isinstance(specs, dict):

@@ -1,8 +1,9 @@
 """The eval job: manifest -> one Ray Dataset -> decode stage -> one actor pool per metric -> files.
 
-Only this module (and ``janus_ray/actors``) imports ray. The driver builds the manifest of every
-folder, skips pairs already in the resume cache, streams the rest through Ray Data, appends each
-result batch to the cache as it arrives, and finally writes each folder's files atomically.
+The driver builds the manifest of every folder, plans the placement (janus_ray/plan.py, pure),
+skips pairs already in the resume cache, streams the rest through Ray Data (janus_ray/stream.py,
+the Ray side; one pass per plan phase), appends each result batch to the cache as it arrives, and
+finally writes each folder's files atomically.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,16 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.actors.decode_stage import DecodeStage, stage_error_column
-from janus_ray.actors.fused_stage import FusedStage
-from janus_ray.actors.metric_actor import MetricActor, output_column, time_column
+from janus_ray.actors.metric_actor import oom_column, output_column, time_column
 from janus_ray.cache import ResultCache, weights_fingerprint
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
+from janus_ray.plan import Phase, Plan, plan_run
 from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_run_record, write_summary
-from janus_ray.table import BatchRecorder, HashJob, assemble, dataset_rows, manifest_frame, rows_per_block, select_todo
+from janus_ray.table import BatchRecorder, HashJob, assemble, dataset_rows, manifest_frame, select_todo
 
 log = logging.getLogger("janus_ray")
 
@@ -81,72 +79,57 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray setup and planning
+# Planning
 # ---------------------------------------------------------------------------------------------
-def init_ray(address: str | None) -> bool:
-    """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray; True if embedded."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # address="local": a new instance of our own; without it ray.init attaches to any local
-        # cluster that someone else started with `ray start` on this machine.
-        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
-    return not address
-
-
-def check_placement(plans: list[MetricPlan], resources: dict[str, float], can_grow: bool, stream) -> None:
-    """Refuse (fixed cluster) or warn (autoscaling cluster) when a plan asks for what no node has:
-    such actors would wait forever."""
-    for plan in plans:
-        wanted = {"GPU": plan.num_gpus, **plan.resources}
-        for name, amount in wanted.items():
-            if amount and resources.get(name, 0.0) < min(amount, 1.0):
-                message = (
-                    f"{plan.metric} asks for {amount:g} {name} per actor but the Ray cluster has "
-                    f"{resources.get(name, 0.0):g} {name}."
-                )
-                if not can_grow:
-                    raise ConfigError(message + " Remove that setting or run on a cluster that has it.")
-                print(f"[janus-ray] warning: {message} Waiting for the autoscaler to add such a node.", file=stream)
-
-
-def plan_metrics(config: RunConfig, cluster_gpus: float, cluster_cpus: float) -> list[MetricPlan]:
-    """Turn the config into per-metric resource plans for the cluster at hand."""
-    use_gpus = cluster_gpus > 0 and config.device != "cpu"
-    if config.device == "cuda" and cluster_gpus == 0:
-        raise ConfigError("--device cuda requested but the Ray cluster has no GPUs.")
-    # Logical CPUs only (threads are set separately); 1 CPU stays free for Ray Data's own small
-    # tasks (column projection, output) so results stream to the driver instead of arriving at the end.
-    cpu_share = max(0.05, (cluster_cpus - 1.5) / max(1, len(config.metrics)))
+def metric_plans(phase: Phase, config: RunConfig) -> list[MetricPlan]:
+    """The MetricPlans of one plan phase, in the run's metric order."""
     plans = []
-    for metric in config.metrics:
-        spec = config.spec(metric)
-        cls = get_scorer_class(metric)
-        options = dict(spec.options)
-        num_gpus = spec.resolved_num_gpus(metric, use_gpus)
+    for metric in [m for m in config.metrics if m in phase.pools]:
+        pool = phase.pools[metric]
+        options = dict(config.spec(metric).options)
         plans.append(
             MetricPlan(
                 metric=metric,
                 scorer=metric,
                 options=options,
-                columns=cls.output_columns(**options),
-                device="cuda" if num_gpus > 0 else "cpu",
-                dtype=spec.dtype or config.dtype,
-                batch_size=spec.resolved_batch_size(metric, num_gpus > 0),
-                num_gpus=num_gpus,
-                num_cpus=1.0 if num_gpus > 0 else round(cpu_share, 2),
-                replicas=spec.replicas,
-                resources=dict(spec.resources),
-                tf32=config.tf32 and num_gpus > 0,
+                columns=get_scorer_class(metric).output_columns(**options),
+                device="cuda" if pool.num_gpus > 0 else "cpu",
+                dtype=config.spec(metric).dtype or config.dtype,
+                batch_size=pool.batch_size,
+                num_gpus=pool.num_gpus,
+                num_cpus=pool.num_cpus,
+                replicas=pool.replicas,
+                resources=dict(pool.resources),
+                tf32=config.tf32 and pool.num_gpus > 0,
             )
         )
     return plans
+
+
+def plan_metrics(config: RunConfig, cluster_gpus: int, cluster_cpus: float, gpu_memory_gb: float = 80.0) -> list[MetricPlan]:
+    """Every phase's MetricPlans for one node of ``cluster_gpus`` GPUs (pure: no Ray; for tests)."""
+    from janus_ray.plan import ClusterShape
+
+    config.resolve_names()
+    shape = ClusterShape.uniform(cluster_gpus, gpu_memory_gb if cluster_gpus else 0.0, cluster_cpus)
+    plan = plan_run(config, shape, use_weight_files=False, measured=False)
+    return [p for phase in plan.phases for p in metric_plans(phase, config)]
+
+
+def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
+    """Plan, then have Ray ready: (plan, autoscaling). On this machine alone the plan is made (and a
+    plan that cannot fit refused) before Ray starts; a joined cluster is asked for its shape first."""
+    import ray
+
+    from janus_ray.stream import cluster_shape, connect, join_address, local_shape
+
+    if not ray.is_initialized() and not join_address(config.ray_address):
+        plan = plan_run(config, local_shape(config.gpu_memory_gb))
+        connect(None)
+        return plan, False
+    connection = connect(config.ray_address)
+    shape = cluster_shape(connection, config.gpu_memory_gb)
+    return plan_run(config, shape), shape.can_autoscale
 
 
 def settings_key(plan: MetricPlan, weights_root: Path) -> str:
@@ -167,118 +150,6 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The Ray part
-# ---------------------------------------------------------------------------------------------
-def stream_scores(
-    rows: pd.DataFrame,
-    plans: list[MetricPlan],
-    config: RunConfig,
-    on_batch: Callable[[pd.DataFrame], None],
-    journal_dir: str | None = None,
-) -> None:
-    """Stream ``rows`` through decoding and every metric's actors; call ``on_batch`` per result batch.
-
-    ``journal_dir``: the run's crash journal (actors/journal.py), so that no row is retried forever.
-    """
-    import ray
-
-    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
-    # projection task and a result batch on the driver.
-    n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
-    step = math.ceil(len(rows) / n_blocks)
-    ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
-    if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
-    else:
-        ds = _separate_stages(ds, plans, config, cluster_cpus, journal_dir)
-    keep = ["row_id", "decode_error"]
-    for plan in plans:
-        keep += [output_column(k) for k in plan.columns] + [stage_error_column(plan.metric), time_column(plan.metric)]
-    # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
-    # results would reach the driver (progress, resume cache) only at the end of the run.
-    ds = ds.select_columns(keep, num_cpus=0)
-    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        on_batch(batch)
-
-
-def use_fused_layout(plans: list[MetricPlan], config: RunConfig) -> bool:
-    return config.cpu_layout == "fused" and not any(p.num_gpus for p in plans)
-
-
-def fused_replicas(config: RunConfig, cluster_cpus: float) -> int:
-    """One single-threaded fused actor per CPU: decoding in one overlaps model work in another
-    (measured on 2 CPUs, 6x200 tiny images: 111.5 s with 1 actor x 2 threads, 84.5 s with 2 x 1)."""
-    return config.cpu_replicas or max(1, int(cluster_cpus))
-
-
-def _decode_kwargs(plans: list[MetricPlan], config: RunConfig, journal_dir: str | None = None) -> dict[str, Any]:
-    weights_root = str(Path(config.weights_root).resolve())
-    metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
-    return {"metrics": metrics, "max_pixels": config.max_image_pixels, "journal_dir": journal_dir}
-
-
-def _metric_kwargs(plan: MetricPlan, config: RunConfig, torch_threads: int | None,
-                   journal_dir: str | None = None) -> dict[str, Any]:
-    return {
-        "metric": plan.metric,
-        "scorer": plan.scorer,
-        "weights_root": str(Path(config.weights_root).resolve()),
-        "device": plan.device,
-        "dtype": plan.dtype,
-        "options": plan.options,
-        "torch_threads": torch_threads,
-        "journal_dir": journal_dir,
-        "tf32": plan.tf32,
-    }
-
-
-def _fused_stage(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float, journal_dir: str | None = None):
-    """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
-    replicas = fused_replicas(config, cluster_cpus)
-    threads = max(1, int(cluster_cpus // replicas))
-    return ds.map_batches(
-        FusedStage,
-        fn_constructor_kwargs={
-            "decode": _decode_kwargs(plans, config, journal_dir),
-            "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
-            "torch_threads": threads,
-        },
-        batch_size=max(p.batch_size for p in plans),
-        batch_format="numpy",
-        concurrency=replicas,
-        num_cpus=max(0.1, (cluster_cpus - 1.0) / replicas),  # 1 CPU left for Ray Data's own tasks
-        # Ray Data's actor pools default to max_restarts=-1 / max_task_retries=-1: a crashed actor is
-        # restarted and its batch retried, so no row is lost or doubled (the kill test checks).
-    )
-
-
-def _separate_stages(ds, plans: list[MetricPlan], config: RunConfig, cluster_cpus: float, journal_dir: str | None = None):
-    """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
-    any_gpu = any(p.num_gpus for p in plans)
-    max_decoders = max(1, int(cluster_cpus - len(plans))) if any_gpu else 1
-    ds = ds.map_batches(
-        DecodeStage,
-        fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
-        batch_size=config.decode_batch_size,
-        batch_format="numpy",
-        concurrency=(1, max_decoders),
-        num_cpus=1.0 if any_gpu else 0.5,
-    )
-    threads = max(1, int(cluster_cpus // max(1, len(plans))))
-    for plan in plans:
-        ds = ds.map_batches(
-            MetricActor,
-            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
-            batch_size=plan.batch_size,
-            batch_format="numpy",
-            concurrency=plan.replicas,
-            num_gpus=plan.num_gpus or None,
-            num_cpus=plan.num_cpus,
-            resources=plan.resources or None,
-            # Same restart/retry defaults as above: the kill test covers this layout too.
-        )
-    return ds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +163,7 @@ class Progress:
         self.done = dict.fromkeys(totals, 0)
         self.failed = dict.fromkeys(totals, 0)
         self.busy = dict.fromkeys(totals, 0.0)
+        self.oom = dict.fromkeys(totals, 0)
         self.started = time.perf_counter()
         self.last_print = 0.0
 
@@ -303,6 +175,8 @@ class Progress:
             self.done[plan.metric] += int(mine.sum())
             self.failed[plan.metric] += int(batch[output_column(plan.scorer)].isna().to_numpy()[mine].sum())
             self.busy[plan.metric] += float(batch[time_column(plan.metric)].sum())
+            if oom_column(plan.metric) in batch:  # per row: the batch's halvings; count each batch once
+                self.oom[plan.metric] += int(batch[oom_column(plan.metric)].max() or 0)
         now = time.perf_counter()
         if now - self.last_print > 5 or all(self.done[m] >= self.totals[m] for m in self.totals):
             self.last_print = now
@@ -315,7 +189,8 @@ class Progress:
             actor_rate = self.done[m] / self.busy[m] if self.busy[m] else 0.0
             print(
                 f"[janus-ray] {m:<12} {self.done[m]:>6}/{self.totals[m]:<6} {self.done[m] / elapsed:8.2f} img/s"
-                f" (actors busy: {actor_rate:.2f} img/s per replica)  failed {self.failed[m]}",
+                f" (actors busy: {actor_rate:.2f} img/s per replica)  failed {self.failed[m]}"
+                + (f"  out-of-memory: batch halved {self.oom[m]}x" if self.oom[m] else ""),
                 file=self.stream,
                 flush=True,
             )
@@ -352,17 +227,20 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
     # content hashes in a thread pool, overlapping the Ray start
     hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
 
-    embedded = init_ray(config.ray_address)
-    import ray
-
-    resources = ray.cluster_resources()
-    plans = plan_metrics(config, resources.get("GPU", 0.0), resources.get("CPU", 1.0))
-    check_placement(plans, resources, can_grow=not embedded and config.ray_address is not None, stream=stream)
-    for plan in plans:
-        plan.settings_key = settings_key(plan, weights_root)
+    plan, autoscale = connect_and_plan(config, stream)
+    print("[janus-ray] " + plan.table().replace("\n", "\n[janus-ray]   "), file=stream)
+    phase_plans = [metric_plans(phase, config) for phase in plan.phases]
+    order = {m: i for i, m in enumerate(config.metrics)}
+    plans = sorted((p for phase in phase_plans for p in phase), key=lambda p: order[p.metric])
+    for metric_plan in plans:
+        metric_plan.settings_key = settings_key(metric_plan, weights_root)
     print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
+    from janus_ray.stream import fused_replicas, stream_scores, use_fused_layout
+
     if use_fused_layout(plans, config):
-        replicas = fused_replicas(config, resources.get("CPU", 1.0))
+        import ray
+
+        replicas = fused_replicas(config, ray.cluster_resources().get("CPU", 1.0))
         print(f"[janus-ray] no GPUs: decode + all metrics fused in {replicas} CPU actor(s) "
               "(cpu_layout='per-metric' for one pool per metric)", file=stream)
 
@@ -371,29 +249,56 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
     known = cache.load() if config.resume else None
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
-    rows = dataset_rows(frame, todo)
-    print(f"[janus-ray] {len(frame)} pair(s), {len(rows)} to score, resume cache hits: {n_cached}", file=stream)
+    n_todo = int(np.logical_or.reduce(list(todo.values())).sum()) if todo else 0
+    print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached}", file=stream)
 
-    results: list[pd.DataFrame] = []
-    recorder = BatchRecorder(frame, plans, todo)
-    progress = Progress(plans, {m: int(flags.sum()) for m, flags in todo.items()}, stream)
-
-    def on_batch(batch: pd.DataFrame) -> None:
-        cache.append(recorder.record(batch))
-        results.append(batch)
-        progress.update(batch, todo)
-
-    # The crash journal lives beside the resume cache, one directory per run (actors/journal.py).
-    journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    oom_halvings = dict.fromkeys(config.metrics, 0)
+    results_by_phase: list[list[pd.DataFrame]] = []
     try:
-        if len(rows):
-            stream_scores(rows, plans, config, on_batch, journal_dir=str(journal))
+        for number, current in enumerate(phase_plans, 1):  # phases run one after another
+            phase_todo = {p.metric: todo[p.metric] for p in current}
+            rows = dataset_rows(frame, phase_todo)
+            results: list[pd.DataFrame] = []
+            recorder = BatchRecorder(frame, current, phase_todo)
+            progress = Progress(current, {m: int(flags.sum()) for m, flags in phase_todo.items()}, stream)
+            if len(phase_plans) > 1:
+                print(f"[janus-ray] phase {number}/{len(phase_plans)}: {', '.join(p.metric for p in current)}", file=stream)
+
+            def on_batch(batch: pd.DataFrame, recorder=recorder, results=results, progress=progress,
+                         phase_todo=phase_todo) -> None:
+                cache.append(recorder.record(batch))
+                results.append(batch)
+                progress.update(batch, phase_todo)
+
+            if len(rows):
+                # The crash journal lives beside the resume cache, one directory per phase (actors/journal.py).
+                journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{number}"
+                try:
+                    stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
+                                  decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale, journal_dir=str(journal))
+                finally:
+                    shutil.rmtree(journal, ignore_errors=True)
+            for metric, count in progress.oom.items():
+                oom_halvings[metric] += count
+            results_by_phase.append(results)
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
-        shutil.rmtree(journal, ignore_errors=True)
-    table = assemble(frame, plans, cached, results)
+    table = assemble(frame, plans, cached, _merge_phases(results_by_phase))
     meta = run_meta(config, plans, weights_root, cache)
+    meta["plan"] = plan.to_json()
+    meta["oom_batch_halvings"] = oom_halvings
     return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream)
+
+
+def _merge_phases(results_by_phase: list[list[pd.DataFrame]]) -> list[pd.DataFrame]:
+    """One result frame per row across phases (each phase scored some metrics of the same rows)."""
+    frames = [pd.concat(results, ignore_index=True).set_index("row_id") for results in results_by_phase if results]
+    if len(frames) <= 1:
+        return [frame.reset_index() for frame in frames]
+    merged = frames[0]
+    for frame in frames[1:]:
+        merged = merged.combine_first(frame)
+    return [merged.reset_index()]
 
 
 def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cache: ResultCache) -> dict[str, Any]:

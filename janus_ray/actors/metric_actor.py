@@ -23,8 +23,17 @@ def time_column(metric: str) -> str:
     return f"_jr_sec_{metric}"
 
 
+def oom_column(metric: str) -> str:
+    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them)."""
+    return f"_jr_oom_{metric}"
+
+
 class MetricActor:
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
+
+    #: batch cap after a CUDA out-of-memory (None: the whole batch), and halvings since the last batch
+    max_batch: int | None = None
+    oom_halvings: int = 0
 
     def __init__(
         self,
@@ -50,6 +59,8 @@ class MetricActor:
         self.metric = metric
         self.keys = list(cls.output_columns(**options))
         self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
+        self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
+        self.oom_halvings = 0
         self.journal = open_journal(journal_dir, f"metric-{metric}")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -75,6 +86,8 @@ class MetricActor:
             out[output_column(key)] = values
         out[stage_error_column(self.metric)] = np.array(errors, dtype=object)
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
+        out[oom_column(self.metric)] = np.full(n, self.oom_halvings, dtype=np.int64)
+        self.oom_halvings = 0
         return out
 
     def _score_rows(self, rows: list[int], pixels: dict[int, np.ndarray], prompts: np.ndarray, scores: dict,
@@ -82,7 +95,7 @@ class MetricActor:
         """Score the rows in one batch (uint8 pixels, normalised by the scorer on its device); if the
         batch fails, retry row by row to isolate the culprit."""
         try:
-            result = self.scorer.score_uint8([pixels[i] for i in rows], [str(prompts[i]) for i in rows])
+            result = self._score_halving_on_oom(rows, pixels, prompts)
         except Exception as exc:  # noqa: BLE001
             if len(rows) == 1:
                 errors[rows[0]] = f"scoring failed: {describe_error(exc)}"
@@ -97,3 +110,27 @@ class MetricActor:
         for j in np.flatnonzero(~finite):  # fp16 overflow, a zero-norm feature: never a silent NaN
             bad = ", ".join(f"{key}={values[key][j]}" for key in self.keys if not np.isfinite(values[key][j]))
             errors[rows[j]] = f"{NON_FINITE} ({bad})"
+
+    def _score_halving_on_oom(self, rows: list[int], pixels: dict[int, np.ndarray], prompts: np.ndarray) -> dict[str, list]:
+        """Score ``rows`` in chunks of at most ``max_batch``; a CUDA out-of-memory error halves
+        ``max_batch`` (down to 1, for the rest of this actor's life) and retries the chunk."""
+        import torch
+
+        out: dict[str, list] = {key: [] for key in self.keys}
+        start = 0
+        while start < len(rows):
+            size = min(len(rows) - start, self.max_batch or len(rows))
+            chunk = rows[start:start + size]
+            try:
+                part = self.scorer.score_uint8([pixels[i] for i in chunk], [str(prompts[i]) for i in chunk])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.max_batch = max(1, size // 2)
+                self.oom_halvings += 1
+                continue
+            for key in self.keys:
+                out[key].extend(part[key])
+            start += size
+        return out

@@ -31,6 +31,7 @@ from PIL import Image
 from janus_ray.errors import ConfigError, InputError
 from janus_ray.images import ImageInput, open_image, to_rgb
 from janus_ray.metrics.weights import RequiredFile, check_required
+from janus_ray.metrics.costs import ModelCost
 
 ImageTransform = Callable[[Image.Image], np.ndarray]
 
@@ -206,6 +207,8 @@ class Scorer(abc.ABC):
     cuda_dtype: ClassVar[str] = "float32"
     #: extra outputs of score_variants besides ``name``: {key: csv column}
     variant_columns: ClassVar[dict[str, str]] = {}
+    #: cost and memory estimates for the planner (janus_ray/plan.py); None: unknown (planned as small)
+    cost: ClassVar[ModelCost | None] = None
     #: a test / benchmark scorer (no model), not a metric
     testing_only: ClassVar[bool] = False
     #: the options this scorer accepts (``check_options`` rejects any other name)

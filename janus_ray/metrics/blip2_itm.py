@@ -20,6 +20,7 @@ import torch
 from janus_ray.errors import InputError, WeightsError
 from janus_ray.metrics.base import HFPilProcessorTransform, ImageTransform, Option, Scorer, boolean, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
+from janus_ray.metrics.costs import ModelCost
 
 MODEL_DIR = "blip2-itm-vit-g"
 #: t2v_metrics tokenises with padding='max_length', truncation=True, max_length=35 ([CLS] kept first)
@@ -61,6 +62,9 @@ class ITMScorer(Scorer):
     )
     # t2v runs the whole forward under CUDA fp16 autocast (fp32 weights, fp32 softmax).
     cuda_dtype: ClassVar[str] = "float16"
+    # 1.172 B params = the 4,688,228,520-byte fp32 model.safetensors / 4; EVA ViT-g (1 B) over 257
+    # tokens + Q-Former ~ 550 GFLOP; activations ~0.05 GB per image under fp16 autocast (estimate)
+    cost: ClassVar[ModelCost] = ModelCost(params=1.172e9, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=550.0)
     # Empty by default: the legacy variant only exists when requested (see __init__).
     variant_columns: ClassVar[dict[str, str]] = {}
     accepted_options: ClassVar[dict[str, Option]] = {"legacy_itc_sigmoid": Option(False, boolean)}

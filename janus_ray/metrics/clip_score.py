@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from janus_ray.metrics._hf_clip import HFCLIPScorer
+from janus_ray.metrics.costs import ModelCost
 
 
 class CLIPScorer(HFCLIPScorer):
@@ -22,6 +23,9 @@ class CLIPScorer(HFCLIPScorer):
     score_range = (-1.0, 1.0)
     reference = "t2v_metrics 3.0 CLIPScore formula on transformers CLIPModel (clip-vit-large-patch14-336), fp32"
     cuda_dtype = "float32"
+    # 428 M params = the 1.71 GB fp32 pytorch_model.bin / 4; ViT-L/14 at 336 px: 577 tokens, ~190 GMAC
+    # (open_clip model profile) + text ~ 380 GFLOP; activations ~0.08 GB per image in fp32 (estimate)
+    cost = ModelCost(params=4.28e8, file_dtype="float32", activation_gb_per_image=0.08, gflops_per_image=380.0)
     weights_folder = "clip-vit-large-patch14-336"
 
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ from torchvision.transforms import InterpolationMode
 
 from janus_ray.metrics.base import ImageTransform, PixelTransform, Scorer, TextFeatureCache
 from janus_ray.metrics.weights import RequiredFile, load_failure
+from janus_ray.metrics.costs import ModelCost
 
 HPS_FOLDER = "HPSv2"
 #: optional architecture override (open_clip model_cfg JSON); absent = open_clip's ViT-H-14
@@ -123,6 +124,9 @@ class HPSv2Scorer(Scorer):
     reference: ClassVar[str] = "hpsv2 1.2.0: hpsv2.score(image, prompt, hps_version='v2.0')"
     # The reference computes under fp16 autocast on CUDA (weights stay fp32).
     cuda_dtype: ClassVar[str] = "float16"
+    # ViT-H-14 (986 M params; the 1.97 GB fp16 checkpoint / 2), ~330 GFLOP per image at 224 px as
+    # PickScore; activations ~0.03 GB per image under fp16 autocast (estimate)
+    cost: ClassVar[ModelCost] = ModelCost(params=9.86e8, file_dtype="float16", activation_gb_per_image=0.03, gflops_per_image=330.0)
     checkpoint_name: ClassVar[str] = "HPS_v2_compressed.pt"
 
     @classmethod

@@ -24,6 +24,7 @@ from torchvision.transforms import functional as TF
 from janus_ray.errors import WeightsError
 from janus_ray.metrics.base import Option, PixelTransform, Scorer, tv_to_tensor_normalise, unique_prompts
 from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure, read_json
+from janus_ray.metrics.costs import ModelCost
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
 MED_CONFIG_FILE = Path("ImageReward") / "med_config.json"
@@ -245,6 +246,9 @@ class ImageRewardScorer(Scorer):
     reference: ClassVar[str] = "image-reward 1.5: ImageReward.load(ImageReward.pt).score(prompt, image_path)"
     # The reference runs fully in float32 (no autocast).
     cuda_dtype: ClassVar[str] = "float32"
+    # 447 M params = the 1.79 GB fp32 ImageReward.pt / 4; BLIP ViT-L/16 at 224 px (197 tokens) + BERT
+    # cross-attention ~ 130 GFLOP; activations ~0.05 GB per image in fp32 (estimate)
+    cost: ClassVar[ModelCost] = ModelCost(params=4.47e8, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=130.0)
     #: ``checkpoint``: the earlier tool's --imagereward_ckpt path (default <weights-root>/ImageReward/ImageReward.pt)
     accepted_options: ClassVar[dict[str, Option]] = {"checkpoint": Option(None)}
 

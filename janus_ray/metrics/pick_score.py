@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from janus_ray.metrics._hf_clip import HFCLIPScorer
+from janus_ray.metrics.costs import ModelCost
 
 
 class PickScorer(HFCLIPScorer):
@@ -22,6 +23,9 @@ class PickScorer(HFCLIPScorer):
     score_range = (-1.0, 1.0)
     reference = "t2v_metrics 3.0 PickScoreModel (pickscore-v1) on transformers CLIPModel, fp32"
     cuda_dtype = "float32"
+    # ViT-H-14 CLIP: 986 M params (open_clip model profile), fp32 checkpoint; ~162 GMAC image + text
+    # ~ 330 GFLOP at 224 px; activations ~0.05 GB per image in fp32 (257 tokens x 1280; estimate)
+    cost = ModelCost(params=9.86e8, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=330.0)
     variant_columns = {"pickscore_scaled": "PickScore_scaled"}
     weights_folder = "PickScore_v1"
 

@@ -24,6 +24,7 @@ from janus_ray.errors import ConfigError, InputError, UnknownNameError, WeightsE
 from janus_ray.images import to_rgb
 from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer
 from janus_ray.metrics.weights import HF_WEIGHTS_FILES, RequiredFile, hf_weights_file, load_failure, read_json
+from janus_ray.metrics.costs import ModelCost
 
 MODELS = ("clip-flant5-xxl", "clip-flant5-xl")
 DEFAULT_MODEL = "clip-flant5-xxl"
@@ -286,6 +287,17 @@ class VQAScorer(Scorer):
         "t2v_metrics 3.0 VQAScore (CLIPT5Model 'clip-flant5-xxl' / 'clip-flant5-xl', transformers 4.49)"
     )
     cuda_dtype: ClassVar[str] = "bfloat16"
+    #: planner estimates per model option (shared/real-checkpoints.md for the sizes):
+    costs_by_model: ClassVar[dict[str, ModelCost]] = {
+        # 11.46 B params = ~23 GB of bf16 shards / 2 bytes; activations: T5-XXL encoder over 577 image
+        # + ~30 text tokens (d_model 4096, 64 heads) ~0.25 GB per image in bf16 (estimate);
+        # FLOPs: 2 x 5.5 B encoder params x ~610 tokens + 2 x 0.3 B tower x 577 tokens ~ 7 TFLOP
+        "clip-flant5-xxl": ModelCost(params=11.46e9, file_dtype="bfloat16", activation_gb_per_image=0.25, gflops_per_image=7000.0),
+        # 3.16 B params = the 6.32 GB bf16 pytorch_model.bin / 2; T5-XL encoder d_model 2048:
+        # ~0.15 GB per image (estimate); 2 x 1.4 B x ~610 + 0.35 TFLOP tower ~ 2.1 TFLOP
+        "clip-flant5-xl": ModelCost(params=3.16e9, file_dtype="bfloat16", activation_gb_per_image=0.15, gflops_per_image=2100.0),
+    }
+    cost: ClassVar[ModelCost] = costs_by_model[DEFAULT_MODEL]
     accepted_options: ClassVar[dict[str, Option]] = {
         "model": Option(DEFAULT_MODEL, resolve_model_option),
         "attn_implementation": Option(DEFAULT_T5_ATTENTION, resolve_attention_option),

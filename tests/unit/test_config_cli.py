@@ -428,3 +428,37 @@ def test_eval_config_error_exits_2_before_scoring(dirs, capsys, monkeypatch):
     code = main(["eval", str(dirs[0]), "--weights-root", str(dirs[1]), "--device", "tpu"])
     assert code == 2
     assert "janus-ray: error: --device must be auto, cpu or cuda" in capsys.readouterr().err
+
+
+# ----- the Python API resolves names like the command line (issue 8) ---------------------------------
+def test_python_api_resolves_aliases_in_validate(dirs):
+    folder, weights = dirs
+    config = RunConfig(folders=[str(folder)], weights_root=str(weights), metrics=["clip-flant5-xl", "pickscore-v1"])
+    config.validate()
+    assert config.metrics == ["vqascore", "pickscore"]
+    assert config.metric_specs["vqascore"].options == {"model": "clip-flant5-xl"}
+    config.validate()  # idempotent
+    assert config.metrics == ["vqascore", "pickscore"]
+
+
+def test_python_api_legacy_fields_resolve_in_validate(dirs):
+    folder, weights = dirs
+    config = RunConfig(folders=[str(folder)], weights_root=str(weights), metrics=["clipscore"],
+                       vqa_model="clip-flant5-xl", hps_model="hpsv2.1")
+    config.validate()
+    assert config.metrics == ["clipscore", "vqascore", "hpsv2.1"]
+    assert config.metric_specs["vqascore"].options == {"model": "clip-flant5-xl"}
+
+
+def test_python_api_metric_specs_under_an_alias_carry_its_option(dirs):
+    folder, weights = dirs
+    config = RunConfig(folders=[str(folder)], weights_root=str(weights), metrics=["clip-flant5-xl"],
+                       metric_specs={"clip-flant5-xl": MetricSpec(batch_size=4)})
+    config.validate()
+    assert config.metric_specs["vqascore"].batch_size == 4
+    assert config.metric_specs["vqascore"].options == {"model": "clip-flant5-xl"}
+
+
+def test_pool_start_timeout_must_be_positive(run):
+    with pytest.raises(ConfigError, match="pool_start_timeout_s must be > 0 seconds, got 0.0."):
+        run("--pool-start-timeout", "0")

@@ -1,0 +1,697 @@
+"""The placement plan: a pure function of (cluster shape, run config). Imports no Ray.
+
+Input: a ``ClusterShape`` (nodes with GPUs, GPU memory, CPUs, custom resources; node types an
+autoscaler may add) and ``MetricDemand`` records (built from the RunConfig and each scorer's cost
+ClassVars by ``demands_from_config``). Output: a ``Plan`` of one or more phases, each a set of
+per-metric pools (replicas, GPU share and CPUs per replica, batch, GPU memory per actor, images/s
+per replica) plus the decode pool.
+
+Objective: the most images/s of the whole run, i.e. the largest min over metrics of
+replicas x per-replica rate, using every GPU. Layout of one phase on GPUs:
+* "whole-GPU" metrics (the expensive ones) get one replica per GPU, as many GPUs as balance the rates;
+* the remaining metrics are "packed": one replica of each on every remaining GPU, equal shares, so
+  any order Ray starts them in tiles the GPUs exactly. Rows flow through every pool, so a packed GPU
+  processes 1 / sum(1 / rate) images/s whatever the shares say (shares are Ray bookkeeping only).
+Memory per GPU is checked for the worst co-residence Ray's fractional packing could produce and must
+stay <= 90 % of the GPU. When no layout holds every metric at once, batches shrink (to 8), then the
+metrics split into phases run one after another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from janus_ray.errors import ConfigError
+
+#: usable share of each GPU's memory (the rest: allocator fragmentation, cuDNN workspaces)
+GPU_MEMORY_FRACTION = 0.9
+#: per-actor CUDA context + cuBLAS workspace + caching-allocator slack, GB (typical torch 2.x; estimate)
+CUDA_CONTEXT_GB = 1.0
+#: effective dense TFLOP/s of one A100-class GPU per dtype: 19.5 fp32 (no TF32) / 312 bf16-fp16 peak
+#: at ~65 % / ~40 % utilisation (estimate; measured_costs.json replaces the rates)
+EFFECTIVE_TFLOPS = {"float32": 13.0, "bfloat16": 120.0, "float16": 120.0}
+#: effective fp32 GFLOP/s of one CPU core running torch (estimate)
+CPU_GFLOPS_PER_CORE = 30.0
+#: images one decode actor (1 CPU) opens and transforms for every metric per second (estimate)
+DECODE_IMAGES_PER_CPU_S = 25.0
+#: automatic batches never shrink below this to fit memory (smaller ones waste GPU time)
+MIN_AUTO_BATCH = 8
+#: CPU shares tried for every GPU actor, largest first
+GPU_ACTOR_CPUS = (1.0, 0.5, 0.25, 0.1, 0.05)
+#: GPU memory per instance type of cluster.yaml's providers (vendor data sheets)
+INSTANCE_GPU_MEMORY_GB = {
+    "g5.": 24.0,  # NVIDIA A10G
+    "g6.": 24.0,  # NVIDIA L4
+    "g6e.": 48.0,  # NVIDIA L40S
+    "p4d.24xlarge": 40.0,  # A100 40 GB
+    "p4de.24xlarge": 80.0,  # A100 80 GB
+    "p5.48xlarge": 80.0,  # H100 80 GB
+}
+
+DEFAULT_BATCH_SIZE = {"vqascore": 16, "itmscore": 32, "imagereward": 32}
+SMALL_MODEL_BATCH_SIZE = 64
+CPU_BATCH_SIZE = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeShape:
+    """``count`` identical nodes. gpu_memory_gb: per GPU; resources: custom Ray resources per node."""
+
+    gpus: int = 0
+    gpu_memory_gb: float = 0.0
+    cpus: float = 1.0
+    resources: dict[str, float] = field(default_factory=dict)
+    count: int = 1
+    name: str = "node"
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The nodes present, and (when an autoscaler runs) the node types it can add, ``count`` = max."""
+
+    nodes: tuple[NodeShape, ...]
+    can_autoscale: bool = False
+    node_types: tuple[NodeShape, ...] = ()
+
+    def planned_nodes(self) -> list[NodeShape]:
+        """What the plan fills: the nodes present plus, when autoscaling, every addable node."""
+        return [*self.nodes, *(self.node_types if self.can_autoscale else ())]
+
+    @property
+    def gpus_total(self) -> int:
+        return sum(n.gpus * n.count for n in self.planned_nodes())
+
+    @property
+    def cpus_total(self) -> float:
+        return sum(n.cpus * n.count for n in self.planned_nodes())
+
+    def resource_total(self, name: str) -> float:
+        return sum(n.resources.get(name, 0.0) * n.count for n in self.planned_nodes())
+
+    @classmethod
+    def uniform(cls, gpus: int, gpu_memory_gb: float, cpus: float, nodes: int = 1) -> ClusterShape:
+        return cls(nodes=(NodeShape(gpus=gpus, gpu_memory_gb=gpu_memory_gb, cpus=cpus, count=nodes),))
+
+
+@dataclass
+class MetricDemand:
+    """What one metric needs. Memory in GB at the compute dtype; rate on a whole GPU / per CPU core.
+
+    batch_size / num_gpus / replicas: the user's overrides (None: the planner chooses).
+    """
+
+    metric: str
+    weights_gb: float
+    activation_gb_per_image: float
+    images_per_s_gpu: float
+    images_per_s_cpu: float
+    dtype: str
+    default_batch: int
+    batch_size: int | None = None
+    num_gpus: float | None = None
+    replicas: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    source: str = "estimate"
+
+    def memory_gb(self, batch: int) -> float:
+        return CUDA_CONTEXT_GB + self.weights_gb + batch * self.activation_gb_per_image
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Pool:
+    """One metric's actor pool: num_gpus / num_cpus per replica, gpu_memory_gb per actor."""
+
+    metric: str
+    replicas: int
+    num_gpus: float
+    num_cpus: float
+    batch_size: int
+    gpu_memory_gb: float
+    images_per_s: float  # per replica
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.replicas * self.images_per_s
+
+
+@dataclass
+class Phase:
+    pools: dict[str, Pool]
+    gpu_memory_gb_per_gpu: float  # the fullest GPU (worst case of Ray's packing)
+    images_per_s: float
+
+    @property
+    def gpus_used(self) -> float:
+        return sum(p.replicas * p.num_gpus for p in self.pools.values())
+
+
+@dataclass
+class DecodePool:
+    max_replicas: int
+    num_cpus: float
+
+
+@dataclass
+class Plan:
+    phases: list[Phase]
+    decode: DecodePool
+    layout: str  # gpu | cpu-fused | cpu-per-metric
+    gpus_total: int
+    cpus_total: float
+    autoscale: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def gpus_used(self) -> float:
+        return round(max((p.gpus_used for p in self.phases), default=0.0), 4)
+
+    @property
+    def images_per_s(self) -> float:
+        """Whole run: phases run one after another, so their times per image add up."""
+        if any(p.images_per_s <= 0 for p in self.phases):
+            return 0.0
+        return 1.0 / sum(1.0 / p.images_per_s for p in self.phases)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented ``janus-ray plan --json`` schema."""
+        return {
+            "gpus_total": self.gpus_total,
+            "gpus_used": self.gpus_used,
+            "cpus_total": self.cpus_total,
+            "phases": [
+                {
+                    "metrics": {
+                        m: {
+                            "replicas": p.replicas,
+                            "num_gpus": p.num_gpus,
+                            "num_cpus": p.num_cpus,
+                            "batch_size": p.batch_size,
+                            "gpu_memory_gb": round(p.gpu_memory_gb, 2),
+                            "images_per_s": round(p.images_per_s, 2),
+                        }
+                        for m, p in phase.pools.items()
+                    },
+                    "gpu_memory_gb_per_gpu": round(phase.gpu_memory_gb_per_gpu, 2),
+                    "images_per_s": round(phase.images_per_s, 2),
+                }
+                for phase in self.phases
+            ],
+            "images_per_s": round(self.images_per_s, 2),
+            "warnings": list(self.warnings),
+        }
+
+    def table(self) -> str:
+        """Human-readable plan, printed by ``janus-ray plan`` and before ``eval`` starts."""
+        lines = [
+            f"plan: {self.layout} layout, {self.gpus_used:g}/{self.gpus_total} GPU(s) used, {self.cpus_total:g} CPU(s)"
+            + (", autoscaling" if self.autoscale else "")
+        ]
+        for i, phase in enumerate(self.phases, 1):
+            lines.append(
+                f"phase {i}/{len(self.phases)}: ~{phase.images_per_s:.3g} img/s, fullest GPU "
+                f"~{phase.gpu_memory_gb_per_gpu:.1f} GB"
+            )
+            lines.append(f"  {'metric':<12} {'replicas':>8} {'GPU':>7} {'CPU':>5} {'batch':>5} {'GB/actor':>8} {'img/s/replica':>13}")
+            for m, p in phase.pools.items():
+                extra = f"  {p.resources}" if p.resources else ""
+                lines.append(
+                    f"  {m:<12} {p.replicas:>8} {p.num_gpus:>7g} {p.num_cpus:>5g} {p.batch_size:>5} "
+                    f"{p.gpu_memory_gb:>8.1f} {p.images_per_s:>13.3g}{extra}"
+                )
+        lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
+        lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Gpu:
+    node: int  # index into the expanded node list
+    capacity_gb: float  # usable memory (GPU_MEMORY_FRACTION applied)
+    resources: dict[str, float]
+    free_share: float = 1.0
+    actors_gb: list[float] = field(default_factory=list)
+
+
+def _expand(nodes: Iterable[NodeShape]) -> tuple[list[NodeShape], list[_Gpu]]:
+    expanded = [n for n in nodes for _ in range(n.count)]
+    gpus = [
+        _Gpu(node=i, capacity_gb=n.gpu_memory_gb * GPU_MEMORY_FRACTION, resources=n.resources)
+        for i, n in enumerate(expanded)
+        for _ in range(n.gpus)
+    ]
+    return expanded, gpus
+
+
+def _has_resources(gpu: _Gpu, wanted: dict[str, float]) -> bool:
+    return all(gpu.resources.get(name, 0.0) >= min(amount, 1.0) for name, amount in wanted.items())
+
+
+def _batch(d: MetricDemand, batches: dict[str, int]) -> int:
+    return batches.get(d.metric, d.batch_size or d.default_batch)
+
+
+def _worst_fill(mems: list[float], copies: int, per_gpu: int) -> float:
+    """Largest memory ``per_gpu`` actors can take on one GPU when each kind has ``copies`` replicas."""
+    pool = sorted((m for m in mems for _ in range(min(copies, per_gpu))), reverse=True)
+    return sum(pool[:per_gpu])
+
+
+def _round_share(share: float) -> float:
+    return math.floor(share * 1e4) / 1e4  # Ray accounts GPU shares in 1e-4 units
+
+
+@dataclass
+class _Candidate:
+    score: float
+    pools: dict[str, Pool]
+    fullest: float
+    unused: int
+
+
+def _plan_gpu_phase(demands: list[MetricDemand], gpus_in: list[_Gpu], batches: dict[str, int]) -> _Candidate | str:
+    """One phase: every metric resident at once. Returns the best layout, or why none fits."""
+    gpus = [_Gpu(g.node, g.capacity_gb, g.resources) for g in gpus_in]
+    pools: dict[str, Pool] = {}
+    # 1. user-fixed GPU shares first (overrides win), first fit; failure names the sums
+    for d in [d for d in demands if d.num_gpus is not None]:
+        mem = d.memory_gb(_batch(d, batches))
+        for _ in range(d.replicas or 1):
+            need = d.num_gpus
+            if need >= 1:
+                free = [g for g in gpus if g.free_share >= 1 and _has_resources(g, d.resources) and mem <= g.capacity_gb]
+                if len(free) < need:
+                    return f"{d.metric} asks for {need:g} whole GPU(s) per replica; not enough free GPUs are left"
+                for g in free[: int(need)]:
+                    g.free_share, g.actors_gb = 0.0, [*g.actors_gb, mem]
+                continue
+            fits = [g for g in gpus if g.free_share + 1e-9 >= need and _has_resources(g, d.resources)
+                    and sum(g.actors_gb) + mem <= g.capacity_gb]
+            if not fits:
+                return f"{d.metric} ({need:g} GPU, {mem:.1f} GB per actor) fits on no GPU next to the others"
+            fits[0].free_share -= need
+            fits[0].actors_gb.append(mem)
+        pools[d.metric] = Pool(d.metric, d.replicas or 1, d.num_gpus, 1.0, _batch(d, batches), mem,
+                               d.images_per_s_gpu * min(1.0, d.num_gpus), dict(d.resources))
+    auto = sorted([d for d in demands if d.num_gpus is None], key=lambda d: 1.0 / d.images_per_s_gpu, reverse=True)
+    whole = [g for g in gpus if g.free_share >= 1 - 1e-9]
+    partial = [g for g in gpus if 1e-9 < g.free_share < 1 - 1e-9]
+    best: _Candidate | None = None
+    reason = "no GPU has room for them"
+    for j in range(len(auto) + 1):
+        big, packed = auto[:j], auto[j:]
+        if not big:
+            spans = [0]
+        elif packed:  # the packed group keeps at least one whole GPU unless partly used GPUs can hold it
+            spans = range(j, len(whole) - (0 if partial else 1) + 1)
+        else:
+            spans = [len(whole)]
+        for n_big in spans:
+            counts = {d.metric: 1 for d in big}
+            for _ in range(n_big - j):  # water-filling: each extra GPU to the slowest big metric
+                slowest = min(big, key=lambda d: counts[d.metric] * d.images_per_s_gpu)
+                counts[slowest.metric] += 1
+            result = _assign(big, counts, packed, whole, partial, batches)
+            if isinstance(result, str):
+                reason = result
+                continue
+            cand_pools, fullest, unused = result
+            all_pools = {**pools, **cand_pools}
+            score = min(p.rate for p in all_pools.values()) if all_pools else 0.0
+            fixed_fullest = max((sum(g.actors_gb) for g in gpus), default=0.0)
+            cand = _Candidate(score, all_pools, max(fullest, fixed_fullest), unused)
+            if best is None or (cand.score, -cand.unused) > (best.score + 1e-9, -best.unused):
+                best = cand
+    if best is None:
+        if not auto and pools:
+            fullest = max((sum(g.actors_gb) for g in gpus), default=0.0)
+            return _Candidate(min(p.rate for p in pools.values()), pools, fullest, 0)
+        return reason
+    return best
+
+
+def _assign(big, counts, packed, whole, partial, batches):
+    """Place whole-GPU metrics (best fit), then the packed group on every GPU left that holds it."""
+    free = list(whole)
+    pools: dict[str, Pool] = {}
+    fullest = 0.0
+    for d in sorted(big, key=lambda d: sum(1 for g in free if _has_resources(g, d.resources))):
+        mem = d.memory_gb(_batch(d, batches))
+        eligible = sorted((g for g in free if _has_resources(g, d.resources) and mem <= g.capacity_gb),
+                          key=lambda g: g.capacity_gb)
+        if len(eligible) < counts[d.metric]:
+            return f"{d.metric} needs {mem:.1f} GB per actor and {counts[d.metric]} such GPU(s)"
+        for g in eligible[: counts[d.metric]]:
+            free.remove(g)
+        fullest = max(fullest, mem)
+        pools[d.metric] = Pool(d.metric, counts[d.metric], 1.0, 1.0, _batch(d, batches), mem, d.images_per_s_gpu,
+                               dict(d.resources))
+    unused = 0
+    if packed:
+        wanted: dict[str, float] = {}
+        for d in packed:
+            for name, amount in d.resources.items():
+                wanted[name] = max(wanted.get(name, 0.0), amount)
+        mems = [d.memory_gb(_batch(d, batches)) for d in packed]
+        hosts = [g for g in free if _has_resources(g, wanted)] or [g for g in partial if _has_resources(g, wanted)]
+        if not free:
+            hosts = [g for g in partial if _has_resources(g, wanted)]
+        hosts = [g for g in hosts if sum(g.actors_gb) + _worst_fill(mems, len(hosts), len(packed)) <= g.capacity_gb]
+        if not hosts:
+            need = _worst_fill(mems, 1, len(packed))
+            return f"{', '.join(d.metric for d in packed)} need {need:.1f} GB together on one GPU"
+        unused = len(free) - len([g for g in hosts if g in free])
+        share = _round_share(min(g.free_share for g in hosts) / len(packed))
+        capacity = sum(min(g.free_share, share * len(packed)) for g in hosts)
+        group_rate = capacity / sum(1.0 / d.images_per_s_gpu for d in packed)
+        worst = _worst_fill(mems, len(hosts), len(packed))
+        fullest = max(fullest, worst + max(sum(g.actors_gb) for g in hosts))
+        for d, mem in zip(packed, mems):
+            pools[d.metric] = Pool(d.metric, len(hosts), share, 1.0, _batch(d, batches), mem, group_rate / len(hosts),
+                                   dict(d.resources))
+    else:
+        unused = len(free)
+    return pools, fullest, unused
+
+
+def _fit_phase(demands: list[MetricDemand], gpus: list[_Gpu]) -> tuple[_Candidate, dict[str, int]] | str:
+    """A phase with every metric of ``demands``; automatic batches halve (to MIN_AUTO_BATCH) to fit."""
+    batches = {d.metric: d.batch_size or d.default_batch for d in demands}
+    while True:
+        result = _plan_gpu_phase(demands, gpus, batches)
+        if not isinstance(result, str):
+            return result, batches
+        shrinkable = [d for d in demands if d.batch_size is None and batches[d.metric] > MIN_AUTO_BATCH]
+        if not shrinkable:
+            return result
+        d = max(shrinkable, key=lambda d: batches[d.metric] * d.activation_gb_per_image)
+        batches[d.metric] = max(MIN_AUTO_BATCH, batches[d.metric] // 2)
+
+
+def _refuse_unplaceable(demands: list[MetricDemand], gpus: list[_Gpu]) -> None:
+    """A model that fits no GPU at batch 1: refuse before Ray starts, with the ways out."""
+    for d in demands:
+        eligible = [g for g in gpus if _has_resources(g, d.resources)]
+        if not eligible:
+            continue  # reported by the resource check
+        need = d.memory_gb(1)
+        capacity = max(g.capacity_gb for g in eligible)
+        if need > capacity:
+            ways = [f"a GPU with more than {need / GPU_MEMORY_FRACTION:.0f} GB"]
+            if d.metric == "vqascore":
+                ways.insert(0, "the smaller VQA model (--metrics clip-flant5-xl ..., or --vqa_model clip-flant5-xl)")
+            ways.append(f"--metrics without {d.metric}")
+            raise ConfigError(
+                f"{d.metric} needs ~{need:.1f} GB of GPU memory ({d.weights_gb:.1f} GB weights in {d.dtype} + "
+                f"context + one image), but the largest GPU it may use has {capacity / GPU_MEMORY_FRACTION:.0f} GB "
+                f"({capacity:.1f} GB usable at {GPU_MEMORY_FRACTION:.0%}). Ways out: {'; '.join(ways)}."
+            )
+
+
+def _check_overrides(demands: list[MetricDemand], shape: ClusterShape, gpus: list[_Gpu]) -> None:
+    """Summed user requests beyond the cluster: refuse with the sums."""
+    fixed = [d for d in demands if d.num_gpus]
+    asked = sum(d.num_gpus * (d.replicas or 1) for d in fixed)
+    if asked > len(gpus) + 1e-9:
+        parts = " + ".join(f"{d.metric} {d.replicas or 1} x {d.num_gpus:g}" for d in fixed)
+        raise ConfigError(f"--num-gpus/--replicas ask for {parts} = {asked:g} GPUs; the cluster has {len(gpus)}.")
+    for name in sorted({r for d in demands for r in d.resources}):
+        users = [d for d in demands if name in d.resources]
+        total = shape.resource_total(name)
+        wanted = sum(d.resources[name] * (d.replicas or 1) for d in users)
+        if total == 0:
+            raise ConfigError(
+                f"{', '.join(d.metric for d in users)} asks for {min(d.resources[name] for d in users):g} {name} per actor "
+                f"but the Ray cluster has 0 {name}"
+                + (" and no node type its autoscaler can add brings it." if shape.can_autoscale
+                   else ". Remove that setting or run on a cluster that has it.")
+            )
+        if wanted > total + 1e-9:
+            raise ConfigError(f"--resource asks for {wanted:g} {name} in all (replicas x amount); the cluster has {total:g}.")
+    if fixed and gpus:
+        by_gpu_mem = sum(d.memory_gb(d.batch_size or d.default_batch) * (d.replicas or 1) for d in fixed if d.num_gpus < 1)
+        share = sum(d.num_gpus * (d.replicas or 1) for d in fixed if d.num_gpus < 1)
+        capacity = max(g.capacity_gb for g in gpus)
+        if share and share <= 1 and by_gpu_mem > capacity:
+            raise ConfigError(
+                f"--num-gpus packs {' + '.join(f'{d.metric} ({d.memory_gb(d.batch_size or d.default_batch):.1f} GB)' for d in fixed if d.num_gpus < 1)}"
+                f" = {by_gpu_mem:.1f} GB onto one GPU of {capacity / GPU_MEMORY_FRACTION:.0f} GB ({capacity:.1f} GB usable)."
+            )
+
+
+def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list[_Gpu], plan_rate: float):
+    """(CPUs per GPU actor, CPUs left for decoding, warning or None); refuses a node short of CPUs.
+
+    Ray decides which GPU each actor lands on, so a node is checked for the most GPU actors it could
+    host in any phase: per GPU one actor per pool, at most 1 / (smallest GPU share) of them.
+    """
+    gpus_per_node: dict[int, int] = {}
+    for g in gpus:
+        gpus_per_node[g.node] = gpus_per_node.get(g.node, 0) + 1
+    worst: dict[int, int] = {}
+    for ph in phases:
+        n_actors = sum(p.replicas for p in ph.pools.values())
+        per_gpu = min(len(ph.pools), int(1 / min(p.num_gpus for p in ph.pools.values()) + 1e-6))
+        for node, n in gpus_per_node.items():
+            worst[node] = max(worst.get(node, 0), min(n_actors, n * per_gpu))
+    need_decode = max(1.0, plan_rate / DECODE_IMAGES_PER_CPU_S)
+    total = sum(n.cpus for n in nodes)
+    fitting = [c for c in GPU_ACTOR_CPUS if all(worst[i] * c <= nodes[i].cpus for i in worst)]
+    if not fitting:
+        i = max(worst, key=lambda i: worst[i] / max(nodes[i].cpus, 1e-9))
+        raise ConfigError(
+            f"Node {nodes[i].name} has {nodes[i].cpus:g} CPU(s) for up to {worst[i]} GPU actor(s), which need at "
+            f"least {GPU_ACTOR_CPUS[-1]:g} CPU each: give the node more CPUs or ask for fewer replicas."
+        )
+    for c in fitting:
+        left = total - sum(worst[i] * c for i in worst)
+        if left >= need_decode:
+            return c, left, None
+    c = fitting[-1]
+    left = total - sum(worst[i] * c for i in worst)
+    return c, left, (f"{left:g} CPU(s) left for decoding (~{left * DECODE_IMAGES_PER_CPU_S:.0f} img/s) cannot keep "
+                     f"the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
+
+
+def _share_for_replicas(demands: list[MetricDemand], n_gpus: int) -> list[MetricDemand]:
+    """--replicas without --num-gpus: whole GPUs when they leave one for the other metrics, else an
+    equal slice of the GPUs for those replicas and one replica of every other metric."""
+    out = []
+    for d in demands:
+        if d.replicas is not None and d.num_gpus is None:
+            others = len(demands) - 1
+            share = 1.0 if d.replicas <= n_gpus - (1 if others else 0) else _round_share(n_gpus / (d.replicas + others))
+            d = dataclasses.replace(d, num_gpus=min(1.0, share))
+        out.append(d)
+    return out
+
+
+def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str = "auto", cpu_layout: str = "fused",
+              cpu_replicas: int | None = None) -> Plan:
+    """The plan for ``demands`` on ``shape``.
+
+    Raises:
+        ConfigError: no plan fits (a model larger than any GPU, overrides beyond the cluster, a node
+            without CPUs for its GPU actors, --device cuda without GPUs); the message says why.
+    """
+    nodes, gpus = _expand(shape.planned_nodes())
+    cpus_total = sum(n.cpus for n in nodes)
+    if device == "cuda" and not gpus:
+        raise ConfigError("--device cuda requested but the Ray cluster has no GPUs.")
+    _check_overrides(demands, shape, gpus if device != "cpu" else [])
+    if not gpus or device == "cpu":
+        return _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total)
+    _refuse_unplaceable(demands, gpus)
+    demands = _share_for_replicas(demands, len(gpus))
+    result = _fit_phase(demands, gpus)
+    groups: list[tuple[list[MetricDemand], _Candidate, dict[str, int]]] = []
+    if not isinstance(result, str):
+        groups.append((demands, *result))
+    else:  # phases: first fit, largest model first
+        if any(d.num_gpus is not None for d in demands):
+            raise ConfigError(f"The --num-gpus/--replicas settings cannot be placed: {result}.")
+        order = sorted(demands, key=lambda d: d.memory_gb(d.batch_size or d.default_batch), reverse=True)
+        for d in order:
+            for i, (members, _, _) in enumerate(groups):
+                attempt = _fit_phase([*members, d], gpus)
+                if not isinstance(attempt, str):
+                    groups[i] = ([*members, d], *attempt)
+                    break
+            else:
+                attempt = _fit_phase([d], gpus)
+                if isinstance(attempt, str):
+                    raise ConfigError(f"{d.metric} cannot be placed: {attempt}.")
+                groups.append(([d], *attempt))
+    warnings = []
+    phases = []
+    for members, cand, _batches in groups:
+        order = [d.metric for d in demands if d in members]  # the run's metric order
+        pools = {m: cand.pools[m] for m in order}
+        rate = min(p.rate for p in pools.values())
+        phases.append(Phase(pools=pools, gpu_memory_gb_per_gpu=cand.fullest, images_per_s=rate))
+        if cand.unused:
+            warnings.append(f"{cand.unused} GPU(s) stay idle in a phase with {', '.join(order)}")
+    if len(phases) > 1:
+        warnings.append(f"not every model fits the GPU memory at once: {len(phases)} phases run one after another")
+    plan_rate = max(ph.images_per_s for ph in phases)
+    cpus, left, warning = _cpus_for_gpu_actors(phases, nodes, gpus, plan_rate)
+    for ph in phases:
+        for pool in ph.pools.values():
+            pool.num_cpus = cpus
+        ph.images_per_s = min(ph.images_per_s, max(left, 0.05) * DECODE_IMAGES_PER_CPU_S)
+    if warning:
+        warnings.append(warning)
+    decode = DecodePool(max_replicas=max(1, int(left)), num_cpus=1.0 if left >= 1 else _round_share(max(left, 0.05)))
+    return Plan(phases=phases, decode=decode, layout="gpu", gpus_total=len(gpus), cpus_total=cpus_total,
+                autoscale=shape.can_autoscale, warnings=warnings)
+
+
+def _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total) -> Plan:
+    """No GPUs (or --device cpu): fused actors (decode + every metric) or one pool per metric."""
+    per_image_s = sum(1.0 / d.images_per_s_cpu for d in demands)
+    if cpu_layout == "fused":
+        replicas = cpu_replicas or max(1, int(cpus_total))
+        num_cpus = round(max(0.1, (cpus_total - 1.0) / replicas), 2)  # 1 CPU left for Ray Data's own tasks
+        rate = max(1.0, cpus_total - 1.0) / per_image_s
+        pools = {d.metric: Pool(d.metric, replicas, 0.0, num_cpus, d.batch_size or CPU_BATCH_SIZE, 0.0, rate / replicas)
+                 for d in demands}
+        decode = DecodePool(max_replicas=0, num_cpus=0.0)
+    else:
+        # 1.5 CPUs stay free for decoding and Ray Data's own small tasks (projection, output)
+        share = round(max(0.05, (cpus_total - 1.5) / max(1, len(demands))), 2)
+        pools = {d.metric: Pool(d.metric, d.replicas or 1, 0.0, share, d.batch_size or CPU_BATCH_SIZE, 0.0,
+                                d.images_per_s_cpu * share, dict(d.resources)) for d in demands}
+        rate = min(p.rate for p in pools.values())
+        decode = DecodePool(max_replicas=1, num_cpus=0.5)
+    for d in demands:
+        if d.replicas is not None and d.metric in pools:
+            pools[d.metric].replicas = d.replicas
+    phase = Phase(pools=pools, gpu_memory_gb_per_gpu=0.0, images_per_s=rate)
+    return Plan(phases=[phase], decode=decode, layout=f"cpu-{cpu_layout}", gpus_total=shape.gpus_total,
+                cpus_total=cpus_total, autoscale=shape.can_autoscale)
+
+
+# ---------------------------------------------------------------------------------------------
+# From the config and the scorer classes
+# ---------------------------------------------------------------------------------------------
+def default_batch(metric: str, on_gpu: bool) -> int:
+    if not on_gpu:
+        return CPU_BATCH_SIZE
+    return DEFAULT_BATCH_SIZE.get(metric, SMALL_MODEL_BATCH_SIZE)
+
+
+def demand_for(metric: str, options: dict[str, Any], *, dtype: str | None, on_gpu: bool, weights_root=None,
+               batch_size=None, num_gpus=None, replicas=None, resources=None, measured=None) -> MetricDemand:
+    """One metric's demand from its scorer class's cost ClassVars (and the measured table when given).
+
+    weights_root: when the weight files exist there, their size gives the parameter count.
+    """
+    from pathlib import Path
+
+    from janus_ray.metrics import get_scorer_class
+    from janus_ray.metrics.costs import DTYPE_BYTES, ModelCost
+
+    cls = get_scorer_class(metric)
+    costs = getattr(cls, "costs_by_model", None)
+    cost: ModelCost | None = costs.get(options.get("model"), cls.cost) if costs else cls.cost
+    if cost is None:  # a scorer without metadata: planned as a small model
+        cost = ModelCost(params=5e8, file_dtype="float32", activation_gb_per_image=0.05, gflops_per_image=300.0)
+    compute_dtype = dtype or (cls.cuda_dtype if on_gpu else "float32")
+    params = cost.params
+    if weights_root is not None:
+        sizes = []
+        for item in cls.required_files(Path(weights_root), **options):
+            found = item.resolve()
+            if found is not None and found.suffix in (".bin", ".safetensors", ".pt", ".pth") and found.is_file():
+                sizes.append(found.stat().st_size)
+        if sizes:
+            params = sum(sizes) / DTYPE_BYTES[cost.file_dtype]
+    weights_gb = params * DTYPE_BYTES[compute_dtype] / 1e9
+    act = cost.activation_gb_per_image * DTYPE_BYTES[compute_dtype] / DTYPE_BYTES.get(cls.cuda_dtype, 4)
+    rate_gpu = EFFECTIVE_TFLOPS[compute_dtype] * 1e3 / cost.gflops_per_image
+    rate_cpu = CPU_GFLOPS_PER_CORE / cost.gflops_per_image
+    source = "estimate"
+    row = measured.metrics.get(metric) if measured is not None else None
+    if row is not None and row.dtype == compute_dtype and on_gpu:
+        weights_gb, act, rate_gpu, source = row.weights_gb, row.activation_gb_per_image, row.images_per_s, "measured"
+    return MetricDemand(
+        metric=metric, weights_gb=weights_gb, activation_gb_per_image=act, images_per_s_gpu=rate_gpu,
+        images_per_s_cpu=rate_cpu, dtype=compute_dtype, default_batch=default_batch(metric, on_gpu),
+        batch_size=batch_size, num_gpus=num_gpus, replicas=replicas, resources=dict(resources or {}), source=source,
+    )
+
+
+def demands_from_config(config, shape: ClusterShape, *, use_weight_files: bool = True, measured=None) -> list[MetricDemand]:
+    """MetricDemand per enabled metric of a validated RunConfig, on ``shape``."""
+    on_gpu = shape.gpus_total > 0 and config.device != "cpu"
+    if measured is None:  # the GPU-measured table when it exists; False: estimates only
+        from janus_ray.metrics.costs import load_measured_costs
+
+        measured = load_measured_costs()
+    measured = measured or None
+    root = config.weights_root if use_weight_files and config.weights_root else None
+    out = []
+    for metric in config.metrics:
+        spec = config.spec(metric)
+        out.append(demand_for(
+            metric, dict(spec.options), dtype=getattr(spec, "dtype", None) or config.dtype, on_gpu=on_gpu, weights_root=root,
+            batch_size=spec.batch_size, num_gpus=spec.num_gpus if on_gpu else None, replicas=spec.replicas,
+            resources=spec.resources, measured=measured,
+        ))
+    return out
+
+
+def plan_run(config, shape: ClusterShape, *, use_weight_files: bool = True, measured=None) -> Plan:
+    """The plan for a validated RunConfig on ``shape`` (raises ConfigError when none fits)."""
+    demands = demands_from_config(config, shape, use_weight_files=use_weight_files, measured=measured)
+    return make_plan(shape, demands, device=config.device, cpu_layout=config.cpu_layout,
+                     cpu_replicas=config.cpu_replicas)
+
+
+def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] | None = None) -> ClusterShape:
+    """The shape a Ray cluster-launcher config declares: the head + min_workers of each type present,
+    and every worker type (up to its max_workers) the autoscaler can add.
+
+    memory_gb: GPU memory per node type name; default: from the instance type (INSTANCE_GPU_MEMORY_GB).
+    """
+    types = config["available_node_types"]
+    head = config["head_node_type"]
+
+    def node(name: str, count: int) -> NodeShape:
+        spec = types[name]
+        res = dict(spec.get("resources", {}))
+        gpus = int(res.pop("GPU", 0))
+        cpus = float(res.pop("CPU", 1))
+        mem = (memory_gb or {}).get(name)
+        if mem is None and gpus:
+            instance = str(spec.get("node_config", {}).get("InstanceType", ""))
+            mem = next((v for k, v in INSTANCE_GPU_MEMORY_GB.items() if instance.startswith(k)), None)
+            if mem is None:
+                raise ConfigError(f"Node type {name!r} ({instance}): unknown GPU memory; pass --gpu-memory-gb.")
+        return NodeShape(gpus=gpus, gpu_memory_gb=mem or 0.0, cpus=cpus, resources=res, count=count, name=name)
+
+    nodes = [node(head, 1)]
+    addable = []
+    for name, spec in types.items():
+        if name == head:
+            continue
+        low, high = int(spec.get("min_workers", 0)), int(spec.get("max_workers", 0))
+        if low:
+            nodes.append(node(name, low))
+        if high > low:
+            addable.append(node(name, high - low))
+    return ClusterShape(nodes=tuple(nodes), can_autoscale=bool(addable), node_types=tuple(addable))

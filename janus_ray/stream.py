@@ -1,0 +1,338 @@
+"""The Ray side of an eval: joining or starting Ray, the cluster's shape, streaming rows through pools.
+
+With ``janus_ray/actors`` the only code that imports ``ray``. Everything about *whether* the run
+joined a cluster and whether that cluster can add nodes is decided here, once, in ``connect``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from janus_ray.actors.decode_stage import DecodeStage, stage_error_column
+from janus_ray.actors.fused_stage import FusedStage
+from janus_ray.actors.metric_actor import MetricActor, oom_column, output_column, time_column
+from janus_ray.errors import ConfigError, JanusRayError
+from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
+from janus_ray.table import rows_per_block
+
+#: test-only: actors Ray gives (logical) GPUs compute on CPU in float32, and the planner takes each
+#: GPU's memory from JANUS_RAY_FAKE_GPU_MEMORY_GB (default 80). For CI on machines without GPUs.
+FAKE_GPUS_ENV = "JANUS_RAY_FAKE_GPUS"
+FAKE_GPU_MEMORY_ENV = "JANUS_RAY_FAKE_GPU_MEMORY_GB"
+#: the cluster launcher's autoscaling config on the head (``ray start --autoscaling-config=...``)
+AUTOSCALER_CONFIG_ENV = "JANUS_RAY_AUTOSCALER_CONFIG"
+DEFAULT_AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+class PoolStartError(JanusRayError):
+    """An actor pool could not start within the bound: names the pool, its request and what is free."""
+
+
+def fake_gpus() -> bool:
+    return os.environ.get(FAKE_GPUS_ENV, "") == "1"
+
+
+def fake_gpu_memory_gb() -> float:
+    return float(os.environ.get(FAKE_GPU_MEMORY_ENV, "80"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Joining and the cluster's shape
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Connection:
+    """How this run reaches Ray. joined: an existing cluster (flag, RAY_ADDRESS or a Ray job)."""
+
+    joined: bool
+    address: str | None
+    autoscaler_config: dict[str, Any] | None
+
+    @property
+    def can_autoscale(self) -> bool:
+        return self.autoscaler_config is not None
+
+
+def join_address(explicit: str | None) -> str | None:
+    """The cluster to join: --ray-address, else RAY_ADDRESS (set inside `ray job submit` jobs), else None."""
+    address = explicit or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
+
+
+def read_autoscaler_config() -> dict[str, Any] | None:
+    """The cluster-launcher config the head's autoscaler runs with, when this machine has it."""
+    path = Path(os.environ.get(AUTOSCALER_CONFIG_ENV, DEFAULT_AUTOSCALER_CONFIG)).expanduser()
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "available_node_types" not in data:
+        return None
+    return data
+
+
+def connect(address: str | None) -> Connection:
+    """Join the cluster named by ``address`` / RAY_ADDRESS, else start an embedded local Ray."""
+    import ray
+
+    target = join_address(address)
+    if ray.is_initialized():
+        joined = True
+    elif target:
+        ray.init(address=target, log_to_driver=True)
+        joined = True
+    else:
+        # address="local": a new instance, never one that `ray start` left running on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+        joined = False
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
+
+
+def local_shape(gpu_memory_gb: float | None) -> ClusterShape:
+    """This machine, before any Ray starts (an embedded Ray gets exactly these CPUs and GPUs)."""
+    import torch
+
+    cpus = float(os.cpu_count() or 1)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    memory = 0.0
+    if gpus:
+        memory = gpu_memory_gb or min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 1e9
+    return ClusterShape(nodes=(NodeShape(gpus=gpus, gpu_memory_gb=memory, cpus=cpus, name="local"),))
+
+
+def cluster_shape(connection: Connection, gpu_memory_gb: float | None = None) -> ClusterShape:
+    """The alive nodes of the Ray cluster (GPU memory probed per GPU node unless given), plus the node
+    types its autoscaler can add."""
+    import ray
+
+    nodes = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = dict(node.get("Resources", {}))
+        gpus = int(res.pop("GPU", 0))
+        cpus = float(res.pop("CPU", 0))
+        custom = {k: v for k, v in res.items()
+                  if not k.startswith("node:") and k not in ("memory", "object_store_memory", "accelerator_type")
+                  and not k.startswith("accelerator_type")}
+        memory = 0.0
+        if gpus:
+            memory = gpu_memory_gb or (fake_gpu_memory_gb() if fake_gpus() else _probe_gpu_memory(node["NodeID"]))
+        nodes.append(NodeShape(gpus=gpus, gpu_memory_gb=memory, cpus=cpus, resources=custom,
+                               name=node.get("NodeManagerAddress", "node")))
+    node_types: tuple[NodeShape, ...] = ()
+    if connection.autoscaler_config is not None:
+        declared = shape_from_cluster_yaml(connection.autoscaler_config, None)
+        node_types = declared.node_types
+    return ClusterShape(nodes=tuple(nodes), can_autoscale=bool(node_types), node_types=node_types)
+
+
+def _probe_gpu_memory(node_id: str) -> float:
+    """Total memory of one GPU of that node, GB (a one-GPU task pinned to the node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def total_memory() -> float:
+        import torch
+
+        if not torch.cuda.is_available():
+            return 0.0
+        return torch.cuda.get_device_properties(0).total_memory / 1e9
+
+    ref = total_memory.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+    try:
+        memory = ray.get(ref, timeout=180)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise ConfigError(f"Could not probe the GPU memory of node {node_id} within 180 s; pass --gpu-memory-gb.") from exc
+    if not memory:
+        raise ConfigError(
+            f"Node {node_id} advertises GPUs but CUDA is not available there; pass --gpu-memory-gb "
+            f"(or, in tests, {FAKE_GPUS_ENV}=1)."
+        )
+    return memory
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming
+# ---------------------------------------------------------------------------------------------
+def stream_scores(
+    rows: pd.DataFrame,
+    plans: list,
+    config,
+    on_batch: Callable[[pd.DataFrame], None],
+    *,
+    decode_replicas: int = 1,
+    decode_cpus: float = 1.0,
+    autoscale: bool = False,
+    journal_dir: str | None = None,
+) -> None:
+    """Stream ``rows`` through decoding and every metric's actors (``plans``: pipeline.MetricPlan of
+    one phase); call ``on_batch`` per result batch. ``journal_dir``: the run's crash journal
+    (actors/journal.py), so that no row is retried forever.
+
+    Raises:
+        PoolStartError: a pool's actors did not start within ``config.pool_start_timeout_s``.
+    """
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = int(config.pool_start_timeout_s)
+    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+    # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
+    # projection task and a result batch on the driver (table.rows_per_block).
+    n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
+    step = math.ceil(len(rows) / n_blocks)
+    ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
+    if use_fused_layout(plans, config):
+        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
+    else:
+        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir)
+    keep = ["row_id", "decode_error"]
+    for plan in plans:
+        keep += [output_column(k) for k in plan.columns]
+        keep += [stage_error_column(plan.metric), time_column(plan.metric), oom_column(plan.metric)]
+    # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
+    # results would reach the driver (progress, resume cache) only at the end of the run.
+    ds = ds.select_columns(keep, num_cpus=0)
+    try:
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            on_batch(batch)
+    except Exception as exc:
+        # Ray Data raises GetTimeoutError("Timed out while starting actors ...") from the operator
+        # start gated by wait_for_min_actors_s, possibly wrapped by the executor
+        text = f"{exc!r} {exc.__cause__!r}"
+        if isinstance(exc, ray.exceptions.GetTimeoutError) or "Timed out while starting actors" in text:
+            raise PoolStartError(_pool_start_message(plans, config)) from exc
+        raise
+
+
+def _pool_start_message(plans: list, config) -> str:
+    import ray
+
+    waiting = set()
+    try:
+        from ray.util.state import list_actors
+
+        for actor in list_actors(filters=[("state", "!=", "ALIVE")], limit=1000, raise_on_missing_output=False):
+            waiting.add(actor.class_name)
+    except Exception:  # noqa: BLE001  (the state API is best effort here)
+        pass
+    named = [p for p in plans if any(_pool_class_name(p.metric) in name for name in waiting)] or plans
+    free = {k: round(v, 2) for k, v in ray.available_resources().items() if not k.startswith("node:")}
+    asks = "; ".join(
+        f"{p.metric}: {p.replicas} actor(s) x ({p.num_gpus:g} GPU, {p.num_cpus:g} CPU"
+        + (f", {p.resources}" if p.resources else "") + ")"
+        for p in named
+    )
+    return (
+        f"The actor pool(s) {', '.join(p.metric for p in named)} did not start within "
+        f"{config.pool_start_timeout_s:g} s. Asked for: {asks}. Free in the cluster now: {free}. "
+        "Lower --replicas / --num-gpus, add nodes, or raise --pool-start-timeout."
+    )
+
+
+def use_fused_layout(plans: list, config) -> bool:
+    return config.cpu_layout == "fused" and not any(p.num_gpus for p in plans)
+
+
+def fused_replicas(config, cluster_cpus: float) -> int:
+    """One single-threaded fused actor per CPU: decoding in one overlaps model work in another
+    (measured on 2 CPUs, 6x200 tiny images: 111.5 s with 1 actor x 2 threads, 84.5 s with 2 x 1)."""
+    return config.cpu_replicas or max(1, int(cluster_cpus))
+
+
+def _decode_kwargs(plans: list, config, journal_dir: str | None = None) -> dict[str, Any]:
+    weights_root = str(Path(config.weights_root).resolve())
+    metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
+    return {"metrics": metrics, "max_pixels": config.max_image_pixels, "journal_dir": journal_dir}
+
+
+def _metric_kwargs(plan, config, torch_threads: int | None, journal_dir: str | None = None) -> dict[str, Any]:
+    device, dtype = plan.device, plan.dtype
+    if fake_gpus() and plan.num_gpus:  # test-only: a logical GPU, computed on CPU in float32
+        device, dtype, torch_threads = "cpu", "float32", 1
+    return {
+        "metric": plan.metric,
+        "scorer": plan.scorer,
+        "weights_root": str(Path(config.weights_root).resolve()),
+        "device": device,
+        "dtype": dtype,
+        "options": plan.options,
+        "torch_threads": torch_threads,
+        "journal_dir": journal_dir,
+        "tf32": plan.tf32,
+    }
+
+
+def _pool_class_name(metric: str) -> str:
+    return "MetricActor_" + "".join(c if c.isalnum() else "_" for c in metric)
+
+
+def _named_actor_class(metric: str) -> type:
+    """A subclass named after the metric, so Ray's actor list (and a start timeout) names the pool."""
+    return type(_pool_class_name(metric), (MetricActor,), {"__module__": __name__})
+
+
+def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str | None = None):
+    """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
+    import ray
+
+    replicas = fused_replicas(config, cluster_cpus)
+    threads = max(1, int(cluster_cpus // replicas))
+    return ds.map_batches(
+        FusedStage,
+        fn_constructor_kwargs={
+            "decode": _decode_kwargs(plans, config, journal_dir),
+            "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
+            "torch_threads": threads,
+        },
+        batch_size=max(p.batch_size for p in plans),
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=replicas),
+        num_cpus=max(0.1, (cluster_cpus - 1.0) / replicas),  # 1 CPU left for Ray Data's own tasks
+        # Ray Data's actor pools default to max_restarts=-1 / max_task_retries=-1: a crashed actor is
+        # restarted and its batch retried, so no row is lost or doubled (the kill test checks).
+    )
+
+
+def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus: float, autoscale: bool,
+                     journal_dir: str | None = None):
+    """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
+    import ray
+
+    any_gpu = any(p.num_gpus for p in plans)
+    ds = ds.map_batches(
+        DecodeStage,
+        fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
+        batch_size=config.decode_batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, decode_replicas)),
+        num_cpus=decode_cpus if any_gpu else 0.5,
+    )
+    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+    threads = max(1, int(cluster_cpus // max(1, len(plans))))
+    # whole-GPU pools first: Ray Data starts pools in this order, so fractional actors cannot take
+    # a slice of a GPU a whole-GPU actor was planned on
+    for plan in sorted(plans, key=lambda p: -p.num_gpus):
+        size = {"min_size": 1, "max_size": plan.replicas} if autoscale else {"size": plan.replicas}
+        ds = ds.map_batches(
+            _named_actor_class(plan.metric) if plan.num_gpus else MetricActor,
+            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
+            batch_size=plan.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(**size),
+            num_gpus=plan.num_gpus or None,
+            num_cpus=plan.num_cpus,
+            resources=plan.resources or None,
+            # Same restart/retry defaults as above: the kill test covers this layout too.
+        )
+    return ds

@@ -1,0 +1,190 @@
+"""Evals on real local Ray clusters with logical GPUs (JANUS_RAY_FAKE_GPUS=1: the actors Ray gives a
+GPU compute on CPU in float32). Each run must finish, place every pool as its plan says (checked
+through Ray's state API) and write the scores the scorers give when called directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from janus_ray import load_scorer
+
+from .conftest import WEIGHTS_ROOT, build_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+pytestmark = pytest.mark.ray
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def token_env(monkeypatch):
+    """A token of this test's own (never ~/.ray/auth_token, which other Ray instances may use)."""
+    token = secrets.token_hex(32)
+    values = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "JANUS_RAY_FAKE_GPUS": "1",
+              "JANUS_RAY_FAKE_GPU_MEMORY_GB": "80", "PYTHONPATH": str(REPO)}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    return dict(os.environ)
+
+
+def start_head(env: dict, tmp_path: Path, num_gpus: int):
+    """`ray start --head --block` in its own session; stopped with os.killpg (never `ray stop`)."""
+    port, dashboard = free_port(), free_port()
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         f"--num-gpus={num_gpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", dashboard), timeout=1):
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+        raise RuntimeError((tmp_path / "head.log").read_text()[-3000:])
+    return head, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+
+
+def stop(head) -> None:
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def run_eval(env: dict, address: str, folders: list[Path], prompt_json: Path, out: Path, *extra: str):
+    command = [sys.executable, "-m", "janus_ray", "eval", *map(str, folders), "--weights-root", str(WEIGHTS_ROOT),
+               "--prompt-json", str(prompt_json), "--output-dir", str(out), "--no-report", *extra]
+    done = subprocess.run(command, env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def check_scores(folders: list[Path], out: Path, columns: dict[str, str]) -> dict:
+    frames = pd.concat([pd.read_parquet(out / f.name / "janus_eval_scores.parquet").assign(folder=str(f)) for f in folders])
+    ok = frames[frames["error"].isna()]
+    assert len(ok) >= 3
+    paths = [str(Path(f) / p) for f, p in zip(ok["folder"], ok["image_path"])]
+    for name, column in columns.items():
+        direct = load_scorer(name, WEIGHTS_ROOT).score(paths, list(ok["prompt"]))
+        np.testing.assert_allclose(ok[column].to_numpy(), direct, atol=1e-5, err_msg=name)
+    return json.loads((out / folders[0].name / "janus_eval_scores.json").read_text())["meta"]
+
+
+def pool_actors(actors, metric: str) -> list:
+    return [a for a in actors if f"MetricActor_{metric}" in a.class_name]
+
+
+def check_placement(actors, plan: dict) -> None:
+    """Every planned pool ran with the GPU / CPU request of its plan, at most `replicas` actors."""
+    for phase in plan["phases"]:
+        for metric, pool in phase["metrics"].items():
+            mine = pool_actors(actors, metric)
+            assert 1 <= len(mine) <= pool["replicas"], (metric, len(mine), pool)
+            for actor in mine:
+                assert actor.required_resources.get("GPU", 0) == pytest.approx(pool["num_gpus"]), metric
+                assert actor.required_resources.get("CPU", 0) == pytest.approx(pool["num_cpus"]), metric
+
+
+@pytest.mark.parametrize("num_gpus,metrics", [(1, ["clipscore", "imagereward"]), (4, ["clipscore"])])
+def test_eval_on_a_head_with_logical_gpus(token_env, tmp_path, num_gpus, metrics):
+    from ray.util.state import list_actors
+
+    inputs = build_inputs(tmp_path / "data", n_prompts=3)
+    folders = inputs["folders"][:2]
+    head, address, dashboard = start_head(token_env, tmp_path, num_gpus)
+    try:
+        done = run_eval(token_env, address, folders, inputs["prompt_json"], tmp_path / "out", "--metrics", *metrics)
+        actors = list_actors(address=dashboard, detail=True, limit=1000, raise_on_missing_output=False)
+    finally:
+        stop(head)
+    assert "deprecat" not in done.stderr.lower(), done.stderr[-3000:]
+    assert "phase 1/1" in done.stderr  # the plan table is printed before the run
+    meta = check_scores(folders, tmp_path / "out", {"clipscore": "CLIPScore", "imagereward": "ImageReward"}
+                        if len(metrics) == 2 else {"clipscore": "CLIPScore"})
+    plan = meta["plan"]
+    assert plan["gpus_total"] == num_gpus and plan["gpus_used"] == pytest.approx(num_gpus, abs=1e-3)
+    assert set(meta["oom_batch_halvings"]) == set(metrics)
+    check_placement(actors, plan)
+    if num_gpus == 4:
+        assert plan["phases"][0]["metrics"]["clipscore"] == {**plan["phases"][0]["metrics"]["clipscore"],
+                                                             "replicas": 4, "num_gpus": 1.0}
+
+
+def test_eval_on_three_nodes_pins_the_pool_to_the_node_with_its_resource(token_env, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    inputs = build_inputs(tmp_path / "data", n_prompts=3)
+    folders = inputs["folders"][:2]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    try:
+        plain = cluster.add_node(num_cpus=1, num_gpus=1)
+        pinned = cluster.add_node(num_cpus=1, num_gpus=1, resources={"vqa_gpu": 1})
+        cluster.wait_for_nodes()
+        run_eval(token_env, cluster.address, folders, inputs["prompt_json"], tmp_path / "out",
+                 "--metrics", "clipscore", "imagereward", "--resource", "clipscore=vqa_gpu:1")
+        ray.init(address=cluster.address)
+        actors = list_actors(detail=True, limit=1000, raise_on_missing_output=False)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    meta = check_scores(folders, tmp_path / "out", {"clipscore": "CLIPScore", "imagereward": "ImageReward"})
+    check_placement(actors, meta["plan"])
+    assert {a.node_id for a in pool_actors(actors, "clipscore")} == {pinned.node_id}
+    assert {a.node_id for a in pool_actors(actors, "imagereward")} == {plain.node_id}
+
+
+def test_a_pool_that_cannot_start_ends_the_run_naming_it(token_env, tmp_path):
+    """The plan counts on a node type the 'autoscaler' never brings: the bounded wait ends the run."""
+    import yaml
+
+    autoscaler = tmp_path / "ray_bootstrap_config.yaml"
+    autoscaler.write_text(yaml.safe_dump({
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 2}, "min_workers": 0, "max_workers": 0},
+            "gpu": {"node_config": {"InstanceType": "g6e.2xlarge"}, "resources": {"CPU": 1, "GPU": 1, "vqa_gpu": 1},
+                    "min_workers": 0, "max_workers": 1},
+        },
+    }))
+    inputs = build_inputs(tmp_path / "data", n_prompts=3)
+    head, address, _ = start_head(token_env, tmp_path, num_gpus=1)
+    try:
+        command = [sys.executable, "-m", "janus_ray", "eval", str(inputs["folders"][0]), "--weights-root",
+                   str(WEIGHTS_ROOT), "--prompt-json", str(inputs["prompt_json"]), "--output-dir", str(tmp_path / "out"),
+                   "--no-report", "--metrics", "clipscore", "--resource", "clipscore=vqa_gpu:1",
+                   "--pool-start-timeout", "20"]
+        env = {**token_env, "RAY_ADDRESS": address, "JANUS_RAY_AUTOSCALER_CONFIG": str(autoscaler)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        stop(head)
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "did not start within 20 s" in done.stderr and "clipscore" in done.stderr, done.stderr[-4000:]
+    assert "vqa_gpu" in done.stderr and "Free in the cluster now" in done.stderr

@@ -1,0 +1,238 @@
+"""The placement planner (janus_ray/plan.py) on many cluster shapes, without Ray."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from janus_ray.config import MetricSpec, RunConfig
+from janus_ray.errors import ConfigError
+from janus_ray.metrics.costs import load_measured_costs
+from janus_ray.plan import (
+    GPU_MEMORY_FRACTION,
+    ClusterShape,
+    NodeShape,
+    demand_for,
+    make_plan,
+    plan_run,
+    shape_from_cluster_yaml,
+)
+
+SIX = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
+SMALL = ["hpsv2", "clipscore", "itmscore", "pickscore", "imagereward"]
+CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
+FIXTURE_WEIGHTS = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "weights"
+
+
+def cfg(metrics=None, **specs) -> RunConfig:
+    config = RunConfig(folders=["x"], weights_root=None, metrics=list(metrics or SIX),
+                       metric_specs={m: MetricSpec(**s) for m, s in specs.items()})
+    config.resolve_names()
+    return config
+
+
+def plan_for(gpus, mem, cpus, metrics=None, nodes=1, **specs):
+    return plan_run(cfg(metrics, **specs), ClusterShape.uniform(gpus, mem, cpus, nodes), measured=False)
+
+
+def metrics_of(plan) -> list[str]:
+    return [m for phase in plan.phases for m in phase.pools]
+
+
+def assert_fits(plan, mem_gb, gpus):
+    for phase in plan.phases:
+        assert phase.gpu_memory_gb_per_gpu <= mem_gb * GPU_MEMORY_FRACTION + 1e-6
+        assert phase.gpus_used <= gpus + 1e-6
+        assert all(p.num_gpus <= 1 for p in phase.pools.values())
+
+
+def test_one_80gb_gpu_holds_all_six_in_one_phase():
+    plan = plan_for(1, 80, 16)
+    assert len(plan.phases) == 1 and sorted(metrics_of(plan)) == sorted(SIX)
+    assert_fits(plan, 80, 1)
+    assert plan.gpus_used == pytest.approx(1.0, abs=1e-3)
+
+
+def test_one_48gb_gpu_runs_the_xxl_and_the_small_models_in_phases():
+    plan = plan_for(1, 48, 16)
+    assert len(plan.phases) >= 2 and sorted(metrics_of(plan)) == sorted(SIX)  # each metric exactly once
+    assert_fits(plan, 48, 1)
+    assert any("phases" in w for w in plan.warnings)
+
+
+def test_one_24gb_gpu_refuses_the_xxl_naming_need_capacity_and_ways_out():
+    with pytest.raises(ConfigError) as err:
+        plan_for(1, 24, 8)
+    message = str(err.value)
+    for part in ("vqascore needs ~", "GB", "24 GB", "clip-flant5-xl", "--metrics without vqascore"):
+        assert part in message
+
+
+def test_one_24gb_gpu_plans_the_xl():
+    plan = plan_for(1, 24, 8, metrics=["clip-flant5-xl", *SMALL])
+    assert sorted(metrics_of(plan)) == sorted(["vqascore", *SMALL])
+    assert_fits(plan, 24, 1)
+    xl = next(ph.pools["vqascore"] for ph in plan.phases if "vqascore" in ph.pools)
+    assert xl.gpu_memory_gb < 15  # the 6.3 GB XL, not the 23 GB XXL
+
+
+def test_eight_80gb_gpus_are_all_used_and_vqa_scales_out():
+    one, eight = plan_for(1, 80, 16), plan_for(8, 80, 64)
+    assert len(eight.phases) == 1 and eight.gpus_used == pytest.approx(8.0, abs=1e-3)
+    pools = eight.phases[0].pools
+    assert pools["vqascore"].replicas > 1 and pools["vqascore"].num_gpus == 1
+    assert_fits(eight, 80, 8)
+    assert eight.images_per_s > 4 * one.images_per_s
+    # the min over metrics is what the plan reports
+    assert eight.phases[0].images_per_s == pytest.approx(min(p.rate for p in pools.values()))
+
+
+def test_two_identical_nodes_double_the_gpus():
+    plan = plan_for(4, 80, 32, nodes=2)
+    assert plan.gpus_total == 8 and plan.gpus_used == pytest.approx(8.0, abs=1e-3)
+
+
+def test_without_gpus_every_metric_runs_fused_on_cpu():
+    plan = plan_for(0, 0, 4)
+    assert plan.layout == "cpu-fused" and plan.gpus_used == 0
+    assert all(p.num_gpus == 0 and p.replicas == 4 for p in plan.phases[0].pools.values())
+
+
+def test_per_metric_cpu_layout_leaves_cpus_for_decoding():
+    config = cfg()
+    config.cpu_layout = "per-metric"
+    plan = plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False)
+    assert sum(p.num_cpus * p.replicas for p in plan.phases[0].pools.values()) <= 2
+
+
+def test_device_cpu_ignores_gpus_and_device_cuda_without_gpus_is_refused():
+    config = cfg()
+    config.device = "cpu"
+    assert plan_run(config, ClusterShape.uniform(4, 80, 16), measured=False).gpus_used == 0
+    config.device = "cuda"
+    with pytest.raises(ConfigError, match="no GPUs"):
+        plan_run(config, ClusterShape.uniform(0, 0, 16), measured=False)
+
+
+def test_fractional_leftover_of_an_override_is_shared_by_the_others():
+    plan = plan_for(1, 80, 16, vqascore={"num_gpus": 0.5})
+    pools = plan.phases[0].pools
+    assert pools["vqascore"].num_gpus == 0.5
+    small = [pools[m].num_gpus for m in SMALL]
+    assert all(s > 0 for s in small) and 0.5 + sum(small) <= 1.0 + 1e-9
+    assert_fits(plan, 80, 1)
+
+
+def test_a_node_without_enough_cpus_is_refused_with_the_counts():
+    with pytest.raises(ConfigError, match=r"has 1 CPU\(s\) for up to \d+ GPU actor"):
+        plan_for(8, 80, 1)
+
+
+def test_few_cpus_shrink_gpu_actor_cpus_and_warn_that_decoding_limits():
+    plan = plan_for(8, 80, 2)
+    assert all(p.num_cpus < 1 for p in plan.phases[0].pools.values())
+    assert any("decoding limits" in w for w in plan.warnings)
+
+
+def test_overrides_asking_for_more_gpus_than_the_cluster_are_refused_with_the_sums():
+    with pytest.raises(ConfigError, match=r"vqascore 3 x 1 = 3 GPUs; the cluster has 2"):
+        plan_for(2, 80, 16, vqascore={"num_gpus": 1, "replicas": 3})
+
+
+def test_overrides_packing_beyond_one_gpus_memory_are_refused_with_the_sums():
+    with pytest.raises(ConfigError, match=r"onto one GPU of 40 GB \(36.0 GB usable\)"):
+        plan_for(1, 40, 16, metrics=["vqascore", "pickscore"], vqascore={"num_gpus": 0.5},
+                 pickscore={"num_gpus": 0.5, "batch_size": 256})
+
+
+def test_overrides_win():
+    plan = plan_for(4, 80, 32, metrics=["vqascore", "clipscore"], vqascore={"replicas": 2, "batch_size": 4},
+                    clipscore={"num_gpus": 0.5})
+    pools = plan.phases[0].pools
+    assert pools["vqascore"].replicas == 2 and pools["vqascore"].batch_size == 4
+    assert pools["clipscore"].num_gpus == 0.5
+
+
+def test_custom_resource_missing_is_refused_on_a_fixed_cluster_and_planned_when_a_node_type_brings_it():
+    with pytest.raises(ConfigError, match="0 vqa_gpu"):
+        plan_for(1, 80, 16, vqascore={"resources": {"vqa_gpu": 1}})
+    shape = ClusterShape(
+        nodes=(NodeShape(gpus=1, gpu_memory_gb=80, cpus=16),), can_autoscale=True,
+        node_types=(NodeShape(gpus=2, gpu_memory_gb=80, cpus=16, resources={"vqa_gpu": 2}, count=1),),
+    )
+    plan = plan_run(cfg(vqascore={"resources": {"vqa_gpu": 1}}), shape, measured=False)
+    assert plan.autoscale and plan.phases[0].pools["vqascore"].resources == {"vqa_gpu": 1}
+
+
+def test_the_cluster_yaml_shape_is_planned_in_one_phase_on_every_gpu():
+    shape = shape_from_cluster_yaml(yaml.safe_load(CLUSTER_YAML.read_text()))
+    assert shape.can_autoscale and shape.gpus_total >= 2
+    plan = plan_run(cfg(vqascore={"resources": {"vqa_gpu": 1}}), shape, measured=False)
+    assert len(plan.phases) == 1 and sorted(metrics_of(plan)) == sorted(SIX)
+    assert plan.gpus_used == pytest.approx(shape.gpus_total, abs=0.01)
+
+
+def test_json_schema():
+    data = plan_for(1, 48, 16).to_json()
+    assert set(data) == {"gpus_total", "gpus_used", "cpus_total", "phases", "images_per_s", "warnings"}
+    for phase in data["phases"]:
+        assert set(phase) == {"metrics", "gpu_memory_gb_per_gpu", "images_per_s"}
+        for pool in phase["metrics"].values():
+            assert set(pool) == {"replicas", "num_gpus", "num_cpus", "batch_size", "gpu_memory_gb", "images_per_s"}
+    json.dumps(data)
+
+
+def test_weight_files_when_present_replace_the_architecture_size():
+    arch = demand_for("clipscore", {}, dtype=None, on_gpu=True)
+    files = demand_for("clipscore", {}, dtype=None, on_gpu=True, weights_root=FIXTURE_WEIGHTS)
+    assert arch.weights_gb == pytest.approx(4.28e8 * 4 / 1e9)
+    assert files.weights_gb < 0.5  # the fixture's tiny random model
+
+
+def test_measured_table_replaces_the_estimates(tmp_path):
+    path = tmp_path / "measured_costs.json"
+    path.write_text(json.dumps({"gpu": "NVIDIA H200", "measured_at": "2026-11-30", "metrics": {"clipscore": {
+        "dtype": "float32", "batch_size": 64, "images_per_s": 321.0, "peak_gpu_memory_gb": 9.5,
+        "weights_gb": 1.75, "activation_gb_per_image": 0.11}}}))
+    table = load_measured_costs(path)
+    assert table.gpu == "NVIDIA H200" and table.metrics["clipscore"].images_per_s == 321.0
+    demand = demand_for("clipscore", {}, dtype=None, on_gpu=True, measured=table)
+    assert (demand.images_per_s_gpu, demand.weights_gb, demand.activation_gb_per_image, demand.source) == (
+        321.0, 1.75, 0.11, "measured")
+    other = demand_for("pickscore", {}, dtype=None, on_gpu=True, measured=table)
+    assert other.source == "estimate"
+    assert load_measured_costs(tmp_path / "absent.json") is None
+
+
+def test_a_malformed_measured_table_names_the_field(tmp_path):
+    path = tmp_path / "measured_costs.json"
+    path.write_text(json.dumps({"metrics": {"clipscore": {"dtype": "float32"}}}))
+    with pytest.raises(ConfigError, match="metrics.clipscore.batch_size"):
+        load_measured_costs(path)
+
+
+def test_plan_module_imports_no_ray():
+    import subprocess
+
+    code = "import sys, janus_ray.plan; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_make_plan_from_hand_made_demands():
+    demands = [demand_for(m, {}, dtype=None, on_gpu=True) for m in ("clipscore", "imagereward")]
+    plan = make_plan(ClusterShape.uniform(2, 24, 8), demands)
+    assert plan.gpus_used == pytest.approx(2.0, abs=1e-3)
+
+
+def test_replicas_without_a_gpu_share_take_whole_gpus_or_a_fitting_slice():
+    four = plan_for(4, 80, 32, vqascore={"replicas": 3}).phases[0].pools
+    assert (four["vqascore"].replicas, four["vqascore"].num_gpus) == (3, 1.0)
+    one = plan_for(1, 80, 16, clipscore={"replicas": 3})
+    pools = one.phases[0].pools
+    assert pools["clipscore"].replicas == 3
+    assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 1.0 + 1e-9
