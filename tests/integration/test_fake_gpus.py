@@ -33,10 +33,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: One token for the whole test process: Ray's AuthenticationTokenLoader is a process-wide singleton
+#: that keeps the first token it read, so a new token per test would make the second test's state-API
+#: calls fail with "Invalid authentication token".
+TOKEN = secrets.token_hex(32)
+
+
 @pytest.fixture
 def token_env(monkeypatch):
-    """A token of this test's own (never ~/.ray/auth_token, which other Ray instances may use)."""
-    token = secrets.token_hex(32)
+    """A token of these tests' own (never ~/.ray/auth_token, which other Ray instances may use)."""
+    token = TOKEN
     values = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "JANUS_RAY_FAKE_GPUS": "1",
               "JANUS_RAY_FAKE_GPU_MEMORY_GB": "80", "PYTHONPATH": str(REPO)}
     for key, value in values.items():
