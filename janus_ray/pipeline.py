@@ -211,6 +211,10 @@ class Stages:
 
     stream_scores: Callable[..., None] | None = None
     progress: type[Progress] = Progress
+    #: ``(config, stream) -> (Plan, autoscaling)``; None = ``connect_and_plan`` (starts or joins Ray).
+    #: A stand-in that returns a plan without starting Ray, with ``stream_scores`` =
+    #: ``janus_ray.stream.stream_in_process``, runs ``evaluate`` with no Ray at all (fast tests).
+    plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
 
     def stream(self) -> Callable[..., None]:
         if self.stream_scores is not None:
@@ -244,7 +248,7 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     output_root, out_dirs = output_dirs(config)
     # content hashes in a thread pool, overlapping the Ray start
     hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
-    plan, autoscale, phase_plans, plans = plan_phases(config, stream)
+    plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages)
     frame = manifest_frame(scans, hashes)
     work = select_work(config, frame, plans, output_root, stream)
     results, oom_halvings = stream_phases(frame, phase_plans, work, config, plan, autoscale, stream, stages)
@@ -277,10 +281,12 @@ def scan_inputs(config: RunConfig, stream=sys.stderr) -> tuple[RunConfig, list]:
     return config, scans
 
 
-def plan_phases(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
+def plan_phases(config: RunConfig, stream=sys.stderr,
+                stages: Stages | None = None) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
     """Have Ray ready and plan: (plan, autoscaling, MetricPlans per phase, all MetricPlans in the
     run's metric order, each with its resume ``settings_key``)."""
-    plan, autoscale = connect_and_plan(config, stream)
+    stages = stages or Stages()
+    plan, autoscale = (stages.plan or connect_and_plan)(config, stream)
     print("[janus-ray] " + plan.table().replace("\n", "\n[janus-ray]   "), file=stream)
     phase_plans = [metric_plans(phase, config) for phase in plan.phases]
     order = {m: i for i, m in enumerate(config.metrics)}
@@ -291,7 +297,7 @@ def plan_phases(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool, list[
     print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
     from janus_ray.stream import fused_replicas, use_fused_layout
 
-    if use_fused_layout(plans, config):
+    if stages.stream_scores is None and use_fused_layout(plans, config):
         import ray
 
         replicas = fused_replicas(config, ray.cluster_resources().get("CPU", 1.0))

@@ -213,6 +213,29 @@ def stream_scores(
         raise
 
 
+def stream_in_process(
+    rows: pd.DataFrame,
+    plans: list,
+    config,
+    on_batch: Callable[[pd.DataFrame], None],
+    **_ignored: Any,
+) -> None:
+    """``stream_scores`` without Ray, for tests and benchmarks (``pipeline.Stages``): the fused
+    stage (decode + every metric, the same classes the CPU layout runs in its actors) applied in this
+    process, one batch of the largest metric batch size at a time, projected to the result columns.
+    The layout arguments (replicas, autoscale, journal) are accepted and ignored."""
+    stage = FusedStage(
+        decode=_decode_kwargs(plans, config, None),
+        metrics=[_metric_kwargs(p, config, None, None) for p in plans],
+    )
+    keep = result_columns(plans)
+    step = max(1, max(p.batch_size for p in plans))
+    for start in range(0, len(rows), step):
+        part = rows.iloc[start : start + step]
+        batch = stage({c: part[c].to_numpy() for c in part.columns})
+        on_batch(pd.DataFrame({c: batch[c] for c in keep}))
+
+
 def _pool_start_message(plans: list, config) -> str:
     import ray
 
