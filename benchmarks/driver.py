@@ -31,7 +31,6 @@ class StubPlan:
     """The plan attributes the driver code reads."""
 
     metric: str
-    scorer: str
     columns: dict[str, str]
     settings_key: str
     batch_size: int = 64
@@ -39,8 +38,8 @@ class StubPlan:
 
 
 PLANS = {
-    "pickscore": StubPlan("pickscore", "pickscore", {"pickscore": "PickScore"}, "stub-pick"),
-    "clipscore": StubPlan("clipscore", "clipscore", {"clipscore": "CLIPScore"}, "stub-clip"),
+    "pickscore": StubPlan("pickscore", {"pickscore": "PickScore"}, "stub-pick"),
+    "clipscore": StubPlan("clipscore", {"clipscore": "CLIPScore"}, "stub-clip"),
 }
 
 
@@ -78,7 +77,8 @@ def stub_results(rows: pd.DataFrame, plans: list[StubPlan], rng: np.random.Gener
 def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: Path,
         cached_fraction: float = 0.5) -> dict:
     from janus_ray.cache import ResultCache
-    from janus_ray.pipeline import Progress, write_outputs
+    from janus_ray.outputs import WriteRequest, write_outputs
+    from janus_ray.pipeline import Progress
     from janus_ray.table import BatchRecorder, assemble, dataset_rows, manifest_frame, select_todo
 
     plans = [PLANS[m] for m in metrics]
@@ -128,7 +128,8 @@ def run(n_rows: int, n_folders: int, metrics: list[str], batch_rows: int, work: 
     table = assemble(frame, plans, cached, results)
     marks["assemble"] = time.perf_counter()
     out_dirs = {scan.folder: work / "out" / Path(scan.folder).name for scan in scans}
-    write_outputs(None, table, plans, scans, work / "out", out_dirs, n_cached, {"bench": "driver"}, stream)
+    write_outputs(WriteRequest(table=table, plans=plans, scans=scans, output_root=work / "out", out_dirs=out_dirs,
+                               n_cached=n_cached, meta={"bench": "driver"}, stream=stream))
     marks["write_outputs"] = time.perf_counter()
     total = marks["write_outputs"] - started
     cpu_total = time.process_time() - cpu_started - stub_cpu

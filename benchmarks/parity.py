@@ -19,7 +19,7 @@ from typing import Any
 from janus_ray.metrics import get_scorer_class, list_scorers, load_scorer
 from janus_ray.metrics.base import set_tf32
 
-PARITY = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "parity"
+PARITY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "parity"
 
 #: our output key -> golden key (where the names differ)
 GOLDEN_KEY = {"pickscore": "pickscore__t2v_metrics_cosine", "pickscore_scaled": "pickscore"}

@@ -233,12 +233,15 @@ def run_pipeline(spec: dict) -> dict:
     probe_progress, probe_actor, probe_decode, probe_fused = _probe_classes()
     import janus_ray.stream as stream  # the Ray side of the pipeline (actor classes are looked up there)
 
-    pipeline.Progress = probe_progress
+    # the actor classes are the Ray side's own (stream.py looks them up by name); the progress goes
+    # through evaluate's seam (pipeline.Stages)
     stream.MetricActor = probe_actor
     stream.DecodeStage = probe_decode
     stream.FusedStage = probe_fused
     eval_started, eval_wall = time.perf_counter(), time.time()
-    code = cli.main(spec["cli_argv"])
+    config = cli.config_from_args(cli.build_parser().parse_args(spec["cli_argv"]))  # what `janus-ray eval` runs
+    result = pipeline.evaluate(config, stages=pipeline.Stages(progress=probe_progress))
+    code = 1 if (config.strict and result.n_failed) else 0
     eval_done = time.perf_counter()
     if code != 0:
         raise SystemExit(f"janus-ray eval exited with {code}")

@@ -15,7 +15,8 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,23 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.actors.metric_actor import oom_column, output_column, time_column
 from janus_ray.cache import ResultCache, weights_fingerprint
+from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
+from janus_ray.outputs import RunResult, WriteRequest, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
-from janus_ray.results import column_means, format_summary_table, score_columns, write_folder_results, write_run_record, write_summary
-from janus_ray.table import BatchRecorder, HashJob, assemble, dataset_rows, manifest_frame, select_todo
+from janus_ray.table import (
+    BatchRecorder,
+    HashJob,
+    assemble,
+    dataset_rows,
+    manifest_frame,
+    select_todo,
+)
 
 log = logging.getLogger("janus_ray")
 
@@ -41,8 +49,7 @@ log = logging.getLogger("janus_ray")
 class MetricPlan:
     """How one metric runs: which scorer, where, how big its batches and pool are."""
 
-    metric: str
-    scorer: str
+    metric: str  # also the scorer's registry name (hpsv2.1 is its own scorer, not an option)
     options: dict[str, Any]
     columns: dict[str, str]  # output key -> result column
     device: str
@@ -64,20 +71,6 @@ class MetricPlan:
         )
 
 
-@dataclass
-class RunResult:
-    """What ``evaluate`` produced."""
-
-    output_root: Path
-    folder_outputs: dict[str, list[Path]]
-    summary_paths: list[Path]
-    table: pd.DataFrame
-    n_rows: int
-    n_failed: int
-    n_cached: int
-    metric_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +83,6 @@ def metric_plans(phase: Phase, config: RunConfig) -> list[MetricPlan]:
         plans.append(
             MetricPlan(
                 metric=metric,
-                scorer=metric,
                 options=options,
                 columns=get_scorer_class(metric).output_columns(**options),
                 device="cuda" if pool.num_gpus > 0 else "cpu",
@@ -134,10 +126,10 @@ def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
 
 def settings_key(plan: MetricPlan, weights_root: Path) -> str:
     """Identity of 'the same metric and settings' for resume: scorer, options, device, dtype, weights."""
-    cls = get_scorer_class(plan.scorer)
+    cls = get_scorer_class(plan.metric)
     files = cls.required_files(weights_root, **plan.options)
     payload = {
-        "scorer": plan.scorer,
+        "scorer": plan.metric,
         "options": plan.options,
         "device": plan.device,
         "dtype": plan.dtype,
@@ -147,9 +139,6 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
     if plan.tf32:  # only when on: the keys of default runs stay what they were
         payload["tf32"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +162,7 @@ class Progress:
         for plan in self.plans:
             mine = todo[plan.metric][row_ids]
             self.done[plan.metric] += int(mine.sum())
-            self.failed[plan.metric] += int(batch[output_column(plan.scorer)].isna().to_numpy()[mine].sum())
+            self.failed[plan.metric] += int(batch[output_column(plan.metric)].isna().to_numpy()[mine].sum())
             self.busy[plan.metric] += float(batch[time_column(plan.metric)].sum())
             if oom_column(plan.metric) in batch:  # per row: the batch's halvings; count each batch once
                 self.oom[plan.metric] += int(batch[oom_column(plan.metric)].max() or 0)
@@ -209,63 +198,153 @@ def output_dirs(config: RunConfig) -> tuple[Path, dict[str, Path]]:
     return root, {str(f): f for f in folders}
 
 
-def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
-    """Run the whole eval job described by ``config`` and write every result file."""
+@dataclass
+class Stages:
+    """The seam for tests and benchmarks: what ``evaluate`` calls for the Ray side and the progress.
+
+    ``stream_scores``: a callable with ``janus_ray.stream.stream_scores``' signature
+    ``(rows, plans, config, on_batch, *, decode_replicas, decode_cpus, autoscale, journal_dir)`` that
+    calls ``on_batch(batch)`` once per result batch (a pandas frame with ``row_id`` and the columns of
+    janus_ray/columns.py); None = the Ray stream. ``progress``: the class counting result batches
+    (``Progress``'s constructor and ``update``/``oom``). Swap these instead of patching module globals.
+    """
+
+    stream_scores: Callable[..., None] | None = None
+    progress: type[Progress] = Progress
+    #: ``(config, stream) -> (Plan, autoscaling)``; None = ``connect_and_plan`` (starts or joins Ray).
+    #: A stand-in that returns a plan without starting Ray, with ``stream_scores`` =
+    #: ``janus_ray.stream.stream_in_process``, runs ``evaluate`` with no Ray at all (fast tests).
+    plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
+
+    def stream(self) -> Callable[..., None]:
+        if self.stream_scores is not None:
+            return self.stream_scores
+        from janus_ray.stream import stream_scores
+
+        return stream_scores
+
+
+@dataclass
+class Work:
+    """What is left to score after the resume cache: per metric a bool per frame row (``todo``), the
+    cached scores (``cached``, table.select_todo's), and how many (row, metric) pairs were hits."""
+
+    cache: ResultCache
+    todo: dict[str, np.ndarray]
+    cached: dict[str, dict[str, np.ndarray]]
+    n_cached: int
+
+
+def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = None) -> RunResult:
+    """Run the whole eval job described by ``config`` and write every result file.
+
+    The steps, one function each: scan (validate, weight files, manifest) -> plan (Ray ready, one
+    MetricPlan list per phase) -> select work (resume cache) -> stream each phase -> assemble ->
+    write. ``config`` is validated in place (names resolved) but its folders are not rewritten: the
+    run works on a copy with absolute folders. ``stages``: see ``Stages`` (tests, benchmarks).
+    """
+    stages = stages or Stages()
+    config, scans = scan_inputs(config, stream)
+    output_root, out_dirs = output_dirs(config)
+    # content hashes in a thread pool, overlapping the Ray start
+    hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
+    plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages)
+    frame = manifest_frame(scans, hashes)
+    work = select_work(config, frame, plans, output_root, stream)
+    results, oom_halvings = stream_phases(frame, phase_plans, work, config, plan, autoscale, stream, stages)
+    table = assemble(frame, plans, work.cached, results)
+    meta = run_meta(config, plans, Path(config.weights_root).resolve(), work.cache)
+    meta["plan"] = plan.to_json()
+    meta["oom_batch_halvings"] = oom_halvings
+    return write_outputs(WriteRequest(table=table, plans=plans, scans=scans, output_root=output_root,
+                                      out_dirs=out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+
+
+def scan_inputs(config: RunConfig, stream=sys.stderr) -> tuple[RunConfig, list]:
+    """Validate ``config``, check every weight file (before Ray starts) and scan the folders.
+
+    Returns (a copy of ``config`` with absolute folders, the FolderScans). Raises ConfigError /
+    WeightsError (missing weight file) / the manifest's errors.
+    """
     config.validate()
     weights_root = Path(config.weights_root).resolve()
     for metric in config.metrics:  # fail fast, before Ray starts, on a missing weight file
         cls = get_scorer_class(metric)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
     prompts = load_prompts(config.prompt_json) if config.prompt_json else None
-    config.folders = [str(Path(f).resolve()) for f in config.folders]
+    config = replace(config, folders=[str(Path(f).resolve()) for f in config.folders])
     scans = build_manifest(config.folders, prompts, all_samples=config.all_samples, limit=config.limit)
     for scan in scans:
         print(f"[janus-ray] {scan.folder}: {scan.convention}, {len(scan.rows)} image(s)", file=stream)
         for warning in scan.warnings:
             print(f"[janus-ray]   warning: {warning}", file=stream)
-    output_root, out_dirs = output_dirs(config)
-    # content hashes in a thread pool, overlapping the Ray start
-    hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
+    return config, scans
 
-    plan, autoscale = connect_and_plan(config, stream)
+
+def plan_phases(config: RunConfig, stream=sys.stderr,
+                stages: Stages | None = None) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
+    """Have Ray ready and plan: (plan, autoscaling, MetricPlans per phase, all MetricPlans in the
+    run's metric order, each with its resume ``settings_key``)."""
+    stages = stages or Stages()
+    plan, autoscale = (stages.plan or connect_and_plan)(config, stream)
     print("[janus-ray] " + plan.table().replace("\n", "\n[janus-ray]   "), file=stream)
     phase_plans = [metric_plans(phase, config) for phase in plan.phases]
     order = {m: i for i, m in enumerate(config.metrics)}
     plans = sorted((p for phase in phase_plans for p in phase), key=lambda p: order[p.metric])
+    weights_root = Path(config.weights_root).resolve()
     for metric_plan in plans:
         metric_plan.settings_key = settings_key(metric_plan, weights_root)
     print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
-    from janus_ray.stream import fused_replicas, stream_scores, use_fused_layout
+    from janus_ray.stream import fused_replicas, use_fused_layout
 
-    if use_fused_layout(plans, config):
+    if stages.stream_scores is None and use_fused_layout(plans, config):
         import ray
 
         replicas = fused_replicas(config, ray.cluster_resources().get("CPU", 1.0))
         print(f"[janus-ray] no GPUs: decode + all metrics fused in {replicas} CPU actor(s) "
               "(cpu_layout='per-metric' for one pool per metric)", file=stream)
+    return plan, autoscale, phase_plans, plans
 
-    frame = manifest_frame(scans, hashes)
+
+def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan], output_root: Path,
+                stream=sys.stderr) -> Work:
+    """Open the resume cache (``config.cache_dir`` or ``<output root>/.janus_ray_cache``) and pick,
+    per metric, the rows it does not already hold (all rows when ``config.resume`` is off)."""
     cache = ResultCache(Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache")
     known = cache.load() if config.resume else None
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
     n_todo = int(np.logical_or.reduce(list(todo.values())).sum()) if todo else 0
     print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached}", file=stream)
+    return Work(cache=cache, todo=todo, cached=cached, n_cached=n_cached)
 
+
+def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work: Work, config: RunConfig,
+                  plan: Plan, autoscale: bool, stream=sys.stderr,
+                  stages: Stages | None = None) -> tuple[list[pd.DataFrame], dict[str, int]]:
+    """Stream each phase's rows through ``stages.stream_scores``, one phase after another, appending
+    every result batch to the resume cache as it arrives (flushed even when a phase fails).
+
+    Returns (the result frames, one per row across phases; batch halvings per metric).
+    """
+    stages = stages or Stages()
+    stream_scores = stages.stream()
+    cache, todo = work.cache, work.todo
     oom_halvings = dict.fromkeys(config.metrics, 0)
     results_by_phase: list[list[pd.DataFrame]] = []
     try:
-        for number, current in enumerate(phase_plans, 1):  # phases run one after another
+        for number, current in enumerate(phase_plans, 1):
             phase_todo = {p.metric: todo[p.metric] for p in current}
             rows = dataset_rows(frame, phase_todo)
             results: list[pd.DataFrame] = []
             recorder = BatchRecorder(frame, current, phase_todo)
-            progress = Progress(current, {m: int(flags.sum()) for m, flags in phase_todo.items()}, stream)
+            progress = stages.progress(current, {m: int(flags.sum()) for m, flags in phase_todo.items()}, stream)
             if len(phase_plans) > 1:
                 print(f"[janus-ray] phase {number}/{len(phase_plans)}: {', '.join(p.metric for p in current)}", file=stream)
 
             def on_batch(batch: pd.DataFrame, recorder=recorder, results=results, progress=progress,
-                         phase_todo=phase_todo) -> None:
+                         phase_todo=phase_todo, current=current) -> None:
+                check_result_batch(batch, current)
                 cache.append(recorder.record(batch))
                 results.append(batch)
                 progress.update(batch, phase_todo)
@@ -283,11 +362,7 @@ def evaluate(config: RunConfig, stream=sys.stderr) -> RunResult:
             results_by_phase.append(results)
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
-    table = assemble(frame, plans, cached, _merge_phases(results_by_phase))
-    meta = run_meta(config, plans, weights_root, cache)
-    meta["plan"] = plan.to_json()
-    meta["oom_batch_halvings"] = oom_halvings
-    return write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream)
+    return _merge_phases(results_by_phase), oom_halvings
 
 
 def _merge_phases(results_by_phase: list[list[pd.DataFrame]]) -> list[pd.DataFrame]:
@@ -309,7 +384,7 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cac
 
     metrics = {}
     for plan in plans:
-        cls = get_scorer_class(plan.scorer)
+        cls = get_scorer_class(plan.metric)
         files = [f.resolve() for f in cls.required_files(weights_root, **plan.options)]
         metrics[plan.metric] = {
             **cls.metadata(),
@@ -325,49 +400,3 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cac
         "versions": {"ray": ray.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
         "config": {k: v for k, v in asdict(config).items() if k != "metric_specs"},
     }
-
-
-def write_outputs(config, table, plans, scans, output_root, out_dirs, n_cached, meta, stream) -> RunResult:
-    """Per-folder files, summary files, and the terminal summary."""
-    columns = score_columns([c for p in plans for c in p.columns.values()])
-    for column in columns:  # the earlier tool's six columns exist even when a metric is off
-        if column not in table:
-            table[column] = np.nan
-    primary_columns = [p.columns[p.scorer] for p in plans]
-    folder_outputs, summary_rows = {}, []
-    all_counts = {}
-    for scan in scans:
-        part = table[table["folder"] == scan.folder]
-        counts = {
-            "images": int(len(part)),
-            "scored": {p.metric: int(part[p.columns[p.scorer]].notna().sum()) for p in plans},
-            "failed": {p.metric: int(part[p.columns[p.scorer]].isna().sum()) for p in plans},
-            "convention": scan.convention,
-            "prompts_without_image": scan.prompts_without_image,
-        }
-        all_counts[scan.folder] = counts
-        folder_meta = {**meta, "counts": counts}
-        folder_outputs[scan.folder] = write_folder_results(part.copy(), out_dirs[scan.folder], columns, folder_meta)
-        failed_rows = int(part[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
-        summary_rows.append(
-            {"folder": Path(scan.folder).name, "images": len(part), "failed": failed_rows,
-             "means": column_means(part, columns)}
-        )
-    summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], output_root)
-    write_run_record(output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
-    shown = [c for c in columns if c in table and table[c].notna().any()]
-    print("\n" + format_summary_table(summary_rows, shown), file=stream)
-    n_failed = int(table[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
-    print(f"\n[janus-ray] results: {', '.join(str(out_dirs[s.folder]) for s in scans)}", file=stream)
-    print(f"[janus-ray] summary: {summary_paths[0]}", file=stream)
-    print(f"[janus-ray] {len(table)} pair(s), {n_failed} with at least one failed metric", file=stream)
-    return RunResult(
-        output_root=output_root,
-        folder_outputs=folder_outputs,
-        summary_paths=summary_paths,
-        table=table,
-        n_rows=len(table),
-        n_failed=n_failed,
-        n_cached=n_cached,
-        metric_counts=all_counts,
-    )

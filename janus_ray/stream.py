@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from janus_ray.actors.decode_stage import DecodeStage, stage_error_column
+from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.fused_stage import FusedStage
-from janus_ray.actors.metric_actor import MetricActor, oom_column, output_column, time_column
+from janus_ray.actors.metric_actor import MetricActor
+from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
 from janus_ray.table import rows_per_block
@@ -196,10 +197,7 @@ def stream_scores(
         ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
     else:
         ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir)
-    keep = ["row_id", "decode_error"]
-    for plan in plans:
-        keep += [output_column(k) for k in plan.columns]
-        keep += [stage_error_column(plan.metric), time_column(plan.metric), oom_column(plan.metric)]
+    keep = result_columns(plans)
     # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
     # results would reach the driver (progress, resume cache) only at the end of the run.
     ds = ds.select_columns(keep, num_cpus=0)
@@ -213,6 +211,29 @@ def stream_scores(
         if isinstance(exc, ray.exceptions.GetTimeoutError) or "Timed out while starting actors" in text:
             raise PoolStartError(_pool_start_message(plans, config)) from exc
         raise
+
+
+def stream_in_process(
+    rows: pd.DataFrame,
+    plans: list,
+    config,
+    on_batch: Callable[[pd.DataFrame], None],
+    **_ignored: Any,
+) -> None:
+    """``stream_scores`` without Ray, for tests and benchmarks (``pipeline.Stages``): the fused
+    stage (decode + every metric, the same classes the CPU layout runs in its actors) applied in this
+    process, one batch of the largest metric batch size at a time, projected to the result columns.
+    The layout arguments (replicas, autoscale, journal) are accepted and ignored."""
+    stage = FusedStage(
+        decode=_decode_kwargs(plans, config, None),
+        metrics=[_metric_kwargs(p, config, None, None) for p in plans],
+    )
+    keep = result_columns(plans)
+    step = max(1, max(p.batch_size for p in plans))
+    for start in range(0, len(rows), step):
+        part = rows.iloc[start : start + step]
+        batch = stage({c: part[c].to_numpy() for c in part.columns})
+        on_batch(pd.DataFrame({c: batch[c] for c in keep}))
 
 
 def _pool_start_message(plans: list, config) -> str:
@@ -252,7 +273,7 @@ def fused_replicas(config, cluster_cpus: float) -> int:
 
 def _decode_kwargs(plans: list, config, journal_dir: str | None = None) -> dict[str, Any]:
     weights_root = str(Path(config.weights_root).resolve())
-    metrics = {p.metric: {"scorer": p.scorer, "weights_root": weights_root, "options": p.options} for p in plans}
+    metrics = {p.metric: {"scorer": p.metric, "weights_root": weights_root, "options": p.options} for p in plans}
     return {"metrics": metrics, "max_pixels": config.max_image_pixels, "journal_dir": journal_dir}
 
 
@@ -262,7 +283,7 @@ def _metric_kwargs(plan, config, torch_threads: int | None, journal_dir: str | N
         device, dtype, torch_threads = "cpu", "float32", 1
     return {
         "metric": plan.metric,
-        "scorer": plan.scorer,
+        "scorer": plan.metric,
         "weights_root": str(Path(config.weights_root).resolve()),
         "device": device,
         "dtype": dtype,

@@ -129,10 +129,10 @@ def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | N
     """
     n = len(frame)
     out = {key: np.full(n, np.nan) for key in plan.columns}
-    if known is None or known.empty or score_column(plan.scorer) not in known:
+    if known is None or known.empty or score_column(plan.metric) not in known:
         return out
     mine = known[known["settings"].to_numpy() == plan.settings_key]
-    mine = mine[mine[score_column(plan.scorer)].notna()]
+    mine = mine[mine[score_column(plan.metric)].notna()]
     if mine.empty:
         return out
     mine = mine.drop_duplicates(["image_sha256", "prompt"], keep="last")
@@ -158,7 +158,7 @@ def select_todo(
     todo, cached, n_cached = {}, {}, 0
     for plan in plans:
         scores = cached_scores(frame, plan, known)
-        hit = ~np.isnan(scores[plan.scorer])
+        hit = ~np.isnan(scores[plan.metric])
         todo[plan.metric] = ok & ~hit
         cached[plan.metric] = scores
         n_cached += int(hit.sum())
@@ -227,7 +227,7 @@ class BatchRecorder:
         row_ids = batch["row_id"].to_numpy(dtype=np.int64)
         tables = []
         for plan in self.plans:
-            primary = batch[output_column(plan.scorer)].to_numpy(dtype=np.float64, na_value=np.nan)
+            primary = batch[output_column(plan.metric)].to_numpy(dtype=np.float64, na_value=np.nan)
             keep = self.todo[plan.metric][row_ids] & ~np.isnan(primary)
             if not keep.any():
                 continue
@@ -271,7 +271,7 @@ def assemble(
     decode_error = np.full(n, None, dtype=object)
     metric_errors: list[np.ndarray] = []
     for plan in plans:
-        was_cached = ~np.isnan(cached[plan.metric][plan.scorer]) if plan.metric in cached else np.zeros(n, bool)
+        was_cached = ~np.isnan(cached[plan.metric][plan.metric]) if plan.metric in cached else np.zeros(n, bool)
         fresh_here = np.zeros(n, dtype=bool)
         fresh_here[ids] = True
         fresh_here &= ~was_cached

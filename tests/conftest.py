@@ -26,7 +26,7 @@ def load_golden() -> dict:
 
 
 #: fixtures that start Ray: a test using one (directly or through another fixture) is a `ray` test
-RAY_FIXTURES = {"local_ray", "ray_head"}
+RAY_FIXTURES = {"local_ray", "ray_head", "own_ray", "killing_ray"}
 
 
 def pytest_collection_modifyitems(config, items):

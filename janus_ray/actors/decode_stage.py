@@ -11,36 +11,16 @@ import numpy as np
 from PIL import Image
 
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
+from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
+    pending_column,
+    pixel_column,
+    shape_column,
+    source_column,
+    stage_error_column,
+    todo_column,
+)
 from janus_ray.images import DEFAULT_TRANSFORM_SIDE, ImageSizeError, open_image
 from janus_ray.metrics import get_scorer_class
-
-
-def pixel_column(metric: str) -> str:
-    """uint8 pixels of ``metric``'s ``to_uint8``, one ``bytes`` per row (b'' = none or shared)."""
-    return f"_jr_px_{metric}"
-
-
-def shape_column(metric: str) -> str:
-    """(C, H, W) of each row's pixels in ``pixel_column(metric)`` (int64, zeros when none)."""
-    return f"_jr_pxshape_{metric}"
-
-
-def source_column(metric: str) -> str:
-    """Per row, the metric whose pixel column holds this metric's pixels ('' = its own)."""
-    return f"_jr_pxsrc_{metric}"
-
-
-def pending_column(metric: str) -> str:
-    """Per row: this metric's stage has not run yet (its pixels, or its source's, are still needed)."""
-    return f"_jr_pxpending_{metric}"
-
-
-def stage_error_column(metric: str) -> str:
-    return f"_jr_err_{metric}"
-
-
-def todo_column(metric: str) -> str:
-    return f"_jr_todo_{metric}"
 
 
 def describe_error(exc: BaseException) -> str:

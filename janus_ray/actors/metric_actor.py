@@ -8,24 +8,23 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray.actors.decode_stage import describe_error, release_pixels, row_pixels, run_journaled, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import (
+    describe_error,
+    release_pixels,
+    row_pixels,
+    run_journaled,
+)
 from janus_ray.actors.journal import KILLED_TWICE, open_journal
+from janus_ray.columns import (  # noqa: F401  (re-exported)
+    oom_column,
+    output_column,
+    stage_error_column,
+    time_column,
+    todo_column,
+)
 from janus_ray.metrics import get_scorer_class
 
 NON_FINITE = "non-finite score"
-
-
-def output_column(key: str) -> str:
-    return f"_jr_out_{key}"
-
-
-def time_column(metric: str) -> str:
-    return f"_jr_sec_{metric}"
-
-
-def oom_column(metric: str) -> str:
-    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them)."""
-    return f"_jr_oom_{metric}"
 
 
 class MetricActor:

@@ -93,6 +93,7 @@ def test_bench_tiny_writes_every_number(tmp_path, layout):
     assert len(list(results.glob("*/janus_eval_scores.csv"))) == 2
 
 
+@pytest.mark.slow  # real-size / many-row work without Ray: seconds to tens of seconds
 def test_bench_real_size_scaled_down_runs_without_ray(tmp_path):
     """The real-size path of the bench (generate, then score), shrunk; the pipeline phase skipped."""
     report = run_bench(tmp_path, "--models", "real-size", "--real-size-scale", "0.05", "--folders", "1",
@@ -164,6 +165,7 @@ def test_real_size_dimensions_at_scale_one():
 
 
 # ----- the other modes ---------------------------------------------------------------------------
+@pytest.mark.slow  # real-size / many-row work without Ray: seconds to tens of seconds
 def test_driver_mode_runs_the_driver_code_at_two_sizes(tmp_path):
     report = run_bench(tmp_path, "--mode", "driver", "--rows", "3000", expect=("per batch ms",))
     assert set(report["results"]) == {"3000", "10000"}
@@ -174,6 +176,7 @@ def test_driver_mode_runs_the_driver_code_at_two_sizes(tmp_path):
                                           "assemble", "write_outputs"}
 
 
+@pytest.mark.slow  # real-size / many-row work without Ray: seconds to tens of seconds
 def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
     report = run_bench(tmp_path, "--mode", "transport", "--folders", "1", "--prompts", "3",
                        expect=("bytes per image",))

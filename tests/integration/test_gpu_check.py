@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+#: each test runs scripts/gpu_check.py in a subprocess (a dry run imports torch and every scorer)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 TABLE_KEYS = {"dtype", "batch_size", "images_per_s", "peak_gpu_memory_gb", "weights_gb", "activation_gb_per_image"}

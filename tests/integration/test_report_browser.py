@@ -85,6 +85,7 @@ def test_grids_are_dropped_when_the_page_would_exceed_the_cap(monkeypatch, tmp_p
     assert "Image grids left out" in html and "data:image/jpeg" not in html and 'id="summary"' in html
 
 
+@pytest.mark.slow  # starts headless Chromium
 def test_report_renders_in_chromium_with_every_image_loaded(report, tmp_path):
     _need_chromium()
     html = report[0]

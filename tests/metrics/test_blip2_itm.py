@@ -52,6 +52,7 @@ def test_goldens_cover_every_case(parity_cases, golden):
     assert len(scored_cases(parity_cases, golden, LEGACY_KEY)) == len(parity_cases)
 
 
+@pytest.mark.slow  # one model call per case (the batched test checks the same goldens fast)
 def test_one_by_one(scorer, parity_cases, golden):
     cases = scored_cases(parity_cases, golden)
     got = {c["case_id"]: scorer.score([image_path(c)], [c["prompt"]])[0] for c in cases}
@@ -108,6 +109,7 @@ def test_rgba_alpha_is_dropped_not_composited(weights_root):
     np.testing.assert_array_equal(pixels, reference_pixels(Image.new("RGB", (32, 32), (255, 0, 0))))
 
 
+@pytest.mark.slow  # one model call per case (the batched test checks the same goldens fast)
 def test_legacy_itc_variant(legacy_scorer, scorer, parity_cases, golden):
     assert ITMScorer.variant_columns == {}
     assert scorer.variant_columns == {}

@@ -33,6 +33,7 @@ def check_close(ids, got, golden_scores, atol=ATOL):
     print(f"max |diff| = {diff.max():.3g} ({ids[worst]})")
 
 
+@pytest.mark.slow  # one model call per case (the batched test checks the same goldens fast)
 def test_every_case_one_by_one(scorer, scored_cases, golden):
     scorer.clear_text_cache()
     got = [scorer.score([IMAGES_DIR / c["image"]], [c["prompt"]])[0] for c in scored_cases]

@@ -24,6 +24,9 @@ from safetensors.torch import load_file
 
 from janus_ray import load_scorer
 
+#: each test writes and loads a checkpoint in another on-disk format (seconds each)
+pytestmark = pytest.mark.slow
+
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 FIXTURE = PARITY / "weights"
 IMAGES = PARITY / "images"

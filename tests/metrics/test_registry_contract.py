@@ -103,6 +103,7 @@ def test_pil_images_in_other_modes_are_accepted(scorer, mode):
     assert image.mode == mode  # the caller's image is not converted in place
 
 
+@pytest.mark.slow  # every scorer twice over the parity images
 def test_paths_and_pil_images_give_the_same_scores(scorer):
     from_paths = scorer.score(PATHS, PROMPTS)
     images = []

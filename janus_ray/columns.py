@@ -1,0 +1,100 @@
+"""Column names of the Ray batches between the driver and the stages, and the result-batch check.
+
+A row of the dataset (table.dataset_rows) carries ``row_id``, the pair's fields, ``decode_error``
+and one ``todo_column(metric)`` per metric. The decode stage adds per metric the uint8 pixels
+(``pixel_column``, ``shape_column``, ``source_column``, ``pending_column``); each metric actor adds
+``output_column(key)`` per output key, ``stage_error_column``, ``time_column`` and ``oom_column``.
+The driver receives ``result_columns(plans)`` of each batch (stream.stream_scores projects them).
+No Ray here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from janus_ray.errors import JanusRayError
+
+ROW_ID = "row_id"
+DECODE_ERROR = "decode_error"
+
+
+def pixel_column(metric: str) -> str:
+    """uint8 pixels of ``metric``'s ``to_uint8``, one ``bytes`` per row (b'' = none or shared)."""
+    return f"_jr_px_{metric}"
+
+
+def shape_column(metric: str) -> str:
+    """(C, H, W) of each row's pixels in ``pixel_column(metric)`` (int64, zeros when none)."""
+    return f"_jr_pxshape_{metric}"
+
+
+def source_column(metric: str) -> str:
+    """Per row, the metric whose pixel column holds this metric's pixels ('' = its own)."""
+    return f"_jr_pxsrc_{metric}"
+
+
+def pending_column(metric: str) -> str:
+    """Per row: this metric's stage has not run yet (its pixels, or its source's, are still needed)."""
+    return f"_jr_pxpending_{metric}"
+
+
+def stage_error_column(metric: str) -> str:
+    """Per row: the metric's error text ('' = none)."""
+    return f"_jr_err_{metric}"
+
+
+def todo_column(metric: str) -> str:
+    """Per row: bool, this metric is to be scored for the row (not cached)."""
+    return f"_jr_todo_{metric}"
+
+
+def output_column(key: str) -> str:
+    """Per row: float score of one output key (NaN = not scored)."""
+    return f"_jr_out_{key}"
+
+
+def time_column(metric: str) -> str:
+    """Per row: the actor's seconds for the row's batch, split over its rows (float)."""
+    return f"_jr_sec_{metric}"
+
+
+def oom_column(metric: str) -> str:
+    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them)."""
+    return f"_jr_oom_{metric}"
+
+
+class PlannedMetric(Protocol):
+    metric: str
+    columns: dict[str, str]  # output key -> result column
+
+
+class ResultBatchError(JanusRayError):
+    """A result batch reached the driver without a column the driver reads (a stage bug)."""
+
+
+def result_columns(plans: Iterable[PlannedMetric]) -> list[str]:
+    """The columns of a result batch for these metrics, in order (what the stream projects)."""
+    columns = [ROW_ID, DECODE_ERROR]
+    for plan in plans:
+        columns += [output_column(k) for k in plan.columns]
+        columns += [stage_error_column(plan.metric), time_column(plan.metric), oom_column(plan.metric)]
+    return columns
+
+
+def check_result_batch(batch: Any, plans: Sequence[PlannedMetric]) -> None:
+    """Raise ResultBatchError naming the missing columns (and the metric needing each) when
+    ``batch`` (a pandas frame or a dict of arrays) lacks one of ``result_columns(plans)``."""
+    present = set(batch.keys()) if isinstance(batch, dict) else set(batch.columns)
+    missing = []
+    for column in (ROW_ID, DECODE_ERROR):
+        if column not in present:
+            missing.append(column)
+    for plan in plans:
+        for column in result_columns([plan])[2:]:
+            if column not in present:
+                missing.append(f"{column} ({plan.metric})")
+    if missing:
+        raise ResultBatchError(
+            f"A result batch lacks column(s) {', '.join(missing)}; it has: {', '.join(sorted(present))}."
+        )

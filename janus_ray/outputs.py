@@ -1,0 +1,112 @@
+"""The last step of ``evaluate``: the per-folder files, the summary files and the terminal summary.
+
+``write_outputs(WriteRequest(...))`` takes the assembled table (one row per pair, one column per
+metric output) and writes what results.py formats; it returns the ``RunResult``. No Ray here.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from janus_ray.manifest import FolderScan
+from janus_ray.results import (
+    column_means,
+    format_summary_table,
+    score_columns,
+    write_folder_results,
+    write_run_record,
+    write_summary,
+)
+
+
+class PlannedMetric(Protocol):
+    """What the writer reads of a ``pipeline.MetricPlan``."""
+
+    metric: str
+    columns: dict[str, str]  # output key -> result column; the primary key is the metric's name
+
+
+@dataclass
+class RunResult:
+    """What ``evaluate`` produced."""
+
+    output_root: Path
+    folder_outputs: dict[str, list[Path]]
+    summary_paths: list[Path]
+    table: pd.DataFrame
+    n_rows: int
+    n_failed: int
+    n_cached: int
+    metric_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class WriteRequest:
+    """Everything ``write_outputs`` needs.
+
+    ``table``: the assembled frame (``folder``, id columns, one float column per metric output, NaN
+    = not scored); ``out_dirs``: input folder (as in ``scans``) -> its result directory;
+    ``meta``: run provenance written into every JSON file (per-folder counts are added here).
+    """
+
+    table: pd.DataFrame
+    plans: list[PlannedMetric]
+    scans: list[FolderScan]
+    output_root: Path
+    out_dirs: dict[str, Path]
+    n_cached: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    stream: IO[str] = field(default_factory=lambda: sys.stderr)
+
+
+def write_outputs(request: WriteRequest) -> RunResult:
+    """Per-folder files, summary files, and the terminal summary (printed to ``request.stream``)."""
+    table, plans, scans, out_dirs, stream = request.table, request.plans, request.scans, request.out_dirs, request.stream
+    columns = score_columns([c for p in plans for c in p.columns.values()])
+    for column in columns:  # the earlier tool's six columns exist even when a metric is off
+        if column not in table:
+            table[column] = np.nan
+    primary_columns = [p.columns[p.metric] for p in plans]
+    folder_outputs, summary_rows = {}, []
+    all_counts = {}
+    for scan in scans:
+        part = table[table["folder"] == scan.folder]
+        counts = {
+            "images": int(len(part)),
+            "scored": {p.metric: int(part[p.columns[p.metric]].notna().sum()) for p in plans},
+            "failed": {p.metric: int(part[p.columns[p.metric]].isna().sum()) for p in plans},
+            "convention": scan.convention,
+            "prompts_without_image": scan.prompts_without_image,
+        }
+        all_counts[scan.folder] = counts
+        folder_meta = {**request.meta, "counts": counts}
+        folder_outputs[scan.folder] = write_folder_results(part.copy(), out_dirs[scan.folder], columns, folder_meta)
+        failed_rows = int(part[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
+        summary_rows.append(
+            {"folder": Path(scan.folder).name, "images": len(part), "failed": failed_rows,
+             "means": column_means(part, columns)}
+        )
+    summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], request.output_root)
+    write_run_record(request.output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
+    shown = [c for c in columns if c in table and table[c].notna().any()]
+    print("\n" + format_summary_table(summary_rows, shown), file=stream)
+    n_failed = int(table[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
+    print(f"\n[janus-ray] results: {', '.join(str(out_dirs[s.folder]) for s in scans)}", file=stream)
+    print(f"[janus-ray] summary: {summary_paths[0]}", file=stream)
+    print(f"[janus-ray] {len(table)} pair(s), {n_failed} with at least one failed metric", file=stream)
+    return RunResult(
+        output_root=request.output_root,
+        folder_outputs=folder_outputs,
+        summary_paths=summary_paths,
+        table=table,
+        n_rows=len(table),
+        n_failed=n_failed,
+        n_cached=request.n_cached,
+        metric_counts=all_counts,
+    )

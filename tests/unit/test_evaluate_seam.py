@@ -1,0 +1,94 @@
+"""``evaluate`` through its seam (pipeline.Stages) with no Ray: the planner on a given shape and the
+fused stage in this process, the dummy scorer. Covers the orchestration, resume with mixed cached
+and fresh rows end to end, that the caller's config keeps its folders, and the result-batch check."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from janus_ray.columns import (
+    ResultBatchError,
+    check_result_batch,
+    output_column,
+    result_columns,
+    time_column,
+)
+from janus_ray.config import RunConfig
+from janus_ray.pipeline import Stages, evaluate
+from janus_ray.plan import ClusterShape, plan_run
+from janus_ray.stream import stream_in_process
+from tests.integration.conftest import WEIGHTS_ROOT, build_inputs
+
+
+def plan_without_ray(config, stream):
+    return plan_run(config, ClusterShape.uniform(0, 0.0, 2.0), use_weight_files=False, measured=False), False
+
+
+NO_RAY = Stages(stream_scores=stream_in_process, plan=plan_without_ray)
+
+
+def config_for(inputs, **overrides) -> RunConfig:
+    return RunConfig(folders=[str(f) for f in inputs["folders"][-2:]], weights_root=str(WEIGHTS_ROOT),
+                     prompt_json=str(inputs["prompt_json"]), metrics=["dummy"], **overrides)
+
+
+def test_evaluate_without_ray_scores_every_row_and_keeps_the_callers_folders(tmp_path, monkeypatch):
+    inputs = build_inputs(tmp_path)
+    monkeypatch.chdir(inputs["root"])
+    config = config_for(inputs)
+    config.folders = [f.name for f in inputs["folders"][-2:]]  # relative: evaluate works on a resolved copy
+    result = evaluate(config, io.StringIO(), stages=NO_RAY)
+    assert config.folders == [f.name for f in inputs["folders"][-2:]]
+    scores = result.table["DummyScore"]
+    assert result.n_rows == len(result.table) > 0
+    assert scores.notna().sum() == result.n_rows - result.n_failed
+    assert ((scores.dropna() >= 0) & (scores.dropna() < 1)).all()
+    for folder in inputs["folders"][-2:]:
+        assert (folder / "janus_eval_scores.csv").is_file()
+
+
+def test_resume_mixes_cached_and_fresh_rows_to_the_same_scores(tmp_path):
+    inputs = build_inputs(tmp_path)
+    first = evaluate(config_for(inputs, limit=2), io.StringIO(), stages=NO_RAY)  # part of the rows
+    batches = []
+
+    def counting(rows, plans, config, on_batch, **kw):
+        batches.append(len(rows))
+        stream_in_process(rows, plans, config, on_batch, **kw)
+
+    second = evaluate(config_for(inputs), io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    fresh = evaluate(config_for(inputs, resume=False, cache_dir=str(tmp_path / "other")), io.StringIO(), stages=NO_RAY)
+    assert 0 < first.n_rows - first.n_failed == second.n_cached  # the first run's scores were reused
+    with_prompt = int(second.table["prompt"].fillna("").astype(str).str.len().gt(0).sum())
+    assert 0 < sum(batches) == with_prompt - second.n_cached  # only the rest was streamed (no prompt: no row)
+    column = "DummyScore"
+    key = ["folder", "image_path"]
+    a = second.table.sort_values(key)[column].to_numpy()
+    b = fresh.table.sort_values(key)[column].to_numpy()
+    np.testing.assert_array_equal(a, b)  # cached + fresh == all fresh, exactly (the dummy is a hash)
+
+
+def test_a_result_batch_without_a_column_is_refused_by_name():
+    plan = SimpleNamespace(metric="clipscore", columns={"clipscore": "CLIPScore"})
+    good = pd.DataFrame({c: [0.0] for c in result_columns([plan])})
+    check_result_batch(good, [plan])
+    check_result_batch({c: np.zeros(1) for c in result_columns([plan])}, [plan])  # a numpy batch too
+    with pytest.raises(ResultBatchError, match=r"lacks column\(s\) _jr_sec_clipscore \(clipscore\)"):
+        check_result_batch(good.drop(columns=[time_column("clipscore")]), [plan])
+    with pytest.raises(ResultBatchError, match=r"lacks column\(s\) row_id"):
+        check_result_batch(good.drop(columns=["row_id"]), [plan])
+
+
+def test_evaluate_refuses_a_stream_that_drops_a_score_column(tmp_path):
+    inputs = build_inputs(tmp_path)
+
+    def lossy(rows, plans, config, on_batch, **kw):
+        stream_in_process(rows, plans, config, lambda b: on_batch(b.drop(columns=[output_column("dummy")])), **kw)
+
+    with pytest.raises(ResultBatchError, match=r"_jr_out_dummy \(dummy\)"):
+        evaluate(config_for(inputs), io.StringIO(), stages=Stages(stream_scores=lossy, plan=plan_without_ray))
