@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 from pathlib import Path
@@ -53,9 +52,6 @@ def make_inputs(root: Path, n_folders: int, prompts: list[str], image_size: int 
     ``janus_ray.demo.make_variant_folders`` writes the six variants; with more than six folders
     it is called again into sub-trees, whose folders are renamed ``<variant>_<k>`` (unique names).
     """
-    if image_size != 384:
-        with _image_size(image_size):
-            return make_inputs(root, n_folders, prompts)
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
@@ -63,7 +59,7 @@ def make_inputs(root: Path, n_folders: int, prompts: list[str], image_size: int 
     prompt_json = root / "prompt.json"
     k = 0
     while len(folders) < n_folders:
-        made = make_variant_folders(root if k == 0 else root / f"_set{k}", prompts)
+        made = make_variant_folders(root if k == 0 else root / f"_set{k}", prompts, image_size=image_size)
         for folder in made:
             if len(folders) < n_folders:
                 if k:
@@ -79,16 +75,3 @@ def make_inputs(root: Path, n_folders: int, prompts: list[str], image_size: int 
     n_images = len(folders) * len(prompts)
     return {"root": root, "folders": folders, "prompt_json": prompt_json, "n_images": n_images,
             "layouts": [VARIANTS[f.name.rsplit("_", 1)[0] if f.name not in VARIANTS else f.name] for f in folders]}
-
-
-@contextlib.contextmanager
-def _image_size(size: int):
-    """make_variant_folders draws 384 px pictures; scale them to ``size`` while it runs."""
-    import janus_ray.demo as demo
-
-    original = demo.synthetic_image
-    demo.synthetic_image = lambda seed: original(seed).resize((size, size))
-    try:
-        yield
-    finally:
-        demo.synthetic_image = original

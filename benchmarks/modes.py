@@ -99,8 +99,7 @@ def format_overhead(report: dict) -> str:
 
 
 def _write(args, argv: list[str], report: dict) -> None:
+    from benchmarks.runner import write_report
+
     report["command"] = shlex.join(["python", "scripts/bench.py", *argv])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"\n[bench] wrote {out}", file=sys.stderr)
+    write_report(args.out, report)

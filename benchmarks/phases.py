@@ -7,8 +7,8 @@ parent (``benchmarks.runner``) measures the child's wall time and the peak memor
 whole process tree; the child adds what only it can see.
 
 * ``pipeline``: ``janus-ray eval`` (``janus_ray.cli.main``) in this fresh process, so it starts its
-  own embedded Ray: cold start included. Probes are installed first, by replacing names that
-  ``janus_ray.pipeline`` looks up when it runs (the pipeline's code is unchanged; each probe calls
+  own embedded Ray: cold start included. Probes go in through evaluate's seam (``pipeline.Stages``:
+  ``progress`` and ``actors``, a ``janus_ray.stream.ActorClasses``; each probe subclasses and calls
   the real class): ``ProbeProgress`` records when each result batch reaches the driver, with the
   per-metric actor seconds (``_jr_sec_<metric>`` columns) it carries; ``ProbeMetricActor`` and
   ``ProbeDecodeStage`` record, inside each actor process, the load time, each batch's wall and CPU
@@ -192,15 +192,11 @@ def _probe_classes():
     from janus_ray.actors.fused_stage import FusedStage
 
     class ProbeFusedStage(FusedStage):
-        """FusedStage (CPU-only layout: decode + every metric in one actor) built from the probe stages."""
+        """FusedStage (CPU-only layout: decode + every metric in one actor) built from the probe stages,
+        so each in-process stage records its own load, batches and memory."""
 
-        def __init__(self, **kwargs):
-            # FusedStage builds its stages from these module names; in this (worker) process they
-            # become the probes, so each in-process stage records its own load, batches and memory.
-            import janus_ray.actors.fused_stage as fused_module
-
-            fused_module.DecodeStage, fused_module.MetricActor = ProbeDecodeStage, ProbeMetricActor
-            super().__init__(**kwargs)
+        decode_class = ProbeDecodeStage
+        metric_class = ProbeMetricActor
 
     return ProbeProgress, ProbeMetricActor, ProbeDecodeStage, ProbeFusedStage
 
@@ -231,16 +227,13 @@ def run_pipeline(spec: dict) -> dict:
 
     imported = time.perf_counter()
     probe_progress, probe_actor, probe_decode, probe_fused = _probe_classes()
-    import janus_ray.stream as stream  # the Ray side of the pipeline (actor classes are looked up there)
+    from janus_ray.stream import ActorClasses
 
-    # the actor classes are the Ray side's own (stream.py looks them up by name); the progress goes
-    # through evaluate's seam (pipeline.Stages)
-    stream.MetricActor = probe_actor
-    stream.DecodeStage = probe_decode
-    stream.FusedStage = probe_fused
+    seam = pipeline.Stages(progress=probe_progress,
+                           actors=ActorClasses(decode=probe_decode, metric=probe_actor, fused=probe_fused))
     eval_started, eval_wall = time.perf_counter(), time.time()
     config = cli.config_from_args(cli.build_parser().parse_args(spec["cli_argv"]))  # what `janus-ray eval` runs
-    result = pipeline.evaluate(config, stages=pipeline.Stages(progress=probe_progress))
+    result = pipeline.evaluate(config, stages=seam)
     code = 1 if (config.strict and result.n_failed) else 0
     eval_done = time.perf_counter()
     if code != 0:

@@ -46,12 +46,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shutil
 import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,7 @@ from typing import Any
 import torch
 
 from janus_ray.demo import FIXTURE_WEIGHTS
+from janus_ray.tiny_weights import meta_shapes, random_tensor
 
 MARKER = "janus_ray_real_size.json"
 GENERATOR_VERSION = 1
@@ -69,8 +68,6 @@ T5_VOCAB = 32128  # FlanT5 config vocab_size (embedding and lm_head rows in the 
 CLIP_VOCAB = 49408
 BERT_VOCAB_BLIP2 = 30523  # bert-base-uncased 30522 + [DEC]
 BERT_VOCAB_IMAGEREWARD = 30524  # + [DEC] + [ENC]
-INIT_STD = 0.02
-LOGIT_SCALE = math.log(1 / 0.07)
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
 
@@ -198,41 +195,6 @@ def deep_update(base: dict, updates: dict) -> dict:
 
 
 # ----- tensors ---------------------------------------------------------------------------------------
-_NORM = re.compile(r"(norm|(^|\.)ln)", re.IGNORECASE)
-
-
-def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int, device: str = "cpu") -> torch.Tensor:
-    """A deterministic random tensor for parameter ``name`` (same name + seed -> same values).
-
-    Biases 0, norm weights 1, logit_scale ln(1/0.07), position ids arange, everything else
-    N(0, 0.02): finite activations through every depth, so scores are numbers (meaningless ones).
-    """
-    if name.endswith("position_ids"):
-        return torch.arange(shape[-1], dtype=torch.long).expand(shape).contiguous()
-    if not dtype.is_floating_point:
-        return torch.zeros(shape, dtype=dtype)
-    if name.endswith("bias"):
-        return torch.zeros(shape, dtype=dtype)
-    if name.endswith("logit_scale"):
-        return torch.full(shape, LOGIT_SCALE, dtype=dtype)
-    if len(shape) == 1 and name.endswith("weight") and _NORM.search(name):
-        return torch.ones(shape, dtype=dtype)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-    # ImageReward's reward head is 5 Linear layers without activations: N(0, 1/fan_in) keeps its
-    # output from vanishing (0.02 everywhere would give every image the same reward).
-    std = shape[-1] ** -0.5 if name.startswith("mlp.layers.") and len(shape) == 2 else INIT_STD
-    values = torch.randn(shape, generator=generator, device=device, dtype=torch.float32).mul_(std)
-    return values.to(dtype).cpu()
-
-
-def meta_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """{state_dict key: (shape, dtype)} of a model built on the meta device (no memory)."""
-    with torch.device("meta"):
-        module = build()
-    return {key: (tuple(t.shape), t.dtype) for key, t in module.state_dict().items()}
-
-
 def n_params(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> int:
     return sum(math.prod(shape) for shape, _ in shapes.values())
 

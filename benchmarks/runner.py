@@ -416,14 +416,19 @@ def main(argv: list[str] | None = None) -> int:
             text = format_table(report)
         print(text)
         report["table"] = text
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-        print(f"\n[bench] wrote {out}", file=sys.stderr)
+        write_report(args.out, report)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def write_report(out: str | Path, report: dict) -> None:
+    """Write ``report`` as JSON at ``out`` (its folder made) and say where on stderr."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"\n[bench] wrote {out}", file=sys.stderr)
 
 
 def build_report(args, argv, started_at, load_before, device, plan, root, real_size, inputs, spec, phases) -> dict:

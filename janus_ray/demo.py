@@ -56,8 +56,10 @@ def synthetic_image(seed: int, size: int = 384) -> Image.Image:
     return image
 
 
-def make_variant_folders(root: Path, prompts: list[str], samples_per_prompt: int = 1) -> list[Path]:
-    """Write the six variant folders in their Janus layouts, plus ``prompt.json``; return the folders."""
+def make_variant_folders(root: Path, prompts: list[str], samples_per_prompt: int = 1,
+                         image_size: int = 384) -> list[Path]:
+    """Write the six variant folders in their Janus layouts, plus ``prompt.json``; return the folders.
+    ``image_size``: pixels a side (the 384 px pictures scaled, so every size shows the same shapes)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "prompt.json").write_text(json.dumps({"prompts": prompts}, indent=1), encoding="utf-8")
     folders = []
@@ -69,7 +71,10 @@ def make_variant_folders(root: Path, prompts: list[str], samples_per_prompt: int
                 rel = pattern.format(idx=idx, slug=slug).replace("00.jpg", f"{sample:02d}.jpg")
                 path = folder / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                synthetic_image(seed=v * 10_000 + idx * 10 + sample).save(path, quality=92)
+                image = synthetic_image(seed=v * 10_000 + idx * 10 + sample)
+                if image_size != image.width:
+                    image = image.resize((image_size, image_size))
+                image.save(path, quality=92)
         folders.append(folder)
     return folders
 

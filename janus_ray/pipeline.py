@@ -8,6 +8,7 @@ finally writes each folder's files atomically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -206,7 +207,10 @@ class Stages:
     ``(rows, plans, config, on_batch, *, decode_replicas, decode_cpus, autoscale, journal_dir)`` that
     calls ``on_batch(batch)`` once per result batch (a pandas frame with ``row_id`` and the columns of
     janus_ray/columns.py); None = the Ray stream. ``progress``: the class counting result batches
-    (``Progress``'s constructor and ``update``/``oom``). Swap these instead of patching module globals.
+    (``Progress``'s constructor and ``update``/``oom``). ``actors``: a ``janus_ray.stream.ActorClasses``
+    (the decode, metric and fused UDF classes), handed to the stream as ``actors=``; None = the real
+    classes (and no ``actors`` argument, so a stand-in ``stream_scores`` need not take one). Swap these
+    instead of patching module globals.
     """
 
     stream_scores: Callable[..., None] | None = None
@@ -215,13 +219,13 @@ class Stages:
     #: A stand-in that returns a plan without starting Ray, with ``stream_scores`` =
     #: ``janus_ray.stream.stream_in_process``, runs ``evaluate`` with no Ray at all (fast tests).
     plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
+    actors: Any = None  # janus_ray.stream.ActorClasses (not imported here: that module loads the actors)
 
     def stream(self) -> Callable[..., None]:
-        if self.stream_scores is not None:
-            return self.stream_scores
-        from janus_ray.stream import stream_scores
-
-        return stream_scores
+        stream_scores = self.stream_scores
+        if stream_scores is None:
+            from janus_ray.stream import stream_scores
+        return stream_scores if self.actors is None else functools.partial(stream_scores, actors=self.actors)
 
 
 @dataclass

@@ -34,6 +34,19 @@ AUTOSCALER_CONFIG_ENV = "JANUS_RAY_AUTOSCALER_CONFIG"
 DEFAULT_AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
+@dataclass(frozen=True)
+class ActorClasses:
+    """The Ray Data UDF classes ``stream_scores`` runs (the seam: ``pipeline.Stages.actors``).
+
+    Benchmarks swap in subclasses that record timings; the defaults are the production classes.
+    ``fused`` builds its in-process stages from its own ``decode_class`` / ``metric_class``.
+    """
+
+    decode: type = DecodeStage
+    metric: type = MetricActor
+    fused: type = FusedStage
+
+
 class PoolStartError(JanusRayError):
     """An actor pool could not start within the bound: names the pool, its request and what is free."""
 
@@ -175,10 +188,11 @@ def stream_scores(
     decode_cpus: float = 1.0,
     autoscale: bool = False,
     journal_dir: str | None = None,
+    actors: ActorClasses = ActorClasses(),
 ) -> None:
     """Stream ``rows`` through decoding and every metric's actors (``plans``: pipeline.MetricPlan of
     one phase); call ``on_batch`` per result batch. ``journal_dir``: the run's crash journal
-    (actors/journal.py), so that no row is retried forever.
+    (actors/journal.py), so that no row is retried forever. ``actors``: the UDF classes to run.
 
     Raises:
         PoolStartError: a pool's actors did not start within ``config.pool_start_timeout_s``.
@@ -194,9 +208,9 @@ def stream_scores(
     step = math.ceil(len(rows) / n_blocks)
     ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)
+        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)
     else:
-        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir)
+        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors)
     keep = result_columns(plans)
     # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
     # results would reach the driver (progress, resume cache) only at the end of the run.
@@ -218,13 +232,14 @@ def stream_in_process(
     plans: list,
     config,
     on_batch: Callable[[pd.DataFrame], None],
+    actors: ActorClasses = ActorClasses(),
     **_ignored: Any,
 ) -> None:
     """``stream_scores`` without Ray, for tests and benchmarks (``pipeline.Stages``): the fused
     stage (decode + every metric, the same classes the CPU layout runs in its actors) applied in this
     process, one batch of the largest metric batch size at a time, projected to the result columns.
     The layout arguments (replicas, autoscale, journal) are accepted and ignored."""
-    stage = FusedStage(
+    stage = actors.fused(
         decode=_decode_kwargs(plans, config, None),
         metrics=[_metric_kwargs(p, config, None, None) for p in plans],
     )
@@ -298,19 +313,20 @@ def _pool_class_name(metric: str) -> str:
     return "MetricActor_" + "".join(c if c.isalnum() else "_" for c in metric)
 
 
-def _named_actor_class(metric: str) -> type:
+def _named_actor_class(metric: str, base: type = MetricActor) -> type:
     """A subclass named after the metric, so Ray's actor list (and a start timeout) names the pool."""
-    return type(_pool_class_name(metric), (MetricActor,), {"__module__": __name__})
+    return type(_pool_class_name(metric), (base,), {"__module__": __name__})
 
 
-def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str | None = None):
+def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str | None = None,
+                 actors: ActorClasses = ActorClasses()):
     """CPU only: each actor decodes and runs every metric (see actors/fused_stage.py)."""
     import ray
 
     replicas = fused_replicas(config, cluster_cpus)
     threads = max(1, int(cluster_cpus // replicas))
     return ds.map_batches(
-        FusedStage,
+        actors.fused,
         fn_constructor_kwargs={
             "decode": _decode_kwargs(plans, config, journal_dir),
             "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
@@ -326,13 +342,13 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str 
 
 
 def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus: float, autoscale: bool,
-                     journal_dir: str | None = None):
+                     journal_dir: str | None = None, actors: ActorClasses = ActorClasses()):
     """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
     import ray
 
     any_gpu = any(p.num_gpus for p in plans)
     ds = ds.map_batches(
-        DecodeStage,
+        actors.decode,
         fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
         batch_size=config.decode_batch_size,
         batch_format="numpy",
@@ -346,7 +362,7 @@ def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus:
     for plan in sorted(plans, key=lambda p: -p.num_gpus):
         size = {"min_size": 1, "max_size": plan.replicas} if autoscale else {"size": plan.replicas}
         ds = ds.map_batches(
-            _named_actor_class(plan.metric) if plan.num_gpus else MetricActor,
+            _named_actor_class(plan.metric, actors.metric) if plan.num_gpus else actors.metric,
             fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
             batch_size=plan.batch_size,
             batch_format="numpy",

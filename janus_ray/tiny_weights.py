@@ -83,12 +83,15 @@ during a storm. a close up of a cat's face with green eyes. a tree with pink lea
 _NORM = re.compile(r"(norm|(^|\.)ln)", re.IGNORECASE)
 
 
-def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """A deterministic tensor for parameter ``name``: the same name and seed give the same values.
+def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """A deterministic tensor for parameter ``name``: the same name, seed and device give the same values.
 
     Biases 0, norm weights 1, ``logit_scale`` ln(1/0.07), ``position_ids`` arange, everything else
     N(0, 0.02) (ImageReward's affine reward head N(0, 1/fan_in), so rewards do not all collapse to
-    one value): finite activations through every layer.
+    one value): finite activations through every layer. ``device``: where the normal values are
+    drawn (a GPU draws the real-size benchmark weights much faster; its stream differs from the
+    CPU's); the tensor is always returned on the CPU, ``dtype`` ready to write.
     """
     if name.endswith("position_ids"):
         return torch.arange(shape[-1], dtype=torch.long).expand(shape).contiguous()
@@ -100,9 +103,9 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: i
         return torch.full(shape, LOGIT_SCALE, dtype=dtype)
     if len(shape) == 1 and name.endswith("weight") and _NORM.search(name):
         return torch.ones(shape, dtype=dtype)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     std = shape[-1] ** -0.5 if name.startswith("mlp.layers.") and len(shape) == 2 else INIT_STD
-    return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(std).to(dtype)
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).mul_(std).to(dtype).cpu()
 
 
 def meta_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

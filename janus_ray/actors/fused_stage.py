@@ -17,14 +17,20 @@ from janus_ray.actors.metric_actor import MetricActor
 
 
 class FusedStage:
-    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process."""
+    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process.
+
+    ``decode_class`` / ``metric_class``: the stage classes it builds (a subclass may swap them; the
+    benchmark's probes do)."""
+
+    decode_class: type = DecodeStage
+    metric_class: type = MetricActor
 
     def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None):
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.stages = [DecodeStage(**decode)] + [MetricActor(**kwargs) for kwargs in metrics]
+        self.stages = [self.decode_class(**decode)] + [self.metric_class(**kwargs) for kwargs in metrics]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for stage in self.stages:

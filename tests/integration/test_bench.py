@@ -117,6 +117,11 @@ def test_inputs_tree_has_the_janus_layouts(tmp_path):
     scans = build_manifest([str(f) for f in inputs["folders"]], load_prompts(inputs["prompt_json"]))
     assert [len(s.rows) for s in scans] == [5] * 8
     assert all(row.prompt == prompts[row.prompt_idx] for s in scans for row in s.rows)
+    from PIL import Image
+
+    assert Image.open(scans[0].rows[0].image_path).size == (384, 384)  # Janus's size by default
+    small = make_inputs(tmp_path / "small", 1, prompts[:1], image_size=32)
+    assert [Image.open(p).size for p in small["folders"][0].rglob("*.jpg")] == [(32, 32)]
 
 
 # ----- the real-size generator ---------------------------------------------------------------------

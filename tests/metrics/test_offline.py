@@ -74,6 +74,7 @@ def test_importing_janus_ray_sets_hf_offline_in_this_process():
     assert os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds of CPU
 def test_importing_janus_ray_overrides_offline_variables_set_to_zero():
     """A user environment with HF_HUB_OFFLINE=0 must not re-enable the hub (fresh interpreter)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}

@@ -56,6 +56,7 @@ def test_model_mb_allocates_that_much(tmp_path):
     assert load_scorer("dummy", tmp_path, model_mb=2).weights.numel() * 4 == 2 * 2**20
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds of CPU
 def test_die_on_prompt_ends_the_process_once_with_a_marker(tmp_path):
     marker = tmp_path / "died.txt"
     script = (

@@ -244,6 +244,7 @@ def test_validate_reports_every_folder_problem_instead_of_stopping_at_the_first(
     assert out.rstrip().endswith("PROBLEMS FOUND: 2 folder(s), 2 row(s) to score.")
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds of CPU
 def test_validate_imports_no_model_code(tmp_path):
     """`validate` must answer before any model loads: no model library is even imported (torch is,
     by the package's own import)."""

@@ -215,6 +215,7 @@ def test_a_malformed_measured_table_names_the_field(tmp_path):
         load_measured_costs(path)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds of CPU
 def test_plan_module_imports_no_ray():
     import subprocess
 
