@@ -453,11 +453,30 @@ def _check_overrides(demands: list[MetricDemand], shape: ClusterShape, gpus: lis
             )
 
 
+def _decode_share(nodes: list[NodeShape], leftovers: list[float]) -> float | None:
+    """The largest CPU request (from GPU_ACTOR_CPUS) for a decode actor that can never take CPUs a GPU
+    actor was planned on, or None.
+
+    Ray Data starts the pools in order (decode first) and spreads actors over the nodes
+    (``DataContext.scheduling_strategy`` "SPREAD"), so the first decode actor may land on any node with
+    the CPUs it asks for, GPU nodes included, before any GPU actor exists. Every such node must keep
+    that request beyond its GPU actors' CPUs (``leftovers``), else a GPU actor waits for a CPU forever
+    (seen on three 1-CPU nodes: decode x 1 CPU took a GPU node's only CPU).
+    """
+    for share in GPU_ACTOR_CPUS:
+        can_host = [left for n, left in zip(nodes, leftovers) if n.cpus + 1e-9 >= share]
+        if can_host and all(left + 1e-9 >= share for left in can_host):
+            return share
+    return None
+
+
 def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list[_Gpu], plan_rate: float):
-    """(CPUs per GPU actor, CPUs left for decoding, warning or None); refuses a node short of CPUs.
+    """(CPUs per GPU actor, CPUs per decode actor, CPUs left for decoding, warning or None); refuses a
+    node short of CPUs.
 
     Ray decides which GPU each actor lands on, so a node is checked for the most GPU actors it could
-    host in any phase: per GPU one actor per pool, at most 1 / (smallest GPU share) of them.
+    host in any phase: per GPU one actor per pool, at most 1 / (smallest GPU share) of them. The
+    decode actor's request fits next to them on any node it may land on (``_decode_share``).
     """
     gpus_per_node: dict[int, int] = {}
     for g in gpus:
@@ -469,7 +488,6 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
         for node, n in gpus_per_node.items():
             worst[node] = max(worst.get(node, 0), min(n_actors, n * per_gpu))
     need_decode = max(1.0, plan_rate / DECODE_IMAGES_PER_CPU_S)
-    total = sum(n.cpus for n in nodes)
     fitting = [c for c in GPU_ACTOR_CPUS if all(worst[i] * c <= nodes[i].cpus for i in worst)]
     if not fitting:
         i = max(worst, key=lambda i: worst[i] / max(nodes[i].cpus, 1e-9))
@@ -477,14 +495,26 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
             f"Node {nodes[i].name} has {nodes[i].cpus:g} CPU(s) for up to {worst[i]} GPU actor(s), which need at "
             f"least {GPU_ACTOR_CPUS[-1]:g} CPU each: give the node more CPUs or ask for fewer replicas."
         )
+    options = []  # (GPU actor CPUs, decode actor CPUs, CPUs left), largest GPU actor share first
     for c in fitting:
-        left = total - sum(worst[i] * c for i in worst)
+        leftovers = [n.cpus - worst.get(i, 0) * c for i, n in enumerate(nodes)]
+        share = _decode_share(nodes, leftovers)
+        if share is not None:
+            options.append((c, share, sum(leftovers)))
+    if not options:
+        c = fitting[-1]
+        i = min(worst, key=lambda i: nodes[i].cpus - worst[i] * c)  # the node left with the fewest CPUs
+        raise ConfigError(
+            f"Node {nodes[i].name} has {nodes[i].cpus:g} CPU(s) for up to {worst.get(i, 0)} GPU actor(s) at "
+            f"{c:g} CPU each and nothing left for a decode actor, which Ray may place on any node: give the "
+            "node more CPUs or ask for fewer replicas."
+        )
+    for c, share, left in options:
         if left >= need_decode:
-            return c, left, None
-    c = fitting[-1]
-    left = total - sum(worst[i] * c for i in worst)
-    return c, left, (f"{left:g} CPU(s) left for decoding (~{left * DECODE_IMAGES_PER_CPU_S:.0f} img/s) cannot keep "
-                     f"the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
+            return c, share, left, None
+    c, share, left = options[-1]
+    return c, share, left, (f"{left:g} CPU(s) left for decoding (~{left * DECODE_IMAGES_PER_CPU_S:.0f} img/s) cannot "
+                            f"keep the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
 
 
 def _share_for_replicas(demands: list[MetricDemand], n_gpus: int) -> list[MetricDemand]:
@@ -548,14 +578,15 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
     if len(phases) > 1:
         warnings.append(f"not every model fits the GPU memory at once: {len(phases)} phases run one after another")
     plan_rate = max(ph.images_per_s for ph in phases)
-    cpus, left, warning = _cpus_for_gpu_actors(phases, nodes, gpus, plan_rate)
+    cpus, decode_cpus, left, warning = _cpus_for_gpu_actors(phases, nodes, gpus, plan_rate)
     for ph in phases:
         for pool in ph.pools.values():
             pool.num_cpus = cpus
         ph.images_per_s = min(ph.images_per_s, max(left, 0.05) * DECODE_IMAGES_PER_CPU_S)
     if warning:
         warnings.append(warning)
-    decode = DecodePool(max_replicas=max(1, int(left)), num_cpus=1.0 if left >= 1 else _round_share(max(left, 0.05)))
+    # one decode actor per CPU left (each keeps a core busy whatever share it asks Ray for)
+    decode = DecodePool(max_replicas=max(1, int(left + 1e-9)), num_cpus=decode_cpus)
     return Plan(phases=phases, decode=decode, layout="gpu", gpus_total=len(gpus), cpus_total=cpus_total,
                 autoscale=shape.can_autoscale, warnings=warnings)
 

@@ -1,8 +1,16 @@
-"""Local-Ray fixtures: a real Ray instance on this machine and a small Janus-style input tree."""
+"""Local-Ray fixtures: a real Ray instance on this machine, `ray start` heads of the tests' own (with
+an auth token of their own) and a small Janus-style input tree."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +18,80 @@ import pytest
 from janus_ray.demo import PROMPTS, make_variant_folders, synthetic_image
 
 WEIGHTS_ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "weights"
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+
+#: One token for the whole test process: Ray's AuthenticationTokenLoader is a process-wide singleton
+#: that keeps the first token it read, so a new token per test would make the second test's state-API
+#: calls fail with "Invalid authentication token".
+TOKEN = secrets.token_hex(32)
+
+
+def token_vars() -> dict[str, str]:
+    """Token auth with these tests' own token (never ~/.ray/auth_token, which other Ray instances may use)."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+
+
+@pytest.fixture
+def token_env(monkeypatch) -> dict[str, str]:
+    """This process's environment with the tests' token, fake GPUs (80 GB each) and this checkout on
+    PYTHONPATH; no RAY_ADDRESS / RAY_AUTH_TOKEN_PATH. Returns a copy of it."""
+    values = {**token_vars(), "JANUS_RAY_FAKE_GPUS": "1", "JANUS_RAY_FAKE_GPU_MEMORY_GB": "80", "PYTHONPATH": str(REPO)}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    return dict(os.environ)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 120) -> bool:
+    """True once something listens on 127.0.0.1:``port``, False after ``seconds``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(1)
+    return False
+
+
+def start_ray(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """A `ray start --block` process in its own session: stopped with ``stop`` (os.killpg), never
+    `ray stop`, so no other Ray instance on the machine is touched."""
+    return subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a ``start_ray`` process and everything it spawned (its process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_head(env: dict, tmp_path: Path, num_gpus: int) -> tuple[subprocess.Popen, str, str]:
+    """A head on loopback with 2 CPUs, ``num_gpus`` logical GPUs and the dashboard (job server);
+    log in ``tmp_path/head.log``. Returns (process, GCS address, dashboard URL)."""
+    port, dashboard = free_port(), free_port()
+    head = start_ray(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                      f"--num-gpus={num_gpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                      f"--dashboard-port={dashboard}", "--disable-usage-stats"], env, tmp_path / "head.log")
+    if not wait_for_port(dashboard):
+        stop(head)
+        raise RuntimeError((tmp_path / "head.log").read_text()[-3000:])
+    return head, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
 
 
 @pytest.fixture(scope="module")

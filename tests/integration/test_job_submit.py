@@ -5,10 +5,7 @@ worker node (with the token) that joins while the job waits for it."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,45 +16,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import WEIGHTS_ROOT, build_inputs
+from .conftest import (
+    REPO,
+    WEIGHTS_ROOT,
+    build_inputs,
+    start_head,
+    start_ray,
+    stop,
+    token_vars,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
 pytestmark = pytest.mark.ray
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """A `ray start --block` process in its own session: stopped with os.killpg, never `ray stop`."""
-    return subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=open(log, "w"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def wait_for_port(port: int, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 @pytest.fixture
@@ -73,24 +42,20 @@ def cluster(tmp_path):
         },
     }))
     env = {
-        **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        **os.environ, **token_vars(),
         "JANUS_RAY_FAKE_GPUS": "1", "JANUS_RAY_AUTOSCALER_CONFIG": str(autoscaler),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_AUTH_TOKEN_PATH", None)
-    port, dashboard = free_port(), free_port()
-    head = start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                  "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                  "--disable-usage-stats"], env, tmp_path / "head.log")
+    head, gcs, dashboard = start_head(env, tmp_path, num_gpus=0)
     workers: list[subprocess.Popen] = []
     try:
-        wait_for_port(dashboard)
-        yield env, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", workers
+        yield env, gcs, dashboard, workers
     finally:
         for worker in workers:
-            kill(worker)
-        kill(head)
+            stop(worker)
+        stop(head)
 
 
 def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_type(cluster, tmp_path, request):
@@ -107,7 +72,7 @@ def test_readme_submit_command_joins_without_ray_address_and_waits_for_the_node_
     # its own temp dir: a second node on this machine would otherwise clean the head's runtime_resources
     # (the job's unpacked working dir) when it starts
     temp = tempfile.mkdtemp(prefix="jrw", dir="/tmp")
-    workers.append(start([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
+    workers.append(start_ray([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
                           f"--temp-dir={temp}",
                           '--resources={"vqa_gpu": 1}', "--disable-usage-stats"], env, tmp_path / "worker.log"))
     request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
@@ -131,7 +96,7 @@ def test_a_worker_without_the_token_cannot_join(cluster, tmp_path):
     home.mkdir()
     bare = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(home)}
     temp = tempfile.mkdtemp(prefix="jrx", dir="/tmp")
-    worker = start([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}",
+    worker = start_ray([f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}",
                     "--disable-usage-stats"], bare, tmp_path / "bare.log")
     workers.append(worker)
     try:

@@ -138,6 +138,26 @@ def test_few_cpus_shrink_gpu_actor_cpus_and_warn_that_decoding_limits():
     assert any("decoding limits" in w for w in plan.warnings)
 
 
+def test_a_decode_actor_never_takes_the_cpu_a_gpu_actor_needs_on_one_cpu_gpu_nodes():
+    """Ray Data spreads the first decode actor onto any node before a GPU actor exists: on a GPU node
+    with 1 CPU, decode + that node's GPU actor must fit in it (1 CPU each hung the 3-node eval)."""
+    shape = ClusterShape(nodes=(NodeShape(cpus=1, name="head"), NodeShape(gpus=1, gpu_memory_gb=80, cpus=1),
+                                NodeShape(gpus=1, gpu_memory_gb=80, cpus=1, resources={"vqa_gpu": 1})))
+    plan = plan_run(cfg(["clipscore", "imagereward"], clipscore={"resources": {"vqa_gpu": 1}}), shape,
+                    measured=False)
+    pools = plan.phases[0].pools
+    assert all(p.num_gpus == 1 and p.replicas == 1 for p in pools.values())  # one GPU actor per node
+    assert plan.decode.num_cpus > 0
+    assert all(plan.decode.num_cpus + p.num_cpus <= 1 + 1e-9 for p in pools.values())
+    assert plan.decode.max_replicas >= 1
+
+
+def test_gpu_nodes_with_no_cpu_left_for_a_decode_actor_are_refused():
+    with pytest.raises(ConfigError, match=r"has 0.1 CPU\(s\) for up to 2 GPU actor\(s\) at 0.05 CPU each and "
+                                          r"nothing left for a decode actor"):
+        plan_for(1, 80, 0.1, metrics=["clipscore", "imagereward"])
+
+
 def test_overrides_asking_for_more_gpus_than_the_cluster_are_refused_with_the_sums():
     with pytest.raises(ConfigError, match=r"vqascore 3 x 1 = 3 GPUs; the cluster has 2"):
         plan_for(2, 80, 16, vqascore={"num_gpus": 1, "replicas": 3})
