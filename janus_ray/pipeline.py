@@ -437,10 +437,10 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
     """Provenance written into every JSON result file (per-folder counts are added by the caller).
 
     ``weights_sha256``: {resolved weight path: sha256} (``WeightHashes.result()``), or a
-    ResultCache whose memo hashes them here. Imports no Ray (its version from the package metadata).
+    ResultCache whose memo hashes them here. Imports neither Ray nor transformers (a cached rerun
+    loads no model): their versions come from the package metadata.
     """
     import torch
-    import transformers
 
     metrics = {}
     for plan in plans:
@@ -462,7 +462,7 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
     return {
         "janus_ray_version": __version__,
         "metrics": metrics,
-        "versions": {"ray": _version("ray"), "torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {"ray": _version("ray"), "torch": torch.__version__, "transformers": _version("transformers")},
         "config": {k: v for k, v in asdict(config).items() if k != "metric_specs"},
     }
 

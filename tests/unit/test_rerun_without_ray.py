@@ -72,6 +72,7 @@ def test_the_run_meta_names_rays_version_without_importing_ray(tmp_path, monkeyp
     evaluate(config_for(inputs), io.StringIO(), stages=Stages())
     written = json.loads((inputs["folders"][-1] / "janus_eval_scores.json").read_text(encoding="utf-8"))
     assert written["meta"]["versions"]["ray"] == version("ray")
+    assert written["meta"]["versions"]["transformers"] == version("transformers")
 
 
 def test_a_partly_cached_rerun_starts_ray_before_streaming(tmp_path, no_ray):
