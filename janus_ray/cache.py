@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,15 @@ def score_column(key: str) -> str:
     return f"score:{key}"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes; '' when it cannot be read (the row then fails as unreadable)."""
+def file_sha256(path: Path, chunk: int = 1 << 20, stop: threading.Event | None = None) -> str:
+    """sha256 of a file's bytes; '' when it cannot be read (the row then fails as unreadable) or
+    when ``stop`` is set before the end (checked once per ``chunk`` bytes)."""
     digest = hashlib.sha256()
     try:
         with Path(path).open("rb") as fh:
             while block := fh.read(chunk):
+                if stop is not None and stop.is_set():
+                    return ""
                 digest.update(block)
     except OSError:
         return ""
@@ -135,24 +140,88 @@ class ResultCache:
         self.parts_written += 1
 
     def weights_sha256(self, paths: list[Path]) -> dict[str, str]:
-        """sha256 of each weight file, memoised by (size, mtime) so a 45 GB checkpoint is hashed once."""
-        memo_path = self.directory / "weights_sha256.json"
+        """sha256 of each weight file (see ``WeightHashes``; memo beside the parts), waited for."""
+        return WeightHashes(self.directory, paths).result()
+
+
+#: the memo of weight-file hashes, beside the resume cache's parts
+WEIGHTS_MEMO = "weights_sha256.json"
+
+
+class WeightHashes:
+    """sha256 of weight files for the run's provenance, memoised and computed in threads.
+
+    The memo (``<directory>/weights_sha256.json``: path -> [size, mtime_ns, sha256]) is
+    read at construction; a file whose size and mtime_ns match its entry is not read at all (a rerun
+    reads no weight byte). The others are hashed in a thread pool started here (hashlib and reads
+    release the GIL), so a 23 GB checkpoint is hashed while the run scans, starts Ray and streams,
+    several shards at once. ``result()`` waits and writes the memo; ``cancel()`` (a failed run)
+    stops the reads at the next chunk and keeps what was finished.
+
+    ``paths``: weight files, absolute (their text is the memo's and the result's key; ``stat`` follows
+    links, so a relinked checkpoint is hashed again); missing ones are left out of the result.
+    """
+
+    def __init__(self, directory: Path, paths: list[Path], workers: int | None = None):
+        self.memo_path = Path(directory) / WEIGHTS_MEMO
         try:
-            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+            memo = json.loads(self.memo_path.read_text(encoding="utf-8"))
+            self._memo: dict[str, list[Any]] = memo if isinstance(memo, dict) else {}
         except (OSError, ValueError):
-            memo = {}
-        out, changed = {}, False
-        for path in paths:
-            stat = path.stat()
-            entry = memo.get(str(path))
-            if not entry or entry[:2] != [stat.st_size, stat.st_mtime_ns]:
-                entry = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
-                memo[str(path)] = entry
+            self._memo = {}
+        self._stop = threading.Event()
+        self._known: dict[str, str] = {}
+        self._pending: dict[str, tuple[int, int, Future]] = {}
+        missing: list[tuple[str, int, int]] = []
+        for path in dict.fromkeys(Path(p) for p in paths):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entry = self._memo.get(str(path))
+            if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
+                self._known[str(path)] = entry[2]
+            else:
+                missing.append((str(path), stat.st_size, stat.st_mtime_ns))
+        self._pool = None
+        if missing:
+            self._pool = ThreadPoolExecutor(max_workers=workers or min(8, len(missing)),
+                                            thread_name_prefix="janus-ray-weights")
+            for name, size, mtime in missing:
+                self._pending[name] = (size, mtime, self._pool.submit(file_sha256, Path(name), stop=self._stop))
+
+    def result(self) -> dict[str, str]:
+        """{path: sha256 hex} of every file given that exists (and could be read); writes the memo when new."""
+        try:
+            return self._finish(wait=True)
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop hashing (a failed run): unfinished files are left out of the memo."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._finish(wait=False)
+            self._pool = None
+
+    def _finish(self, wait: bool) -> dict[str, str]:
+        changed = False
+        for name, (size, mtime, future) in list(self._pending.items()):
+            if not wait and not future.done():
+                continue
+            digest = None if future.cancelled() else future.result()
+            del self._pending[name]
+            if digest:  # '' / None: unreadable or stopped, not memoised
+                self._known[name] = digest
+                self._memo[name] = [size, mtime, digest]
                 changed = True
-            out[str(path)] = entry[2]
         if changed:
-            atomic_write(memo_path, json.dumps(memo, indent=1).encode("utf-8"))
-        return out
+            try:
+                atomic_write(self.memo_path, json.dumps(self._memo, indent=1).encode("utf-8"))
+            except OSError:  # a read-only cache directory: the hashes are still returned
+                pass
+        return dict(self._known)
 
 
 def _from_json_scores(table: pa.Table) -> pa.Table:

@@ -204,25 +204,29 @@ def _inventory(root: Path) -> list[str]:
     assemble a run); a link back to a folder already being walked is skipped, so loops end.
     """
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        ancestors = {os.path.realpath(p) for p in _ancestors(Path(dirpath), root)}
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                       and os.path.realpath(os.path.join(dirpath, d)) not in ancestors | {real}]
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
+    top = os.fspath(root)
+    prefix = top if top.endswith(os.sep) else top + os.sep
+    # real paths of each walked folder's chain (itself and its ancestors up to root), handed from a
+    # folder to its subfolders: realpath() only where a subfolder is a link (one lstat per folder,
+    # not one per path component of every ancestor: 20k prompt folders took seconds)
+    chains: dict[str, tuple[str, ...]] = {top: (os.path.realpath(top),)}
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        chain = chains.pop(dirpath)
+        kept = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            full = os.path.join(dirpath, d)
+            real = os.path.realpath(full) if os.path.islink(full) else os.path.join(chain[-1], d)
+            if real not in chain:  # a link back to a folder being walked: skipped, so loops end
+                kept.append(d)
+                chains[full] = (*chain, real)
+        dirnames[:] = kept
+        rel_dir = "." if dirpath == top else dirpath[len(prefix):].replace(os.sep, "/")
         for name in filenames:
             if not name.startswith(".") and not name.startswith(OUTPUT_PREFIX):
                 found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
     return sorted(found)
-
-
-def _ancestors(path: Path, root: Path) -> list[Path]:
-    """path and its parents up to root (inclusive)."""
-    chain = [path]
-    while path != root and path.parent != path:
-        path = path.parent
-        chain.append(path)
-    return chain
 
 
 @functools.lru_cache(maxsize=1)

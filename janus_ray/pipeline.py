@@ -16,8 +16,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.cache import ResultCache, weights_fingerprint
+from janus_ray.cache import ResultCache, WeightHashes, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError
@@ -109,20 +110,46 @@ def plan_metrics(config: RunConfig, cluster_gpus: int, cluster_cpus: float, gpu_
     return [p for phase in plan.phases for p in metric_plans(phase, config)]
 
 
-def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
-    """Plan, then have Ray ready: (plan, autoscaling). On this machine alone the plan is made (and a
-    plan that cannot fit refused) before Ray starts; a joined cluster is asked for its shape first."""
-    import ray
+def ray_is_up() -> bool:
+    """Whether this process already has Ray initialised (never imports ``ray`` to find out)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
-    from janus_ray.stream import cluster_shape, connect, join_address, local_shape
 
-    if not ray.is_initialized() and not join_address(config.ray_address):
-        plan = plan_run(config, local_shape(config.gpu_memory_gb))
-        connect(None)
-        return plan, False
+def runs_locally(config: RunConfig) -> bool:
+    """An embedded Ray on this machine: no --ray-address, no RAY_ADDRESS (a Ray job), Ray not up."""
+    from janus_ray.stream import join_address
+
+    return not ray_is_up() and not join_address(config.ray_address)
+
+
+def plan_before_ray(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
+    """(plan, autoscaling), starting nothing when this machine runs alone: the plan is made (and a
+    plan that cannot fit refused) from ``local_shape``, and Ray is started later by ``ensure_ray``
+    only if the resume cache leaves something to score. A joined cluster is connected to here, to
+    learn its shape."""
+    from janus_ray.stream import cluster_shape, connect, local_shape
+
+    if runs_locally(config):
+        return plan_run(config, local_shape(config.gpu_memory_gb)), False
     connection = connect(config.ray_address)
     shape = cluster_shape(connection, config.gpu_memory_gb)
     return plan_run(config, shape), shape.can_autoscale
+
+
+def ensure_ray(config: RunConfig) -> None:
+    """Start the embedded Ray (or join ``config``'s cluster) unless this process already has Ray."""
+    if not ray_is_up():
+        from janus_ray.stream import connect
+
+        connect(config.ray_address)
+
+
+def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
+    """Plan, then have Ray ready: (plan, autoscaling). ``plan_before_ray`` + ``ensure_ray``."""
+    plan, autoscale = plan_before_ray(config, stream)
+    ensure_ray(config)
+    return plan, autoscale
 
 
 def settings_key(plan: MetricPlan, weights_root: Path) -> str:
@@ -215,9 +242,11 @@ class Stages:
 
     stream_scores: Callable[..., None] | None = None
     progress: type[Progress] = Progress
-    #: ``(config, stream) -> (Plan, autoscaling)``; None = ``connect_and_plan`` (starts or joins Ray).
-    #: A stand-in that returns a plan without starting Ray, with ``stream_scores`` =
-    #: ``janus_ray.stream.stream_in_process``, runs ``evaluate`` with no Ray at all (fast tests).
+    #: ``(config, stream) -> (Plan, autoscaling)``; None = ``plan_before_ray`` (joins a given cluster
+    #: to learn its shape; on this machine alone starts nothing). Ray itself is started (``ensure_ray``)
+    #: only when something is left to score and ``stream_scores`` is the Ray stream (None). A
+    #: stand-in with ``stream_scores`` = ``janus_ray.stream.stream_in_process`` runs ``evaluate`` with
+    #: no Ray at all (fast tests).
     plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
     actors: Any = None  # janus_ray.stream.ActorClasses (not imported here: that module loads the actors)
 
@@ -242,22 +271,29 @@ class Work:
 def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = None) -> RunResult:
     """Run the whole eval job described by ``config`` and write every result file.
 
-    The steps, one function each: scan (validate, weight files, manifest) -> plan (Ray ready, one
-    MetricPlan list per phase) -> select work (resume cache) -> stream each phase -> assemble ->
-    write. ``config`` is validated in place (names resolved) but its folders are not rewritten: the
-    run works on a copy with absolute folders. ``stages``: see ``Stages`` (tests, benchmarks).
+    The steps, one function each: scan (validate, weight files, manifest) -> plan (no Ray on this
+    machine alone; one MetricPlan list per phase, with its resume settings key) -> select work
+    (resume cache) -> stream each phase (Ray started only now, and only if something is left) ->
+    assemble -> write. ``config`` is validated in place (names resolved) but its folders are not
+    rewritten: the run works on a copy with absolute folders. ``stages``: see ``Stages``.
     """
     stages = stages or Stages()
     config, scans = scan_inputs(config, stream)
     output_root, out_dirs = output_dirs(config)
-    # content hashes in a thread pool, overlapping the Ray start
-    hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
-    plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages)
-    frame = manifest_frame(scans, hashes)
-    work = select_work(config, frame, plans, output_root, stream)
-    results, oom_halvings = stream_phases(frame, phase_plans, work, config, plan, autoscale, stream, stages)
-    table = assemble(frame, plans, work.cached, results)
-    meta = run_meta(config, plans, Path(config.weights_root).resolve(), work.cache)
+    weights_root = Path(config.weights_root).resolve()
+    # weight-file hashes (provenance) and image content hashes (resume keys) in thread pools,
+    # overlapping the planning, the cache load, the Ray start and the stream
+    weight_hashes = WeightHashes(cache_directory(config, output_root), weight_files(config, weights_root))
+    try:
+        hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
+        plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages)
+        frame = manifest_frame(scans, hashes)
+        work = select_work(config, frame, plans, output_root, stream)
+        results, oom_halvings = stream_phases(frame, phase_plans, work, config, plan, autoscale, stream, stages)
+        table = assemble(frame, plans, work.cached, results)
+        meta = run_meta(config, plans, weights_root, weight_hashes.result())
+    finally:
+        weight_hashes.cancel()  # a failed run stops hashing at once (finished files stay memoised)
     meta["plan"] = plan.to_json()
     meta["oom_batch_halvings"] = oom_halvings
     return write_outputs(WriteRequest(table=table, plans=plans, scans=scans, output_root=output_root,
@@ -287,10 +323,11 @@ def scan_inputs(config: RunConfig, stream=sys.stderr) -> tuple[RunConfig, list]:
 
 def plan_phases(config: RunConfig, stream=sys.stderr,
                 stages: Stages | None = None) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
-    """Have Ray ready and plan: (plan, autoscaling, MetricPlans per phase, all MetricPlans in the
-    run's metric order, each with its resume ``settings_key``)."""
+    """Plan (``stages.plan``, default ``plan_before_ray``: no Ray on this machine alone): (plan,
+    autoscaling, MetricPlans per phase, all MetricPlans in the run's metric order, each with its
+    resume ``settings_key``)."""
     stages = stages or Stages()
-    plan, autoscale = (stages.plan or connect_and_plan)(config, stream)
+    plan, autoscale = (stages.plan or plan_before_ray)(config, stream)
     print("[janus-ray] " + plan.table().replace("\n", "\n[janus-ray]   "), file=stream)
     phase_plans = [metric_plans(phase, config) for phase in plan.phases]
     order = {m: i for i, m in enumerate(config.metrics)}
@@ -302,19 +339,36 @@ def plan_phases(config: RunConfig, stream=sys.stderr,
     from janus_ray.stream import fused_replicas, use_fused_layout
 
     if stages.stream_scores is None and use_fused_layout(plans, config):
-        import ray
-
-        replicas = fused_replicas(config, ray.cluster_resources().get("CPU", 1.0))
+        # the plan's CPUs are the cluster's (an embedded Ray gets this machine's): no Ray needed
+        replicas = fused_replicas(config, plan.cpus_total)
         print(f"[janus-ray] no GPUs: decode + all metrics fused in {replicas} CPU actor(s) "
               "(cpu_layout='per-metric' for one pool per metric)", file=stream)
     return plan, autoscale, phase_plans, plans
 
 
+def cache_directory(config: RunConfig, output_root: Path) -> Path:
+    """The resume cache's directory: ``config.cache_dir`` or ``<output root>/.janus_ray_cache``."""
+    return Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache"
+
+
+def weight_files(config: RunConfig, weights_root: Path) -> list[Path]:
+    """Every weight file of the run's metrics that exists, as ``RequiredFile.resolve`` finds it (the
+    paths ``run_meta`` reports hashes of)."""
+    files: dict[Path, None] = {}
+    for metric in config.metrics:
+        cls = get_scorer_class(metric)
+        for item in cls.required_files(weights_root, **config.spec(metric).options):
+            found = item.resolve()
+            if found is not None and found.is_file():
+                files[found] = None
+    return list(files)
+
+
 def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan], output_root: Path,
                 stream=sys.stderr) -> Work:
-    """Open the resume cache (``config.cache_dir`` or ``<output root>/.janus_ray_cache``) and pick,
-    per metric, the rows it does not already hold (all rows when ``config.resume`` is off)."""
-    cache = ResultCache(Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache")
+    """Open the resume cache (``cache_directory``) and pick, per metric, the rows it does not
+    already hold (all rows when ``config.resume`` is off)."""
+    cache = ResultCache(cache_directory(config, output_root))
     known = cache.load() if config.resume else None
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
@@ -354,6 +408,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                 progress.update(batch, phase_todo)
 
             if len(rows):
+                if stages.stream_scores is None:
+                    ensure_ray(config)  # the first phase with work starts Ray (a cached rerun never does)
                 # The crash journal lives beside the resume cache, one directory per phase (actors/journal.py).
                 journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{number}"
                 try:
@@ -380,27 +436,44 @@ def _merge_phases(results_by_phase: list[list[pd.DataFrame]]) -> list[pd.DataFra
     return [merged.reset_index()]
 
 
-def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path, cache: ResultCache) -> dict[str, Any]:
-    """Provenance written into every JSON result file (per-folder counts are added by the caller)."""
-    import ray
+def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
+             weights_sha256: ResultCache | Mapping[str, str]) -> dict[str, Any]:
+    """Provenance written into every JSON result file (per-folder counts are added by the caller).
+
+    ``weights_sha256``: {resolved weight path: sha256} (``WeightHashes.result()``), or a
+    ResultCache whose memo hashes them here. Imports neither Ray nor transformers (a cached rerun
+    loads no model): their versions come from the package metadata.
+    """
     import torch
-    import transformers
 
     metrics = {}
     for plan in plans:
         cls = get_scorer_class(plan.metric)
         files = [f.resolve() for f in cls.required_files(weights_root, **plan.options)]
+        files = [f for f in files if f is not None and f.is_file()]
+        if isinstance(weights_sha256, ResultCache):
+            digests = weights_sha256.weights_sha256(files)
+        else:
+            digests = {str(f): weights_sha256[str(f)] for f in files if str(f) in weights_sha256}
         metrics[plan.metric] = {
             **cls.metadata(),
             "options": plan.options,
             "columns": plan.columns,
             "device": plan.device,
             "dtype": plan.dtype or ("float32" if plan.device == "cpu" else cls.cuda_dtype),
-            "weights_sha256": cache.weights_sha256([f for f in files if f is not None and f.is_file()]),
+            "weights_sha256": digests,
         }
     return {
         "janus_ray_version": __version__,
         "metrics": metrics,
-        "versions": {"ray": ray.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {"ray": _version("ray"), "torch": torch.__version__, "transformers": _version("transformers")},
         "config": {k: v for k, v in asdict(config).items() if k != "metric_specs"},
     }
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version without importing it (``ray``: no Ray start-up cost)."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

@@ -126,3 +126,110 @@ def test_a_half_written_part_is_skipped_and_the_others_load(tmp_path):
     (tmp_path / ".part-1.parquet.abc.tmp").write_bytes(b"a temporary file of a killed write")
     known = ResultCache(tmp_path).load(compact=False)
     assert sorted(known["image_sha256"]) == ["h0", "h1"]
+
+
+# ----- weight-file hashes: memoised, in threads ---------------------------------------------------
+def _weights(tmp_path, sizes=(3 << 20, 1000)) -> list:
+    import os
+
+    files = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / "weights" / f"shard-{i}.bin"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(os.urandom(size))  # > one 1 MiB read chunk for the first
+        files.append(path)
+    return files
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_weight_hashes_equal_hashlib_and_a_rerun_reads_no_weight_file(tmp_path, monkeypatch):
+    import janus_ray.cache as cache_module
+    from janus_ray.cache import WEIGHTS_MEMO, WeightHashes
+
+    files = _weights(tmp_path)
+    first = WeightHashes(tmp_path / "cache", files).result()
+    assert first == {str(f): _sha(f) for f in files}
+    assert (tmp_path / "cache" / WEIGHTS_MEMO).is_file()
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a weight file was read again")
+
+    monkeypatch.setattr(cache_module, "file_sha256", no_read)
+    assert WeightHashes(tmp_path / "cache", files).result() == first
+    assert ResultCache(tmp_path / "cache").weights_sha256(files) == first  # the cache's own entry point
+
+
+def test_a_changed_mtime_or_size_is_hashed_again(tmp_path, monkeypatch):
+    import os
+
+    import janus_ray.cache as cache_module
+    from janus_ray.cache import WeightHashes
+
+    files = _weights(tmp_path)
+    WeightHashes(tmp_path / "cache", files).result()
+    read = []
+    real = cache_module.file_sha256
+    monkeypatch.setattr(cache_module, "file_sha256", lambda path, **kw: read.append(str(path)) or real(path, **kw))
+
+    touched, resized = files
+    stat = touched.stat()
+    touched.write_bytes(b"\0" * stat.st_size)  # same size, new content ...
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # ... and a new mtime
+    stat = resized.stat()
+    resized.write_bytes(resized.read_bytes() + b"x")  # one byte more, the same mtime
+    os.utime(resized, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = WeightHashes(tmp_path / "cache", files).result()
+    assert sorted(read) == sorted(str(f) for f in files)
+    assert again == {str(f): _sha(f) for f in files}
+    read.clear()
+    assert WeightHashes(tmp_path / "cache", files).result() == again and read == []  # memo updated
+
+
+def test_weight_hashing_runs_in_threads_started_at_construction(tmp_path, monkeypatch):
+    import threading
+
+    import janus_ray.cache as cache_module
+    from janus_ray.cache import WeightHashes
+
+    files = _weights(tmp_path, sizes=(10, 20, 30))
+    release, threads = threading.Event(), set()
+    real = cache_module.file_sha256
+
+    def gated(path, **kw):
+        threads.add(threading.current_thread().name)
+        assert release.wait(30)
+        return real(path, **kw)
+
+    monkeypatch.setattr(cache_module, "file_sha256", gated)
+    job = WeightHashes(tmp_path / "cache", files)  # returns while every hash is still running
+    release.set()
+    assert job.result() == {str(f): _sha(f) for f in files}
+    assert threads and all(name.startswith("janus-ray-weights") for name in threads)
+    assert threading.main_thread().name not in threads
+
+
+def test_a_cancelled_hash_stops_reading_and_is_not_memoised(tmp_path, monkeypatch):
+    import threading
+
+    import janus_ray.cache as cache_module
+    from janus_ray.cache import WEIGHTS_MEMO, WeightHashes, file_sha256
+
+    files = _weights(tmp_path, sizes=(3 << 20,))
+    stop = threading.Event()
+    stop.set()
+    assert file_sha256(files[0], stop=stop) == ""  # stopped at the first chunk
+    real = cache_module.file_sha256
+
+    def slow(path, stop=None, **kw):  # still reading when the run fails
+        assert stop is not None and stop.wait(30)
+        return real(path, stop=stop, **kw)
+
+    monkeypatch.setattr(cache_module, "file_sha256", slow)
+    job = WeightHashes(tmp_path / "cache", files)
+    job.cancel()  # what a failed run calls
+    assert job.result() == {} and not (tmp_path / "cache" / WEIGHTS_MEMO).exists()
