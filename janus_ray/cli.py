@@ -118,9 +118,15 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # every flag checked before ray is even imported
-    from janus_ray.pipeline import evaluate
+    from janus_ray.pipeline import evaluate, output_dirs
 
-    result = evaluate(config)
+    try:
+        result = evaluate(config)
+    except KeyboardInterrupt:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
+        cache = Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"
+        print(f"janus-ray: interrupted; the scores received so far are in the resume cache ({cache}): "
+              "run the same command again to score only what is missing.", file=sys.stderr)
+        return 130
     if args.report:
         from janus_ray.report import build_report
 
@@ -275,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except JanusRayError as exc:
         print(f"janus-ray: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("janus-ray: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -424,6 +424,13 @@ def _refuse_unplaceable(demands: list[MetricDemand], gpus: list[_Gpu]) -> None:
 
 def _check_overrides(demands: list[MetricDemand], shape: ClusterShape, gpus: list[_Gpu]) -> None:
     """Summed user requests beyond the cluster: refuse with the sums."""
+    zero = [d.metric for d in demands if d.num_gpus == 0]
+    if zero and gpus:  # a GPU plan runs every metric pool on CUDA: a 0 share would get no device
+        raise ConfigError(
+            f"--num-gpus {zero[0]}=0: in a run on GPUs every metric's actors need a GPU share. Give "
+            f"{', '.join(zero)} a share above 0 (a fraction such as 0.1 packs it beside other models), "
+            "or run every metric on CPU with --device cpu."
+        )
     fixed = [d for d in demands if d.num_gpus]
     asked = sum(d.num_gpus * (d.replicas or 1) for d in fixed)
     if asked > len(gpus) + 1e-9:

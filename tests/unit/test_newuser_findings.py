@@ -1,0 +1,71 @@
+"""Regression tests for what a first-time user hit (odd inputs, odd flags), one test per finding. No Ray."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import janus_ray.pipeline
+from janus_ray.cli import main
+from janus_ray.config import MetricSpec, RunConfig
+from janus_ray.demo import PROMPTS, make_variant_folders
+from janus_ray.errors import ConfigError, unknown_name_message
+from janus_ray.plan import ClusterShape, plan_run
+from janus_ray.report.build import compare
+from janus_ray.report.data import Folder, Metric
+
+from ..conftest import WEIGHTS_ROOT
+
+METRIC = Metric("S", "s", True)
+
+
+def _folder(name: str, rows: list[tuple[str, float]]) -> Folder:
+    table = pd.DataFrame([(p, 0, v) for p, v in rows], columns=["prompt", "sample", "S"])
+    table["prompt_idx"] = -1
+    table["prompt_key"] = "text:" + table["prompt"]
+    return Folder(name, table, {})
+
+
+def test_a_folder_sharing_no_prompt_with_the_baseline_is_no_test_and_stays_out_of_holm():
+    """`janus-ray report` on two sidecar folders and a prompt-dir folder with other prompts: the folder
+    with 0 pairs got p = 1.0, "not significant", and counted in Holm's family (inflating every other p)."""
+    base = _folder("base", [(f"p{i}", 0.0) for i in range(6)])
+    better = _folder("better", [(f"p{i}", 1.0 + 0.1 * i) for i in range(6)])  # better on all 6: exact p = 2/64
+    elsewhere = _folder("elsewhere", [(f"q{i}", 5.0) for i in range(6)])  # no prompt in common
+    table = compare([base, better, elsewhere], [METRIC], "base", n_resamples=10).set_index("folder")
+    assert table.loc["elsewhere", "n_pairs"] == 0
+    assert pd.isna(table.loc["elsewhere", "p_value"]) and pd.isna(table.loc["elsewhere", "holm_p"])
+    assert table.loc["elsewhere", "verdict"] == "no paired data"
+    assert table.loc["better", "holm_p"] == pytest.approx(2 / 64)  # a family of one test, not two
+    assert table.loc["better", "verdict"] == "significantly better"
+
+
+def test_a_zero_gpu_share_on_gpus_is_refused_by_name_not_a_zero_division():
+    """`janus-ray plan --gpus 1 --gpu-memory-gb 80 --cpus 8 --num-gpus vqascore=0` crashed with ZeroDivisionError."""
+    config = RunConfig(folders=["x"], metric_specs={"vqascore": MetricSpec(num_gpus=0.0)})
+    config.resolve_names()
+    with pytest.raises(ConfigError, match=r"--num-gpus vqascore=0: .* --device cpu"):
+        plan_run(config, ClusterShape.uniform(1, 80, 8), measured=False)
+    assert plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False).gpus_used == 0  # no GPUs: ignored
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("HPSv2", "hpsv2"), ("VQAScore", "vqascore"), ("ImageReward", "imagereward")])
+def test_an_unknown_metric_in_another_case_points_at_the_metric(typed, meant):
+    """`--metrics HPSv2` (the CSV column's spelling) said "Unknown scorer 'HPSv2'." with no hint."""
+    names = ["clipscore", "hpsv2", "hpsv2.1", "imagereward", "itmscore", "pickscore", "vqascore"]
+    assert f"Did you mean '{meant}'" in unknown_name_message("scorer", typed, names)
+
+
+def test_ctrl_c_during_eval_is_one_line_naming_the_resume_cache_and_exit_130(tmp_path, monkeypatch, capsys):
+    """SIGINT during `janus-ray eval` printed Ray's KeyboardInterrupt traceback (exit 1)."""
+    folders = make_variant_folders(tmp_path / "variants", PROMPTS[:2])
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(janus_ray.pipeline, "evaluate", interrupted)
+    out = tmp_path / "out"
+    argv = ["eval", str(folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy", "--output-dir", str(out)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and str(out.resolve() / ".janus_ray_cache") in err and "Traceback" not in err
