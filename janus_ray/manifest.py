@@ -659,9 +659,9 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     groups = _problem_rows(scan)
     dropped = scan.dropped
     checks = [  # (label, items, is a problem); "always" ones print even at 0, the rest only if any
-        ("images without a prompt",
-         groups["no prompt"] + dropped.get("not in metadata", [])
-         + dropped.get("outside prompt dirs", []), True),
+        ("images without a prompt", groups["no prompt"] + dropped.get("not in metadata", []), True),
+        # their prompt folder may well have a prompt (prompt_8/nested/img_00.png): say what eval says
+        ("images ignored: not directly inside a prompt folder", dropped.get("outside prompt dirs", []), True),
         ("prompt indices out of range", groups["out of range"], True),
         ("listed files not found", groups["not found"], True),
         ("rows with other errors", groups["other"], True),

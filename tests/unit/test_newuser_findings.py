@@ -69,3 +69,19 @@ def test_ctrl_c_during_eval_is_one_line_naming_the_resume_cache_and_exit_130(tmp
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and str(out.resolve() / ".janus_ray_cache") in err and "Traceback" not in err
+
+
+def test_validate_names_an_image_in_a_sub_folder_of_a_prompt_folder_as_ignored_not_as_promptless(tmp_path):
+    """`validate` listed prompt_8/nested/img_00.png under "images without a prompt" although prompt 8
+    exists; eval's own warning says it is ignored for not being directly inside a prompt folder."""
+    from PIL import Image
+
+    from janus_ray.manifest import build_manifest, validate_report
+
+    for rel in ("run/prompt_0/img_00.png", "run/prompt_1/nested/img_00.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / rel)
+    text, ok = validate_report(build_manifest([tmp_path], ["a cat", "a dog"]))
+    assert not ok
+    assert "images without a prompt: 0" in text
+    assert "images ignored: not directly inside a prompt folder: 1 (run/prompt_1/nested/img_00.png)" in text
