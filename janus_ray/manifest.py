@@ -88,6 +88,8 @@ class FolderScan:
     prompts_without_image: int | None = None
     #: why this folder cannot be scored at all (images on disk but 0 rows); build_manifest raises it
     error: str | None = None
+    #: ``<idx>_<slug>/`` sub-folders whose slug disagrees with prompt <idx> of the list ("dir vs 'text'")
+    slug_mismatches: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +355,31 @@ def _scan_janus(scan: FolderScan, root: Path, files: list[str], images: list[str
             else:
                 error = f"prompt index {idx} out of range (prompt list has {len(prompts)})"
                 _row(scan, root, rel, idx, None, sample, error)
+    scan.slug_mismatches = _slug_mismatches(scan.rows)
+
+
+#: characters of a slug and of its prompt compared (after lower-casing and dropping all but a-z0-9):
+#: enough to tell a shifted or foreign prompt list, few enough for truncated slugs
+_SLUG_CHARS = 8
+
+
+def _slug_mismatches(rows: Sequence[ManifestRow]) -> list[str]:
+    """``<idx>_<slug>/`` folders whose slug does not start like prompt <idx>: the generator wrote the
+    prompt into the name, so a disagreement means --prompt-json is not the list the images came from
+    (every pair would be scored against another prompt). Folders named ``prompt_<idx>`` carry no text."""
+    seen, out = set(), []
+    for row in rows:
+        directory = posixpath.basename(posixpath.dirname(row.rel_path))
+        match = _IDX_SLUG_DIR.match(directory)
+        if row.prompt is None or match is None or directory in seen:
+            continue
+        seen.add(directory)
+        slug = re.sub(r"[^a-z0-9]", "", directory[len(match.group(1)) + 1:].lower())
+        text = re.sub(r"[^a-z0-9]", "", row.prompt.lower())
+        n = min(len(slug), len(text), _SLUG_CHARS)
+        if n and slug[:n] != text[:n]:
+            out.append(f"{directory} vs {row.prompt[:40]!r}")
+    return out
 
 
 # --- 2. Hugging Face imagefolder metadata -----------------------------------------------------
@@ -563,6 +590,11 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None) -> None:
         _number_by_prompt(scan)
     scan.rows.sort(key=_row_key)
     missing = _count_prompts_without_image(scan, prompts)
+    if scan.slug_mismatches:
+        scan.warnings.append(
+            f"{scan.folder}: {len(scan.slug_mismatches)} <idx>_<slug> sub-folder name(s) do not match prompt "
+            f"<idx> of the prompt list ({_examples(scan.slug_mismatches)}): is --prompt-json the list these "
+            "images were generated from? Every image is scored against the prompt its index points to.")
     if missing:
         scan.warnings.append(f"{scan.folder}: {len(missing)} of {n_prompts} prompt(s) in the prompt "
                              f"list have no image here (indices {_examples(missing)}).")
@@ -670,6 +702,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("file names without a sample number", dropped.get("no sample number", []), True),
         ("images outside <idx>/samples/", dropped.get("not a geneval sample", []), True),
         ("extra samples ignored", dropped.get("extra sample", []), False),
+        ("sub-folder names unlike their prompt (wrong --prompt-json?)", scan.slug_mismatches, False),
     ]
     if check_images:
         unreadable, too_large = _unreadable(scan.rows)

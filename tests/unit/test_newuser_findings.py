@@ -85,3 +85,23 @@ def test_validate_names_an_image_in_a_sub_folder_of_a_prompt_folder_as_ignored_n
     assert not ok
     assert "images without a prompt: 0" in text
     assert "images ignored: not directly inside a prompt folder: 1 (run/prompt_1/nested/img_00.png)" in text
+
+
+def test_a_prompt_list_that_does_not_match_the_slug_folders_is_flagged(tmp_path):
+    """`validate gsb_d --prompt-json wrong.json` (folders 0_a_red_cat, 1_two_cats; list 'a bird ...',
+    'a green apple') said "status: ok": every image would be scored against another prompt, silently."""
+    from PIL import Image
+
+    from janus_ray.manifest import build_manifest, validate_report
+
+    for rel in ("generated_samples_batch/0_a_red_cat/00.png", "generated_samples_batch/1_Two-Cats,_sitting/00.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / rel)
+    right = build_manifest([tmp_path], ["a red cat on a mat", "two cats, sitting on a sofa"])[0]
+    assert right.slug_mismatches == [] and not any("do not match" in w for w in right.warnings)
+    wrong = build_manifest([tmp_path], ["a bird flying over the sea", "a red cat on a mat"])[0]
+    assert wrong.slug_mismatches == ["0_a_red_cat vs 'a bird flying over the sea'",
+                                     "1_Two-Cats,_sitting vs 'a red cat on a mat'"]
+    assert any("2 <idx>_<slug> sub-folder name(s) do not match prompt <idx>" in w for w in wrong.warnings)
+    text, _ = validate_report([wrong])
+    assert "sub-folder names unlike their prompt (wrong --prompt-json?): 2 (0_a_red_cat vs" in text
