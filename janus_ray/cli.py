@@ -175,6 +175,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError("--cpus is required with --gpus (CPUs per node).")
         shape = ClusterShape.uniform(args.gpus, config.gpu_memory_gb or 0.0, args.cpus, args.nodes)
     else:
+        if args.cpus is not None or args.nodes != 1:  # else silently ignored: the plan was for this machine
+            raise ConfigError("--cpus and --nodes describe a cluster together with --gpus (--gpus 0 for nodes "
+                              "without GPUs); without --gpus, plan asks Ray about the cluster at hand.")
         from janus_ray.stream import cluster_shape, connect, join_address, local_shape
 
         if join_address(config.ray_address):

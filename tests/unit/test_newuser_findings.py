@@ -105,3 +105,11 @@ def test_a_prompt_list_that_does_not_match_the_slug_folders_is_flagged(tmp_path)
     assert any("2 <idx>_<slug> sub-folder name(s) do not match prompt <idx>" in w for w in wrong.warnings)
     text, _ = validate_report([wrong])
     assert "sub-folder names unlike their prompt (wrong --prompt-json?): 2 (0_a_red_cat vs" in text
+
+
+@pytest.mark.parametrize("extra", [["--cpus", "8"], ["--nodes", "3"]])
+def test_plan_refuses_cpus_or_nodes_without_gpus_instead_of_ignoring_them(extra, capsys):
+    """`janus-ray plan --cpus 8` printed the plan of this 2-CPU machine, the flag silently ignored."""
+    assert main(["plan", *extra]) == 2
+    assert "--cpus and --nodes describe a cluster together with --gpus" in capsys.readouterr().err
+    assert main(["plan", "--gpus", "0", *extra] + ([] if "--cpus" in extra else ["--cpus", "4"])) == 0
