@@ -86,6 +86,8 @@ class FolderScan:
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> rel paths without a row
     #: prompts of the prompt list with no row in this folder (None without a prompt list)
     prompts_without_image: int | None = None
+    #: their indices in the prompt list (validate lists the first few, as eval's warning does)
+    prompts_without_image_idx: list[int] = field(default_factory=list)
     #: why this folder cannot be scored at all (images on disk but 0 rows); build_manifest raises it
     error: str | None = None
     #: ``<idx>_<slug>/`` sub-folders whose slug disagrees with prompt <idx> of the list ("dir vs 'text'")
@@ -192,8 +194,8 @@ def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
         scan.warnings.append(f"{folder}: no images found.")
         return scan
     if prompts is not None and convention != JANUS:
-        scan.warnings.append(f"{folder}: the prompt list is not used: the {convention} layout "
-                             "carries its own prompts.")
+        scan.warnings.append(f"{folder}: the prompt list is not used for pairing: the {convention} layout "
+                             "carries its own prompts (the list only counts which of its prompts have no image here).")
     _SCANNERS[convention](scan, root, files, images, prompts, all_samples)
     _finish(scan, prompts)
     return scan
@@ -580,6 +582,7 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
         texts = {row.prompt for row in scan.rows}
         missing = [i for i, prompt in enumerate(prompts) if prompt not in texts]
     scan.prompts_without_image = len(missing)
+    scan.prompts_without_image_idx = missing
     return missing
 
 
@@ -711,7 +714,8 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     lines = [f"== {scan.folder}", f"  convention: {scan.convention}",
              f"  images found: {scan.images_found}", f"  rows to score: {len(scan.rows)}"]
     if scan.prompts_without_image is not None:
-        lines.append(f"  prompts without an image: {scan.prompts_without_image}")
+        lines.append(f"  prompts without an image: {scan.prompts_without_image}"
+                     + (f" (indices {_examples(scan.prompts_without_image_idx)})" if scan.prompts_without_image else ""))
     ok = scan.convention != EMPTY and not scan.prompts_without_image and scan.error is None
     if scan.convention == EMPTY:
         lines.append("  no images found")

@@ -113,3 +113,16 @@ def test_plan_refuses_cpus_or_nodes_without_gpus_instead_of_ignoring_them(extra,
     assert main(["plan", *extra]) == 2
     assert "--cpus and --nodes describe a cluster together with --gpus" in capsys.readouterr().err
     assert main(["plan", "--gpus", "0", *extra] + ([] if "--cpus" in extra else ["--cpus", "4"])) == 0
+
+
+def test_validate_lists_which_prompts_have_no_image(tmp_path):
+    """`validate` said "prompts without an image: 2" where eval's warning names them (indices 8, 9)."""
+    from PIL import Image
+
+    from janus_ray.manifest import build_manifest, validate_report
+
+    for i in (0, 2):
+        (tmp_path / "run" / f"prompt_{i}").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "run" / f"prompt_{i}" / "img_00.png")
+    text, ok = validate_report(build_manifest([tmp_path], ["a", "b", "c", "d"]))
+    assert not ok and "prompts without an image: 2 (indices 1, 3)" in text
