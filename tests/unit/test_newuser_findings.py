@@ -126,3 +126,15 @@ def test_validate_lists_which_prompts_have_no_image(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / "run" / f"prompt_{i}" / "img_00.png")
     text, ok = validate_report(build_manifest([tmp_path], ["a", "b", "c", "d"]))
     assert not ok and "prompts without an image: 2 (indices 1, 3)" in text
+
+
+def test_importing_janus_ray_turns_off_transformers_progress_bars():
+    """Every eval printed ~20 "Loading weights: 100%|####| 94/94" bars forwarded from the actors."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}  # as a fresh shell has it
+    code = "import janus_ray; from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "False"
