@@ -138,3 +138,14 @@ def test_importing_janus_ray_turns_off_transformers_progress_bars():
     code = "import janus_ray; from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "False"
+
+
+def test_a_missing_weight_file_points_at_check_weights_for_the_other_metrics(tmp_path):
+    """`eval --weights-root EMPTY_DIR` named only hpsv2's file (the first metric checked): a user fixes it,
+    reruns, meets the next metric's, and so on. The message now says how to see them all at once."""
+    from janus_ray.errors import WeightsError
+    from janus_ray.metrics import get_scorer_class
+    from janus_ray.metrics.weights import check_required
+
+    with pytest.raises(WeightsError, match=r"janus-ray check-weights --weights-root DIR"):
+        check_required(get_scorer_class("hpsv2").required_files(tmp_path), "hpsv2")
