@@ -149,3 +149,16 @@ def test_a_missing_weight_file_points_at_check_weights_for_the_other_metrics(tmp
 
     with pytest.raises(WeightsError, match=r"janus-ray check-weights --weights-root DIR"):
         check_required(get_scorer_class("hpsv2").required_files(tmp_path), "hpsv2")
+
+
+def test_a_refused_gpu_share_says_why_with_the_sums():
+    """`plan --gpus 1 --gpu-memory-gb 40 --cpus 8 --num-gpus vqascore=0.5` said only "clipscore needs 3.4 GB
+    per actor and 1 such GPU(s)": not the metric the user set, no sums, no word that phases are off."""
+    config = RunConfig(folders=["x"], metric_specs={"vqascore": MetricSpec(num_gpus=0.5)})
+    config.resolve_names()
+    with pytest.raises(ConfigError) as info:
+        plan_run(config, ClusterShape.uniform(1, 40, 8), measured=False)
+    message = str(info.value)
+    assert "every metric must be resident at once (no phases)" in message
+    assert "vqascore 1 x 0.5 GPU (" in message and "beside hpsv2 (" in message and "36 GB usable" in message
+    assert len(plan_run(RunConfig(folders=["x"]), ClusterShape.uniform(1, 40, 8), measured=False).phases) > 1
