@@ -13,6 +13,9 @@ OFFLINE_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # transformers 5 draws a "Loading weights" bar per model per actor: ~20 lines of noise in every
+    # eval's output (Ray forwards each actor's stderr); progress is janus-ray's own progress line
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 
 

@@ -118,9 +118,15 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # every flag checked before ray is even imported
-    from janus_ray.pipeline import evaluate
+    from janus_ray.pipeline import evaluate, output_dirs
 
-    result = evaluate(config)
+    try:
+        result = evaluate(config)
+    except KeyboardInterrupt:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
+        cache = Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"
+        print(f"janus-ray: interrupted; the scores received so far are in the resume cache ({cache}): "
+              "run the same command again to score only what is missing.", file=sys.stderr)
+        return 130
     if args.report:
         from janus_ray.report import build_report
 
@@ -169,6 +175,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError("--cpus is required with --gpus (CPUs per node).")
         shape = ClusterShape.uniform(args.gpus, config.gpu_memory_gb or 0.0, args.cpus, args.nodes)
     else:
+        if args.cpus is not None or args.nodes != 1:  # else silently ignored: the plan was for this machine
+            raise ConfigError("--cpus and --nodes describe a cluster together with --gpus (--gpus 0 for nodes "
+                              "without GPUs); without --gpus, plan asks Ray about the cluster at hand.")
         from janus_ray.stream import cluster_shape, connect, join_address, local_shape
 
         if join_address(config.ray_address):
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except JanusRayError as exc:
         print(f"janus-ray: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("janus-ray: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

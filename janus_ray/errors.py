@@ -24,7 +24,9 @@ class UnknownNameError(JanusRayError, KeyError):
 def unknown_name_message(kind: str, name: str, available: Iterable[str]) -> str:
     """'unknown <kind> 'x'; did you mean 'y'? available: a, b, c'."""
     available = sorted(available)
-    close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
+    # compared in lower case: 'HPSv2' or 'VQAScore' (the CSV's spelling) should point at 'hpsv2' / 'vqascore'
+    lowered = {a.lower(): a for a in reversed(available)}
+    close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.5)]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"Unknown {kind} {name!r}.{hint} Available: {', '.join(available)}."
 

@@ -86,8 +86,12 @@ class FolderScan:
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> rel paths without a row
     #: prompts of the prompt list with no row in this folder (None without a prompt list)
     prompts_without_image: int | None = None
+    #: their indices in the prompt list (validate lists the first few, as eval's warning does)
+    prompts_without_image_idx: list[int] = field(default_factory=list)
     #: why this folder cannot be scored at all (images on disk but 0 rows); build_manifest raises it
     error: str | None = None
+    #: ``<idx>_<slug>/`` sub-folders whose slug disagrees with prompt <idx> of the list ("dir vs 'text'")
+    slug_mismatches: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,8 +194,8 @@ def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
         scan.warnings.append(f"{folder}: no images found.")
         return scan
     if prompts is not None and convention != JANUS:
-        scan.warnings.append(f"{folder}: the prompt list is not used: the {convention} layout "
-                             "carries its own prompts.")
+        scan.warnings.append(f"{folder}: the prompt list is not used for pairing: the {convention} layout "
+                             "carries its own prompts (the list only counts which of its prompts have no image here).")
     _SCANNERS[convention](scan, root, files, images, prompts, all_samples)
     _finish(scan, prompts)
     return scan
@@ -357,6 +361,31 @@ def _scan_janus(scan: FolderScan, root: Path, files: list[str], images: list[str
             else:
                 error = f"prompt index {idx} out of range (prompt list has {len(prompts)})"
                 _row(scan, root, rel, idx, None, sample, error)
+    scan.slug_mismatches = _slug_mismatches(scan.rows)
+
+
+#: characters of a slug and of its prompt compared (after lower-casing and dropping all but a-z0-9):
+#: enough to tell a shifted or foreign prompt list, few enough for truncated slugs
+_SLUG_CHARS = 8
+
+
+def _slug_mismatches(rows: Sequence[ManifestRow]) -> list[str]:
+    """``<idx>_<slug>/`` folders whose slug does not start like prompt <idx>: the generator wrote the
+    prompt into the name, so a disagreement means --prompt-json is not the list the images came from
+    (every pair would be scored against another prompt). Folders named ``prompt_<idx>`` carry no text."""
+    seen, out = set(), []
+    for row in rows:
+        directory = posixpath.basename(posixpath.dirname(row.rel_path))
+        match = _IDX_SLUG_DIR.match(directory)
+        if row.prompt is None or match is None or directory in seen:
+            continue
+        seen.add(directory)
+        slug = re.sub(r"[^a-z0-9]", "", directory[len(match.group(1)) + 1:].lower())
+        text = re.sub(r"[^a-z0-9]", "", row.prompt.lower())
+        n = min(len(slug), len(text), _SLUG_CHARS)
+        if n and slug[:n] != text[:n]:
+            out.append(f"{directory} vs {row.prompt[:40]!r}")
+    return out
 
 
 # --- 2. Hugging Face imagefolder metadata -----------------------------------------------------
@@ -557,6 +586,7 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
         texts = {row.prompt for row in scan.rows}
         missing = [i for i, prompt in enumerate(prompts) if prompt not in texts]
     scan.prompts_without_image = len(missing)
+    scan.prompts_without_image_idx = missing
     return missing
 
 
@@ -567,6 +597,11 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None) -> None:
         _number_by_prompt(scan)
     scan.rows.sort(key=_row_key)
     missing = _count_prompts_without_image(scan, prompts)
+    if scan.slug_mismatches:
+        scan.warnings.append(
+            f"{scan.folder}: {len(scan.slug_mismatches)} <idx>_<slug> sub-folder name(s) do not match prompt "
+            f"<idx> of the prompt list ({_examples(scan.slug_mismatches)}): is --prompt-json the list these "
+            "images were generated from? Every image is scored against the prompt its index points to.")
     if missing:
         scan.warnings.append(f"{scan.folder}: {len(missing)} of {n_prompts} prompt(s) in the prompt "
                              f"list have no image here (indices {_examples(missing)}).")
@@ -663,9 +698,9 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     groups = _problem_rows(scan)
     dropped = scan.dropped
     checks = [  # (label, items, is a problem); "always" ones print even at 0, the rest only if any
-        ("images without a prompt",
-         groups["no prompt"] + dropped.get("not in metadata", [])
-         + dropped.get("outside prompt dirs", []), True),
+        ("images without a prompt", groups["no prompt"] + dropped.get("not in metadata", []), True),
+        # their prompt folder may well have a prompt (prompt_8/nested/img_00.png): say what eval says
+        ("images ignored: not directly inside a prompt folder", dropped.get("outside prompt dirs", []), True),
         ("prompt indices out of range", groups["out of range"], True),
         ("listed files not found", groups["not found"], True),
         ("rows with other errors", groups["other"], True),
@@ -674,6 +709,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("file names without a sample number", dropped.get("no sample number", []), True),
         ("images outside <idx>/samples/", dropped.get("not a geneval sample", []), True),
         ("extra samples ignored", dropped.get("extra sample", []), False),
+        ("sub-folder names unlike their prompt (wrong --prompt-json?)", scan.slug_mismatches, False),
     ]
     if check_images:
         unreadable, too_large = _unreadable(scan.rows)
@@ -682,7 +718,8 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     lines = [f"== {scan.folder}", f"  convention: {scan.convention}",
              f"  images found: {scan.images_found}", f"  rows to score: {len(scan.rows)}"]
     if scan.prompts_without_image is not None:
-        lines.append(f"  prompts without an image: {scan.prompts_without_image}")
+        lines.append(f"  prompts without an image: {scan.prompts_without_image}"
+                     + (f" (indices {_examples(scan.prompts_without_image_idx)})" if scan.prompts_without_image else ""))
     ok = scan.convention != EMPTY and not scan.prompts_without_image and scan.error is None
     if scan.convention == EMPTY:
         lines.append("  no images found")

@@ -424,6 +424,13 @@ def _refuse_unplaceable(demands: list[MetricDemand], gpus: list[_Gpu]) -> None:
 
 def _check_overrides(demands: list[MetricDemand], shape: ClusterShape, gpus: list[_Gpu]) -> None:
     """Summed user requests beyond the cluster: refuse with the sums."""
+    zero = [d.metric for d in demands if d.num_gpus == 0]
+    if zero and gpus:  # a GPU plan runs every metric pool on CUDA: a 0 share would get no device
+        raise ConfigError(
+            f"--num-gpus {zero[0]}=0: in a run on GPUs every metric's actors need a GPU share. Give "
+            f"{', '.join(zero)} a share above 0 (a fraction such as 0.1 packs it beside other models), "
+            "or run every metric on CPU with --device cpu."
+        )
     fixed = [d for d in demands if d.num_gpus]
     asked = sum(d.num_gpus * (d.replicas or 1) for d in fixed)
     if asked > len(gpus) + 1e-9:
@@ -468,6 +475,23 @@ def _decode_share(nodes: list[NodeShape], leftovers: list[float]) -> float | Non
         if can_host and all(left + 1e-9 >= share for left in can_host):
             return share
     return None
+
+
+def _overrides_summary(demands: list[MetricDemand], gpus: list[_Gpu]) -> str:
+    """The sums behind a refused override: what was fixed, what must fit beside it, on which GPUs."""
+    def mem(d: MetricDemand) -> str:  # at the smallest batch the planner tries (a set --batch-size stays)
+        return f"{d.memory_gb(d.batch_size or min(d.default_batch, MIN_AUTO_BATCH)):.1f} GB"
+
+    fixed = [d for d in demands if d.num_gpus is not None]
+    others = [d for d in demands if d.num_gpus is None]
+    usable = sorted({round(g.capacity_gb, 1) for g in gpus})
+    return (
+        "With --num-gpus/--replicas every metric must be resident at once (no phases), at least: "
+        + " + ".join(f"{d.metric} {d.replicas or 1} x {d.num_gpus:g} GPU ({mem(d)} each)" for d in fixed)
+        + (f", beside {', '.join(f'{d.metric} ({mem(d)})' for d in others)}" if others else "")
+        + f", on {len(gpus)} GPU(s) with {'/'.join(f'{u:g}' for u in usable)} GB usable each. "
+        "Lower those settings, or drop them: the planner then runs the metrics in phases when they do not fit together."
+    )
 
 
 def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list[_Gpu], plan_rate: float):
@@ -553,7 +577,8 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
         groups.append((demands, *result))
     else:  # phases: first fit, largest model first
         if any(d.num_gpus is not None for d in demands):
-            raise ConfigError(f"The --num-gpus/--replicas settings cannot be placed: {result}.")
+            raise ConfigError(f"The --num-gpus/--replicas settings cannot be placed: {result}. "
+                              + _overrides_summary(demands, gpus))
         order = sorted(demands, key=lambda d: d.memory_gb(d.batch_size or d.default_batch), reverse=True)
         for d in order:
             for i, (members, _, _) in enumerate(groups):

@@ -139,6 +139,8 @@ def check_required(files: list[RequiredFile], scorer_name: str) -> None:
             + "\n".join(problems)
             + "\n"
             + LAYOUT_HELP
+            # eval stops at the first metric with a problem: an empty or wrong root names one metric only
+            + "\n`janus-ray check-weights --weights-root DIR [--metrics ...]` lists the files of every metric."
         )
 
 

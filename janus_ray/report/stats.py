@@ -348,7 +348,7 @@ def paired_from_differences(
     mean = float(diffs.mean()) if n else float("nan")
     better = diffs if higher_is_better else -diffs
     rate = (lambda mask: float(mask.mean())) if n else (lambda mask: float("nan"))
-    p, method = test if test is not None else signflip_p(diffs, n_resamples, seed)
+    p, method = test if test is not None and n else signflip_p(diffs, n_resamples, seed)  # no pair: no test (NaN)
     n_untied = int(np.count_nonzero(diffs))
     return Paired(
         n_pairs=n,
