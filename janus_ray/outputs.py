@@ -16,6 +16,7 @@ import pandas as pd
 
 from janus_ray.manifest import FolderScan
 from janus_ray.results import (
+    RESULT_STEM,
     column_means,
     format_summary_table,
     score_columns,
@@ -73,6 +74,7 @@ def write_outputs(request: WriteRequest) -> RunResult:
         if column not in table:
             table[column] = np.nan
     primary_columns = [p.columns[p.metric] for p in plans]
+    warn_dropped_scores(table, columns, scans, out_dirs, stream)
     folder_outputs, summary_rows = {}, []
     all_counts = {}
     for scan in scans:
@@ -110,3 +112,51 @@ def write_outputs(request: WriteRequest) -> RunResult:
         n_cached=request.n_cached,
         metric_counts=all_counts,
     )
+
+
+def dropped_score_columns(parquet_path: Path, columns: list[str]) -> list[str]:
+    """Which of ``columns`` hold at least one score in an existing result Parquet file.
+
+    Reads the footer's row-group statistics only (null counts), never the data; a missing or
+    unreadable file holds none.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(parquet_path).metadata
+    except (OSError, ValueError):  # no earlier file, or not one of ours
+        return []
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    held = []
+    for column in columns:
+        if column not in names:
+            continue
+        index = names.index(column)
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(index).statistics
+            rows = meta.row_group(group).num_rows
+            if stats is None or not stats.has_null_count or stats.null_count < rows:
+                held.append(column)
+                break
+    return held
+
+
+def warn_dropped_scores(table: pd.DataFrame, columns: list[str], scans: list[FolderScan],
+                        out_dirs: dict[str, Path], stream: IO[str]) -> None:
+    """Warn when this run's files replace scores an earlier run wrote there (a rerun with fewer
+    --metrics): the columns this run leaves empty are checked in each folder's existing Parquet."""
+    empty = [c for c in columns if not table[c].notna().any()]
+    if not empty:
+        return
+    lost: dict[str, list[str]] = {}
+    for scan in scans:
+        for column in dropped_score_columns(out_dirs[scan.folder] / f"{RESULT_STEM}.parquet", empty):
+            lost.setdefault(column, []).append(Path(scan.folder).name)
+    if lost:
+        print(
+            "[janus-ray] warning: the result files of "
+            + "; ".join(f"{', '.join(folders)} held {column} scores" for column, folders in lost.items())
+            + " from an earlier run; this run does not compute them (not in --metrics), so those columns are"
+            " now empty. Their scores stay in the resume cache: rerun with those metrics added to write them back.",
+            file=stream,
+        )

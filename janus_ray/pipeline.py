@@ -69,7 +69,7 @@ class MetricPlan:
         extra = f", resources {self.resources}" if self.resources else ""
         return (
             f"  {self.metric:<12} {self.replicas} replica(s) x {where}{extra}, batch {self.batch_size}, "
-            f"device {self.device}, dtype {self.dtype or 'reference default'}"
+            f"device {self.device}, dtype {self.dtype or ('float32' if self.device == 'cpu' else 'reference default')}"
         )
 
 
@@ -190,7 +190,9 @@ class Progress:
         for plan in self.plans:
             mine = todo[plan.metric][row_ids]
             self.done[plan.metric] += int(mine.sum())
-            self.failed[plan.metric] += int(batch[output_column(plan.metric)].isna().to_numpy()[mine].sum())
+            # to_numpy(float, na_value=nan): Ray hands pyarrow-backed doubles, where a NaN is not "NA"
+            scores = batch[output_column(plan.metric)].to_numpy(dtype=float, na_value=np.nan)
+            self.failed[plan.metric] += int(np.isnan(scores[mine]).sum())
             self.busy[plan.metric] += float(batch[time_column(plan.metric)].sum())
             if oom_column(plan.metric) in batch:  # per row: the batch's halvings; count each batch once
                 self.oom[plan.metric] += int(batch[oom_column(plan.metric)].max() or 0)
@@ -373,7 +375,8 @@ def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan],
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
     n_todo = int(np.logical_or.reduce(list(todo.values())).sum()) if todo else 0
-    print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached}", file=stream)
+    print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached} "
+          f"(hits count (pair, metric) scores; 'to score' counts pairs with a metric left)", file=stream)
     return Work(cache=cache, todo=todo, cached=cached, n_cached=n_cached)
 
 

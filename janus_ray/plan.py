@@ -229,8 +229,13 @@ class Plan:
                     f"  {m:<12} {p.replicas:>8} {p.num_gpus:>7g} {p.num_cpus:>5g} {p.batch_size:>5} "
                     f"{p.gpu_memory_gb:>8.1f} {p.images_per_s:>13.3g}{extra}"
                 )
-        lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
-        lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run")
+        if self.layout == "cpu-fused":
+            replicas = max((p.replicas for ph in self.phases for p in ph.pools.values()), default=0)
+            lines.append(f"decode: inside the fused actors ({replicas} actor(s), each decoding and running every metric)")
+        else:
+            lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
+        # The estimate uses each model's real size (FLOPs), whatever the weight files hold (tiny test ones too).
+        lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run (at the real models' sizes)")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -162,3 +162,73 @@ def test_a_refused_gpu_share_says_why_with_the_sums():
     assert "every metric must be resident at once (no phases)" in message
     assert "vqascore 1 x 0.5 GPU (" in message and "beside hpsv2 (" in message and "36 GB usable" in message
     assert len(plan_run(RunConfig(folders=["x"]), ClusterShape.uniform(1, 40, 8), measured=False).phases) > 1
+
+
+def test_progress_counts_failed_rows_in_pyarrow_backed_score_columns():
+    """On Ray the score columns arrive as double[pyarrow]; NaN there is not NA, so `.isna()` said 0."""
+    import pyarrow as pa
+
+    from janus_ray.columns import output_column, time_column
+    from janus_ray.pipeline import MetricPlan, Progress
+
+    plan = MetricPlan(metric="pickscore", options={}, columns={"pickscore": "PickScore"}, device="cpu", dtype=None,
+                      batch_size=8, num_gpus=0.0, num_cpus=1.0, replicas=1, resources={})
+    batch = pd.DataFrame({"row_id": [0, 1, 2],
+                          output_column("pickscore"): pd.arrays.ArrowExtensionArray(pa.array([0.5, float("nan"), float("nan")])),
+                          time_column("pickscore"): [0.1, 0.1, 0.1]})
+    progress = Progress([plan], {"pickscore": 3}, stream=__import__("io").StringIO())
+    todo = {"pickscore": __import__("numpy").array([True, True, False])}
+    progress.update(batch, todo)
+    assert progress.done["pickscore"] == 2
+    assert progress.failed["pickscore"] == 1  # row 2 failed too, but it was not this metric's to do
+
+
+def test_a_cpu_metric_plan_names_float32_not_the_reference_default():
+    from janus_ray.pipeline import MetricPlan
+
+    plan = MetricPlan(metric="hpsv2", options={}, columns={}, device="cpu", dtype=None, batch_size=8,
+                      num_gpus=0.0, num_cpus=1.0, replicas=1, resources={})
+    assert "dtype float32" in plan.describe()
+    plan.device = "cuda"
+    assert "dtype reference default" in plan.describe()
+
+
+def test_the_fused_cpu_plan_says_decoding_runs_inside_the_fused_actors(tmp_path):
+    config = RunConfig(folders=[str(tmp_path)], weights_root=str(WEIGHTS_ROOT), metrics=["pickscore", "clipscore"])
+    config.validate()
+    text = plan_run(config, ClusterShape.uniform(0, 0.0, 4), use_weight_files=False, measured=False).table()
+    assert "decode: inside the fused actors (4 actor(s)" in text
+    assert "decode: up to 0 actor(s)" not in text
+
+
+def test_a_rerun_with_fewer_metrics_warns_that_the_files_lose_the_earlier_scores(tmp_path):
+    """Rerunning into the same output folder with fewer --metrics rewrote the files without those
+    metrics' columns, silently; the scores are still in the resume cache."""
+    import io
+
+    import numpy as np
+
+    from janus_ray.outputs import dropped_score_columns, warn_dropped_scores
+    from janus_ray.results import RESULT_STEM, parquet_bytes
+
+    folder = tmp_path / "varA"
+    folder.mkdir()
+    earlier = pd.DataFrame({"folder": [str(folder)] * 2, "image_path": ["a.png", "b.png"], "prompt": ["p", "q"],
+                            "prompt_idx": [0, 1], "sample": [0, 0], "error": ["", ""],
+                            "VQAScore": [0.7, np.nan], "PickScore": [np.nan, np.nan]})
+    (folder / f"{RESULT_STEM}.parquet").write_bytes(parquet_bytes(earlier, ["VQAScore", "PickScore"]))
+    assert dropped_score_columns(folder / f"{RESULT_STEM}.parquet", ["VQAScore", "PickScore"]) == ["VQAScore"]
+    assert dropped_score_columns(tmp_path / "absent.parquet", ["VQAScore"]) == []
+
+    class Scan:
+        pass
+
+    scan = Scan()
+    scan.folder = str(folder)
+    now = earlier.assign(VQAScore=np.nan, PickScore=[0.1, 0.2])
+    out = io.StringIO()
+    warn_dropped_scores(now, ["VQAScore", "PickScore"], [scan], {str(folder): folder}, out)
+    assert "varA held VQAScore scores" in out.getvalue() and "resume cache" in out.getvalue()
+    quiet = io.StringIO()
+    warn_dropped_scores(earlier.assign(PickScore=[0.1, 0.2]), ["VQAScore", "PickScore"], [scan], {str(folder): folder}, quiet)
+    assert quiet.getvalue() == ""
