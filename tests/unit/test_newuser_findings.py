@@ -128,6 +128,7 @@ def test_validate_lists_which_prompts_have_no_image(tmp_path):
     assert not ok and "prompts without an image: 2 (indices 1, 3)" in text
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
 def test_importing_janus_ray_turns_off_transformers_progress_bars():
     """Every eval printed ~20 "Loading weights: 100%|####| 94/94" bars forwarded from the actors."""
     import os
