@@ -96,12 +96,14 @@ def format_overhead(report: dict) -> str:
                          + (f", {len(top) - 8} more kinds {sum(v for _, v in top[8:]):.1f}" if len(top) > 8 else ""))
     if p:
         d = p["detail"]
-        shutdown = d.get("child_s", 0) - d.get("import_s", 0) - d.get("evaluate_s", 0) if d.get("child_s") else None
+        # the child's clock stops when its main returns: the rest of the wall time is interpreter
+        # start and exit, where Ray's atexit handler shuts the embedded Ray down
+        shutdown = p["wall_s"] - d["child_s"] if d.get("child_s") else None
         lines += ["", "pipeline fixed costs (s): "
                   f"imports {_f(d.get('import_s'))}, start until streaming {_f(d.get('until_stream_s'))}, "
                   f"first result at {_f(d.get('driver_first_result_s'))}, all models loaded at "
                   f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
-                  f"exit (Ray shutdown) {_f(shutdown)}"]
+                  f"process start + exit (Ray shutdown) {_f(shutdown)}"]
     if rerun:
         d = rerun["detail"]
         lines.append(f"fully cached rerun (janus-ray eval, resume, cold): {rerun['wall_s']:.1f} s, "
