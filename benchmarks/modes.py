@@ -103,7 +103,8 @@ def format_overhead(report: dict) -> str:
                   f"imports {_f(d.get('import_s'))}, start until streaming {_f(d.get('until_stream_s'))}, "
                   f"first result at {_f(d.get('driver_first_result_s'))}, all models loaded at "
                   f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
-                  f"process start + exit (Ray shutdown) {_f(shutdown)}"]
+                  f"process start + exit (Ray shutdown) {_f(shutdown)}; first actor out of work before the last "
+                  f"{_f(d.get('tail_idle_s'))}"]
     if rerun:
         d = rerun["detail"]
         lines.append(f"fully cached rerun (janus-ray eval, resume, cold): {rerun['wall_s']:.1f} s, "

@@ -192,7 +192,10 @@ def stream_scores(
     # projection task and a result batch on the driver (table.rows_per_block).
     n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
     step = math.ceil(len(rows) / n_blocks)
-    ds = ray.data.from_pandas([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
+    # from_blocks: each block's metadata computed here (~3 ms per 1,024 rows); from_pandas would run
+    # one remote task per block for it (and the driver waits for them): measured 3.5 CPU s and a
+    # worker process at 20k rows, before the first actor starts. It also keeps our block count.
+    ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     if use_fused_layout(plans, config):
         ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir)  # projects its own output
     else:
