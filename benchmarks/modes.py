@@ -74,7 +74,8 @@ def format_overhead(report: dict) -> str:
     p, loop, rerun = phases.get("pipeline"), phases.get("loop"), phases.get("cached_rerun")
     lines = [f"janus_ray bench, overhead mode: {s['folders']} folders x {s['prompts']} prompts = {s['images']} images "
              f"of {report['image_size']} px, metric {', '.join(m['name'] for m in s['metrics'])}, "
-             f"{report['machine']['cpus_usable']} CPUs", ""]
+             f"{report['machine']['cpus_usable']} CPUs; load average before {report['load_average']['before']}, "
+             f"after {report['load_average']['after']}", ""]
     if p:
         lines.append(f"pipeline (janus-ray eval, cold)       {p['wall_s']:8.1f} s  {_f(p['images_per_s'], '{:.1f}')} img/s")
     if loop:
@@ -83,14 +84,27 @@ def format_overhead(report: dict) -> str:
                      f"{_f(loop['images_per_s'], '{:.1f}')} img/s")
     if p and loop:
         lines.append(f"pipeline throughput / loop throughput: {loop['wall_s'] / p['wall_s']:.2f}x")
+        # CPU seconds do not depend on what else the machine runs (wall seconds do): the fair check on a
+        # shared machine
+        if p.get("tree_cpu_s") and loop.get("tree_cpu_s"):
+            lines.append(f"CPU seconds (whole process tree): pipeline {p['tree_cpu_s']:.1f}, loop {loop['tree_cpu_s']:.1f}"
+                         f" ({loop['tree_cpu_s'] / p['tree_cpu_s']:.2f}x)")
+    for name, phase in (("pipeline", p), ("loop", loop)):
+        if phase and phase.get("cpu_s_by_process"):
+            top = list(phase["cpu_s_by_process"].items())
+            lines.append(f"  {name} CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in top[:8])
+                         + (f", {len(top) - 8} more kinds {sum(v for _, v in top[8:]):.1f}" if len(top) > 8 else ""))
     if p:
         d = p["detail"]
-        shutdown = d.get("child_s", 0) - d.get("import_s", 0) - d.get("evaluate_s", 0) if d.get("child_s") else None
+        # the child's clock stops when its main returns: the rest of the wall time is interpreter
+        # start and exit, where Ray's atexit handler shuts the embedded Ray down
+        shutdown = p["wall_s"] - d["child_s"] if d.get("child_s") else None
         lines += ["", "pipeline fixed costs (s): "
                   f"imports {_f(d.get('import_s'))}, start until streaming {_f(d.get('until_stream_s'))}, "
                   f"first result at {_f(d.get('driver_first_result_s'))}, all models loaded at "
                   f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
-                  f"exit (Ray shutdown) {_f(shutdown)}"]
+                  f"process start + exit (Ray shutdown) {_f(shutdown)}; first actor out of work before the last "
+                  f"{_f(d.get('tail_idle_s'))}"]
     if rerun:
         d = rerun["detail"]
         lines.append(f"fully cached rerun (janus-ray eval, resume, cold): {rerun['wall_s']:.1f} s, "

@@ -271,6 +271,13 @@ def run_pipeline(spec: dict) -> dict:
             "images_per_s": rows_total / progress.actor_seconds[metric] if progress.actor_seconds[metric] else None,
             "actor_peak_rss_mb": stage["peak_rss_mb"],
         }
+    # The end of the run: how long the first actor to run out of work waited for the last one
+    # (blocks are handed out whole: the tail is up to a few blocks of one actor's work).
+    ends = {}
+    for r in metric_records:
+        if r["batches"]:
+            ends[r["pid"]] = max(ends.get(r["pid"], 0.0), max(b[1] for b in r["batches"]))
+    tail_idle_s = max(ends.values()) - min(ends.values()) if len(ends) > 1 else 0.0
     first_t, last_t = arrivals[0][0], arrivals[-1][0]
     return {
         "images": rows_total,
@@ -285,6 +292,7 @@ def run_pipeline(spec: dict) -> dict:
         "driver_last_result_s": last_t - eval_started,
         "write_s": eval_done - last_t,  # assembling and writing the result files (+ summary, report)
         "result_batches": len(arrivals),
+        "tail_idle_s": tail_idle_s,
         "chain": chain,
         "actor_processes": len(process_cpu),
         "actor_processes_cpu_s": sum(process_cpu.values()),

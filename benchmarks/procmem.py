@@ -75,6 +75,7 @@ class TreeSampler:
         self.peak_processes = 0
         self.samples = 0
         self.cpu_seconds: dict[int, float] = {}  # last cumulative user+system seconds seen per pid
+        self.names: dict[int, str] = {}  # last process title seen per pid (Ray workers retitle themselves)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -97,6 +98,7 @@ class TreeSampler:
             "samples": self.samples,
             # CPU seconds of every process of the tree (the last second of each process is missed)
             "tree_cpu_s": round(sum(self.cpu_seconds.values()), 1) if self.samples else None,
+            "cpu_s_by_process": self.cpu_by_kind(),
             "method": (
                 f"psutil {self.psutil.__version__}: sum over the process and all its descendants, sampled every "
                 f"{self.interval} s (rss = sum of resident sets, over-counts shared pages; pss, every "
@@ -105,6 +107,14 @@ class TreeSampler:
                 else "psutil unavailable: not measured"
             ),
         }
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        """CPU seconds per kind of process (``process_kind``), largest first: where the tree's CPU went."""
+        kinds: dict[str, float] = {}
+        for pid, seconds in self.cpu_seconds.items():
+            kind = "root" if pid == self.pid else process_kind(self.names.get(pid, ""))
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+        return {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
 
     def _run(self) -> None:
         psutil = self.psutil
@@ -124,6 +134,9 @@ class TreeSampler:
                     rss += process.memory_info().rss
                     times = process.cpu_times()
                     self.cpu_seconds[process.pid] = times.user + times.system
+                    title = " ".join(process.cmdline()[:2])[:120]
+                    if not title.startswith("ray::IDLE") or not self.names.get(process.pid, "").startswith("ray::"):
+                        self.names[process.pid] = title  # a worker's last task or actor, not its idle spells
                 except psutil.Error:
                     continue
                 if not pss_ok:
@@ -139,6 +152,17 @@ class TreeSampler:
             if pss_ok:
                 self.peak_pss = max(self.peak_pss or 0, pss)
             self._stop.wait(self.interval)
+
+
+def process_kind(title: str) -> str:
+    """A short kind for a process title: Ray's own daemons by name, Ray workers by their task or
+    actor (``ray::MapWorker(MapBatches(FusedStage))``), anything else by its program."""
+    if title.startswith("ray::"):
+        return title.split()[0].split(".")[0][:60]
+    for daemon in ("gcs_server", "raylet", "dashboard", "log_monitor", "runtime_env", "monitor.py", "agent"):
+        if daemon in title:
+            return daemon
+    return (title.split()[0].rsplit("/", 1)[-1] if title else "?")[:40]
 
 
 def run_sampled(command: list[str], env: dict | None = None, interval: float = 1.0, log_path: Path | None = None,

@@ -268,6 +268,7 @@ def summarise(runs: dict[str, list[dict]], n_images: int) -> dict[str, Any]:
             "peak_pss_mb": chosen["memory"]["peak_pss_mb"],
             "peak_processes": chosen["memory"]["peak_processes"],
             "tree_cpu_s": chosen["memory"].get("tree_cpu_s"),
+            "cpu_s_by_process": chosen["memory"].get("cpu_s_by_process"),
             "detail": {k: v for k, v in chosen.items() if k not in ("wall_s", "memory", "per_metric", "images")},
             "per_metric": chosen["per_metric"],
         }

@@ -175,8 +175,10 @@ def row_pixels(batch: dict[str, np.ndarray], metric: str, row: int) -> np.ndarra
     """The uint8 (C, H, W) pixels of ``metric`` for ``row`` (following ``source_column``)."""
     holder = str(batch[source_column(metric)][row]) or metric
     shape = tuple(int(x) for x in batch[shape_column(holder)][row])
-    # ljust: a fixed-width numpy bytes array (dtype 'S') drops trailing zero bytes
-    data = bytes(batch[pixel_column(holder)][row]).ljust(int(np.prod(shape)), b"\0")
+    data = bytearray(batch[pixel_column(holder)][row])  # one copy, writable (torch warns on read-only arrays)
+    size = int(np.prod(shape))
+    if len(data) < size:  # a fixed-width numpy bytes array (dtype 'S') drops trailing zero bytes
+        data.extend(bytes(size - len(data)))
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 

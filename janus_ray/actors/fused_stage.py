@@ -25,14 +25,22 @@ class FusedStage:
     decode_class: type = DecodeStage
     metric_class: type = MetricActor
 
-    def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None):
+    def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None,
+                 keep: list[str] | None = None):
+        """``keep``: the columns to return (the result columns; None: all). Projecting here, as the
+        stage's last step, spares Ray Data a projection task per block and converting the other
+        columns (paths, prompts, emptied pixel cells, shapes) into its output blocks."""
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.stages = [self.decode_class(**decode)] + [self.metric_class(**kwargs) for kwargs in metrics]
+        self.keep = keep
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for stage in self.stages:
             batch = stage(batch)
+        if self.keep is not None:
+            # a missing column is left out here; the driver's check_result_batch names it
+            batch = {column: batch[column] for column in self.keep if column in batch}
         return batch

@@ -43,12 +43,13 @@ class CrashJournal:
         return (self.dir / key).exists()
 
     def begin(self, key: str, text: str = "") -> None:
-        # Written and synced before the work starts: it must survive the process dying mid-batch.
-        path = self.dir / key
-        with open(path, "w", encoding="utf-8") as fh:
+        # Written (and closed) before the work starts: it must survive the actor process dying
+        # mid-batch, which a closed file does (the kernel holds it; on NFS, close flushes it to the
+        # server: close-to-open consistency). No fsync: that only guards against the machine
+        # itself crashing, which takes the actors with it, and costs ~17 ms per entry here, two
+        # entries per batch (measured: ~8% of the fused CPU actors' time with 32 px images).
+        with open(self.dir / key, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def end(self, key: str) -> None:
         (self.dir / key).unlink(missing_ok=True)

@@ -55,8 +55,11 @@ class PixelTransform:
         """``to_uint8`` outputs -> one float32 (N, 3, h, w) tensor on ``device`` (copied as uint8)."""
         if not arrays:
             return torch.empty(0)
-        if all(a.shape == arrays[0].shape for a in arrays):
+        if torch.device(device).type == "cuda" and all(a.shape == arrays[0].shape for a in arrays):
             return self.normalise(_to_device(np.stack(arrays), device))
+        # On CPU one image at a time (the same elementwise ops, so the same bits): its float64 and
+        # float32 intermediates (1.2 MB at 224 px) stay in cache, a whole batch's (77 MB for 64) do
+        # not: measured 2.8 ms per 224 px image batched vs 1.0 ms one by one.
         return torch.cat([self.normalise(_to_device(a[None], device)) for a in arrays])
 
     def __call__(self, image: Image.Image) -> np.ndarray:

@@ -196,10 +196,22 @@ def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
 @pytest.mark.ray
 def test_overhead_mode_times_pipeline_loop_and_cached_rerun(tmp_path):
     report = run_bench(tmp_path, "--mode", "overhead", "--folders", "2", "--prompts", "3", "--image-size", "32",
-                       expect=("pipeline throughput / loop throughput",))
+                       expect=("pipeline throughput / loop throughput", "CPU seconds (whole process tree)"))
     phases = report["phases"]
     assert set(phases) == {"pipeline", "loop", "cached_rerun"}
+    # where the CPU went, per kind of process: the fused actors are among the pipeline's
+    assert any(kind.startswith("ray::MapWorker") for kind in phases["pipeline"]["cpu_s_by_process"])
+    assert "root" in phases["loop"]["cpu_s_by_process"]
     assert [m["scorer"] for m in report["settings"]["metrics"]] == ["pickscore"]
     assert phases["pipeline"]["images"] == 6 and phases["loop"]["images"] == 6
     assert phases["cached_rerun"]["detail"]["cache_hits"] == 6 and phases["cached_rerun"]["detail"]["to_score"] == 0
     assert report["image_size"] == 32
+
+
+def test_process_kind_names_ray_daemons_workers_and_programs():
+    from benchmarks.procmem import process_kind
+
+    assert process_kind("ray::MapWorker(MapBatches(FusedStage)) ") == "ray::MapWorker(MapBatches(FusedStage))"
+    assert process_kind("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --foo") == "raylet"
+    assert process_kind("/venv/bin/python -m benchmarks.phases") == "python"
+    assert process_kind("") == "?"

@@ -90,3 +90,23 @@ def test_fused_stage_decodes_and_scores_in_one_call_like_direct_scoring(tmp_path
     expected = load_scorer("dummy", tmp_path, image_size=8).score(paths, prompts)
     np.testing.assert_array_equal(scores[:3], np.array(expected))
     assert np.isnan(scores[3])
+
+
+def test_fused_stage_returns_only_the_result_columns_it_is_told_to_keep(tmp_path):
+    from janus_ray.columns import result_columns
+    from janus_ray.metrics import get_scorer_class
+
+    class Plan:  # the two fields result_columns reads
+        metric, columns = "dummy", get_scorer_class("dummy").output_columns(image_size=8)
+
+    paths = write_images(tmp_path, 2)
+    spec = {"scorer": "dummy", "weights_root": str(tmp_path), "options": {"image_size": 8}}
+    keep = result_columns([Plan()])
+    fused = FusedStage(decode={"metrics": {"dummy": spec}, "max_pixels": None},
+                       metrics=[{"metric": "dummy", "device": "cpu", "dtype": None, **spec}], keep=keep)
+    batch = {"row_id": np.array([5, 9]), **row_columns(paths, ["x", "y"])}
+    out = fused(batch)
+    assert list(out) == keep  # no paths, prompts or (emptied) pixel cells travel on
+    np.testing.assert_array_equal(out["row_id"], [5, 9])
+    np.testing.assert_array_equal(out[output_column("dummy")],
+                                  load_scorer("dummy", tmp_path, image_size=8).score(paths, ["x", "y"]))
