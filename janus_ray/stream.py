@@ -266,6 +266,7 @@ def _pool_start_message(plans: list, config) -> str:
         pass
     named = [p for p in plans if any(_pool_class_name(p.metric) in name for name in waiting)] or plans
     free = {k: round(v, 2) for k, v in ray.available_resources().items() if not k.startswith("node:")}
+    per_node = _free_per_node()
     asks = "; ".join(
         f"{p.metric}: {p.replicas} actor(s) x ({p.num_gpus:g} GPU, {p.num_cpus:g} CPU"
         + (f", {p.resources}" if p.resources else "") + ")"
@@ -273,8 +274,25 @@ def _pool_start_message(plans: list, config) -> str:
     )
     return (
         f"The actor pool(s) {', '.join(p.metric for p in named)} did not start within "
-        f"{config.pool_start_timeout_s:g} s. Asked for: {asks}. Free in the cluster now: {free}. "
+        f"{config.pool_start_timeout_s:g} s. Asked for: {asks}. Free in the cluster now: {free}"
+        + (f"; per node: {per_node}" if per_node else "") + ". "
+        "An actor needs all it asks for on ONE node. "
         "Lower --replicas / --num-gpus, add nodes, or raise --pool-start-timeout."
+    )
+
+
+def _free_per_node() -> str:
+    """What each node has free (node id prefix -> resources), or '' where Ray cannot say. A sum over
+    the cluster can look as if a pool fits when no single node has its CPU and GPU together."""
+    try:
+        from ray._private.state import available_resources_per_node  # DeveloperAPI, no public equivalent
+
+        nodes = available_resources_per_node()
+    except Exception:  # noqa: BLE001  (best effort: the message stands without it)
+        return ""
+    return "; ".join(
+        f"{node_id[:8]}: {{{', '.join(f'{k}: {v:g}' for k, v in sorted(free.items()) if not k.startswith('node:') and not k.startswith('accelerator_type') and k not in ('memory', 'object_store_memory'))}}}"
+        for node_id, free in sorted(nodes.items())
     )
 
 

@@ -252,4 +252,4 @@ def test_a_pool_that_cannot_start_ends_the_run_naming_it(token_env, tmp_path):
         stop(head)
     assert done.returncode == 2, done.stderr[-4000:]
     assert "did not start within 20 s" in done.stderr and "clipscore" in done.stderr, done.stderr[-4000:]
-    assert "vqa_gpu" in done.stderr and "Free in the cluster now" in done.stderr
+    assert "vqa_gpu" in done.stderr and "Free in the cluster now" in done.stderr and "per node: " in done.stderr
