@@ -8,6 +8,7 @@ finally writes each folder's files atomically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -420,6 +421,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                                   decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale, journal_dir=str(journal))
                 finally:
                     shutil.rmtree(journal, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # only when empty: another run may be journaling there
+                        journal.parent.rmdir()
             for metric, count in progress.oom.items():
                 oom_halvings[metric] += count
             results_by_phase.append(results)

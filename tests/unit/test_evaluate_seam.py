@@ -124,3 +124,26 @@ def test_swapped_actor_classes_run_instead_of_the_real_ones(tmp_path):
     with_prompt = int(result.table["prompt"].fillna("").astype(str).str.len().gt(0).sum())
     assert seen == {"decode": with_prompt, "metric": with_prompt} and with_prompt > 0
     assert result.table["DummyScore"].notna().sum() == result.n_rows - result.n_failed
+
+
+def test_the_crash_journal_and_an_emptied_inflight_folder_are_removed_after_the_run(tmp_path):
+    """The stages journal under <cache>/inflight/<run>/; after the run neither is left (a Ctrl-C
+    used to leave an empty inflight/ behind), but another run's journal there is kept."""
+    inputs = build_inputs(tmp_path)
+    seen = []
+
+    def journaling(rows, plans, config, on_batch, *, journal_dir, **kw):
+        from pathlib import Path
+
+        Path(journal_dir).mkdir(parents=True)
+        (Path(journal_dir) / "decode-0").write_text("1,2")
+        seen.append(Path(journal_dir))
+        stream_in_process(rows, plans, config, on_batch, journal_dir=journal_dir, **kw)
+
+    stages = Stages(stream_scores=journaling, plan=plan_without_ray)
+    evaluate(config_for(inputs, cache_dir=str(tmp_path / "cache")), io.StringIO(), stages=stages)
+    assert seen and not seen[0].exists() and not seen[0].parent.exists()
+    other = tmp_path / "cache" / "inflight" / "another-run"
+    other.mkdir(parents=True)
+    evaluate(config_for(inputs, cache_dir=str(tmp_path / "cache"), resume=False), io.StringIO(), stages=stages)
+    assert other.is_dir() and not seen[1].exists()
