@@ -123,7 +123,26 @@ def select(paths: Sequence[Path], out_dir: Path | None = None) -> Selection:
     default_out = Path(os.path.commonpath(paths)) if len(paths) > 1 else paths[0].parent
     if default_out in paths:  # a folder nested in another: write beside, not into, a result folder
         default_out = default_out.parent
+    if out_dir is None:
+        _warn_over_the_runs_report(default_out, paths)
     return Selection(paths, unique_names(paths), {}, Path(out_dir or default_out).resolve(), "arguments")
+
+
+def _warn_over_the_runs_report(out: Path, chosen: list[Path]) -> None:
+    """Some of a run's folders, reported into the run's output root by default, replace the run's own
+    report of all its folders: say so (``--out`` keeps both)."""
+    if not ((out / RUN_RECORD).is_file() and (out / "report.html").is_file()):
+        return
+    try:
+        run_dirs, _ = _from_run_record(out / RUN_RECORD)
+    except InputError:
+        return
+    if {d.resolve() for d in run_dirs} != set(chosen):
+        warnings.warn(
+            f"Report: writing over {out / 'report.html'}, the report of the run's {len(run_dirs)} folder(s), "
+            f"with one of {len(chosen)} folder(s); pass --out DIR to keep the run's report.",
+            stacklevel=3,
+        )
 
 
 def _from_run_record(record: Path) -> tuple[list[Path], dict[Path, list[Path]]]:

@@ -122,3 +122,20 @@ def test_build_report_on_a_run_root_uses_the_record(tmp_path):
     paths = build_report(tmp_path, n_resamples=99)
     assert set(pd.read_csv(paths[2])["folder"]) == {"a", "b"}
     assert "the run record run.json" in paths[0].read_text(encoding="utf-8")
+
+
+def test_reporting_some_of_a_runs_folders_into_its_root_warns_that_the_runs_report_is_replaced(tmp_path):
+    """`janus-ray report out/varA` writes to out/ by default, over the run's report of all its folders."""
+    import warnings
+
+    a, b = _results(tmp_path / "a"), _results(tmp_path / "b", 0.01)
+    write_run_record(tmp_path, [(a, a), (b, b)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        select([a])  # no report there yet: nothing replaced, no warning
+        (tmp_path / "report.html").write_text("the run's report")
+        select([a, b])  # the run's own folders: the same report again, no warning
+        select([a], out_dir=tmp_path / "elsewhere")  # --out: nothing replaced
+    with pytest.warns(UserWarning, match="writing over .*report.html, the report of the run's 2 folder.*--out"):
+        selection = select([a])
+    assert selection.out_dir == tmp_path.resolve()
