@@ -354,17 +354,17 @@ def cache_directory(config: RunConfig, output_root: Path) -> Path:
     return Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache"
 
 
+def metric_weight_files(metric: str, weights_root: Path, options: dict[str, Any]) -> list[Path]:
+    """The weight files of one metric that exist, as ``RequiredFile.resolve`` finds them."""
+    found = (item.resolve() for item in get_scorer_class(metric).required_files(weights_root, **options))
+    return [f for f in found if f is not None and f.is_file()]
+
+
 def weight_files(config: RunConfig, weights_root: Path) -> list[Path]:
-    """Every weight file of the run's metrics that exists, as ``RequiredFile.resolve`` finds it (the
-    paths ``run_meta`` reports hashes of)."""
-    files: dict[Path, None] = {}
-    for metric in config.metrics:
-        cls = get_scorer_class(metric)
-        for item in cls.required_files(weights_root, **config.spec(metric).options):
-            found = item.resolve()
-            if found is not None and found.is_file():
-                files[found] = None
-    return list(files)
+    """Every weight file of the run's metrics (the paths ``run_meta`` reports hashes of), once each."""
+    return list(dict.fromkeys(
+        f for metric in config.metrics for f in metric_weight_files(metric, weights_root, config.spec(metric).options)
+    ))
 
 
 def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan], output_root: Path,
@@ -443,24 +443,19 @@ def _merge_phases(results_by_phase: list[list[pd.DataFrame]]) -> list[pd.DataFra
 
 
 def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
-             weights_sha256: ResultCache | Mapping[str, str]) -> dict[str, Any]:
+             weights_sha256: Mapping[str, str]) -> dict[str, Any]:
     """Provenance written into every JSON result file (per-folder counts are added by the caller).
 
-    ``weights_sha256``: {resolved weight path: sha256} (``WeightHashes.result()``), or a
-    ResultCache whose memo hashes them here. Imports neither Ray nor transformers (a cached rerun
-    loads no model): their versions come from the package metadata.
+    ``weights_sha256``: {resolved weight path: sha256} (``WeightHashes.result()``). Imports neither
+    Ray nor transformers (a cached rerun loads no model): their versions come from the package metadata.
     """
     import torch
 
     metrics = {}
     for plan in plans:
         cls = get_scorer_class(plan.metric)
-        files = [f.resolve() for f in cls.required_files(weights_root, **plan.options)]
-        files = [f for f in files if f is not None and f.is_file()]
-        if isinstance(weights_sha256, ResultCache):
-            digests = weights_sha256.weights_sha256(files)
-        else:
-            digests = {str(f): weights_sha256[str(f)] for f in files if str(f) in weights_sha256}
+        files = metric_weight_files(plan.metric, weights_root, plan.options)
+        digests = {str(f): weights_sha256[str(f)] for f in files if str(f) in weights_sha256}
         metrics[plan.metric] = {
             **cls.metadata(),
             "options": plan.options,

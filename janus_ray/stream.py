@@ -290,10 +290,13 @@ def _free_per_node() -> str:
         nodes = available_resources_per_node()
     except Exception:  # noqa: BLE001  (best effort: the message stands without it)
         return ""
-    return "; ".join(
-        f"{node_id[:8]}: {{{', '.join(f'{k}: {v:g}' for k, v in sorted(free.items()) if not k.startswith('node:') and not k.startswith('accelerator_type') and k not in ('memory', 'object_store_memory'))}}}"
-        for node_id, free in sorted(nodes.items())
-    )
+    def schedulable(name: str) -> bool:  # what an actor asks for: CPU, GPU, custom resources
+        return not name.startswith(("node:", "accelerator_type")) and name not in ("memory", "object_store_memory")
+
+    def describe(free: dict[str, float]) -> str:
+        return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(free.items()) if schedulable(k)) + "}"
+
+    return "; ".join(f"{node_id[:8]}: {describe(free)}" for node_id, free in sorted(nodes.items()))
 
 
 def use_fused_layout(plans: list, config) -> bool:
