@@ -153,9 +153,12 @@ def warn_dropped_scores(table: pd.DataFrame, columns: list[str], scans: list[Fol
         for column in dropped_score_columns(out_dirs[scan.folder] / f"{RESULT_STEM}.parquet", empty):
             lost.setdefault(column, []).append(Path(scan.folder).name)
     if lost:
+        by_folders: dict[tuple[str, ...], list[str]] = {}  # one clause per set of folders
+        for column, folders in lost.items():
+            by_folders.setdefault(tuple(folders), []).append(column)
         print(
             "[janus-ray] warning: the result files of "
-            + "; ".join(f"{', '.join(folders)} held {column} scores" for column, folders in lost.items())
+            + "; ".join(f"{', '.join(folders)} held {', '.join(columns)} scores" for folders, columns in by_folders.items())
             + " from an earlier run; this run does not compute them (not in --metrics), so those columns are"
             " now empty. Their scores stay in the resume cache: rerun with those metrics added to write them back.",
             file=stream,

@@ -542,6 +542,8 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
         if left >= need_decode:
             return c, share, left, None
     c, share, left = options[-1]
+    if left * DECODE_IMAGES_PER_CPU_S >= plan_rate:  # under 1 CPU left, but enough for this rate
+        return c, share, left, None
     return c, share, left, (f"{left:g} CPU(s) left for decoding (~{left * DECODE_IMAGES_PER_CPU_S:.0f} img/s) cannot "
                             f"keep the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
 

@@ -139,8 +139,9 @@ def _warn_over_the_runs_report(out: Path, chosen: list[Path]) -> None:
         return
     if {d.resolve() for d in run_dirs} != set(chosen):
         warnings.warn(
-            f"Report: writing over {out / 'report.html'}, the report of the run's {len(run_dirs)} folder(s), "
-            f"with one of {len(chosen)} folder(s); pass --out DIR to keep the run's report.",
+            f"Report: replacing {out / 'report.html'} (and report.md, comparison.csv, comparison.json there), "
+            f"the report of the run's {len(run_dirs)} folder(s), with a report of {len(chosen)} folder(s); "
+            "pass --out DIR to keep the run's report.",
             stacklevel=3,
         )
 

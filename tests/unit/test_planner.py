@@ -257,3 +257,14 @@ def test_replicas_without_a_gpu_share_take_whole_gpus_or_a_fitting_slice():
     pools = one.phases[0].pools
     assert pools["clipscore"].replicas == 3
     assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 1.0 + 1e-9
+
+
+def test_the_decode_warning_only_when_the_cpus_left_cannot_feed_the_plans_rate():
+    """1 x 80 GB with 1 CPU: under 1 CPU is left for decoding, but ~0.7 CPU decodes faster than the
+    GPU scores; the warning said '~18 img/s cannot keep the GPUs fed (~8 img/s)'."""
+    for cpus in (1, 16):
+        plan = plan_for(1, 80, cpus)
+        fed = [w for w in plan.warnings if "keep the GPUs fed" in w]
+        assert not fed, fed
+    starved = plan_for(8, 80, 4, metrics=["clipscore"])  # 8 GPUs of CLIP, 4 CPUs: decoding limits
+    assert [w for w in starved.warnings if "keep the GPUs fed" in w]

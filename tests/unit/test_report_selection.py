@@ -136,6 +136,6 @@ def test_reporting_some_of_a_runs_folders_into_its_root_warns_that_the_runs_repo
         (tmp_path / "report.html").write_text("the run's report")
         select([a, b])  # the run's own folders: the same report again, no warning
         select([a], out_dir=tmp_path / "elsewhere")  # --out: nothing replaced
-    with pytest.warns(UserWarning, match="writing over .*report.html, the report of the run's 2 folder.*--out"):
+    with pytest.warns(UserWarning, match="replacing .*report.html.*, the report of the run's 2 folder.*with a report of 1 folder.*--out"):
         selection = select([a])
     assert selection.out_dir == tmp_path.resolve()
