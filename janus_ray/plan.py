@@ -375,18 +375,39 @@ def _assign(big, counts, packed, whole, partial, batches):
         hosts = [g for g in free if _has_resources(g, wanted)] or [g for g in partial if _has_resources(g, wanted)]
         if not free:
             hosts = [g for g in partial if _has_resources(g, wanted)]
-        hosts = [g for g in hosts if sum(g.actors_gb) + _worst_fill(mems, len(hosts), len(packed)) <= g.capacity_gb]
-        if not hosts:
+        # per_gpu: the packed actors Ray may put on one GPU (share = free share / per_gpu). Every
+        # packed metric on every host first; if they do not fit together beside what a host already
+        # holds (e.g. VQAScore replicas on every GPU), fewer per GPU and fewer replicas each, so
+        # that the group spreads over the hosts. The memory check is the worst case of Ray's packing.
+        fit, copies = [], 0
+        # spreading (fewer than all per GPU) only on GPUs partly held by --num-gpus/--replicas pools:
+        # with whole GPUs free, a metric that does not pack gets whole GPUs of its own instead
+        for per_gpu in range(len(packed), 0, -1) if not free else [len(packed)]:
+            fit = hosts
+            while True:  # fewer hosts, fewer copies of each metric, a lighter worst case: to a fixed point
+                copies = len(fit) * per_gpu // len(packed)  # replicas of each packed metric
+                if copies < 1:
+                    break
+                room = [g for g in fit if sum(g.actors_gb) + _worst_fill(mems, copies, per_gpu) <= g.capacity_gb]
+                if len(room) == len(fit):
+                    break
+                fit = room
+            if copies >= 1:
+                break
+        if copies < 1:
             need = _worst_fill(mems, 1, len(packed))
             return f"{', '.join(d.metric for d in packed)} need {need:.1f} GB together on one GPU"
+        hosts = fit
         unused = len(free) - len([g for g in hosts if g in free])
-        share = _round_share(min(g.free_share for g in hosts) / len(packed))
-        capacity = sum(min(g.free_share, share * len(packed)) for g in hosts)
+        share = _round_share(min(g.free_share for g in hosts) / per_gpu)
+        capacity = sum(min(g.free_share, share * per_gpu) for g in hosts)
         group_rate = capacity / sum(1.0 / d.images_per_s_gpu for d in packed)
-        worst = _worst_fill(mems, len(hosts), len(packed))
+        # spread thin, a metric cannot go faster than its replicas on whole GPUs
+        group_rate = min(group_rate, min(copies * d.images_per_s_gpu for d in packed))
+        worst = _worst_fill(mems, copies, per_gpu)
         fullest = max(fullest, worst + max(sum(g.actors_gb) for g in hosts))
         for d, mem in zip(packed, mems):
-            pools[d.metric] = Pool(d.metric, len(hosts), share, 1.0, _batch(d, batches), mem, group_rate / len(hosts),
+            pools[d.metric] = Pool(d.metric, copies, share, 1.0, _batch(d, batches), mem, group_rate / copies,
                                    dict(d.resources))
     else:
         unused = len(free)
@@ -548,15 +569,22 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
                             f"keep the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
 
 
-def _share_for_replicas(demands: list[MetricDemand], n_gpus: int) -> list[MetricDemand]:
+def _share_for_replicas(demands: list[MetricDemand], gpus: list[_Gpu]) -> list[MetricDemand]:
     """--replicas without --num-gpus: whole GPUs when they leave one for the other metrics, else an
-    equal slice of the GPUs for those replicas and one replica of every other metric."""
+    equal slice of the GPUs for those replicas and one replica of every other metric. A slice is
+    never so thin that Ray could put more replicas on one GPU than its memory holds (Ray places by
+    share only): two 26 GB replicas on a 40 GB GPU need a share above 0.5 each."""
+    n_gpus = len(gpus)
+    capacity = max((g.capacity_gb for g in gpus), default=0.0)
     out = []
     for d in demands:
         if d.replicas is not None and d.num_gpus is None:
             others = len(demands) - 1
             share = 1.0 if d.replicas <= n_gpus - (1 if others else 0) else _round_share(n_gpus / (d.replicas + others))
-            d = dataclasses.replace(d, num_gpus=min(1.0, share))
+            per_gpu = max(1, int(capacity // d.memory_gb(d.batch_size or d.default_batch)))  # by memory
+            if share * (per_gpu + 1) <= 1.0 + 1e-9:
+                share = _round_share(1.0 / (per_gpu + 1)) + 1e-4  # the next 1e-4 step above 1 / (per_gpu + 1)
+            d = dataclasses.replace(d, num_gpus=min(1.0, round(share, 4)))
         out.append(d)
     return out
 
@@ -577,7 +605,7 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
     if not gpus or device == "cpu":
         return _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total)
     _refuse_unplaceable(demands, gpus)
-    demands = _share_for_replicas(demands, len(gpus))
+    demands = _share_for_replicas(demands, gpus)
     result = _fit_phase(demands, gpus)
     groups: list[tuple[list[MetricDemand], _Candidate, dict[str, int]]] = []
     if not isinstance(result, str):

@@ -268,3 +268,33 @@ def test_the_decode_warning_only_when_the_cpus_left_cannot_feed_the_plans_rate()
         assert not fed, fed
     starved = plan_for(8, 80, 4, metrics=["clipscore"])  # 8 GPUs of CLIP, 4 CPUs: decoding limits
     assert [w for w in starved.warnings if "keep the GPUs fed" in w]
+
+
+def test_replicas_on_every_gpu_leave_the_other_metrics_spread_over_the_slices_left():
+    # 4 x 40 GB, --replicas vqascore=4: one VQAScore replica (~26 GB) per GPU leaves ~10 GB on each,
+    # not enough for the five other models together (~19 GB), enough for two of them on each GPU.
+    # This used to be refused ("clipscore needs 3.4 GB per actor and 1 such GPU(s)").
+    plan = plan_for(4, 40, 4, vqascore={"replicas": 4})
+    pools = plan.phases[0].pools
+    assert set(pools) == set(SIX) and len(plan.phases) == 1
+    assert pools["vqascore"].replicas == 4
+    usable = 40 * GPU_MEMORY_FRACTION
+    assert plan.phases[0].gpu_memory_gb_per_gpu <= usable
+    # Ray places by share only: whatever it does, no GPU may get more actors than its memory holds
+    vqa = pools["vqascore"]
+    assert int(1 / vqa.num_gpus + 1e-9) * vqa.gpu_memory_gb <= usable  # never two VQAScore replicas on one GPU
+    others = [p for m, p in pools.items() if m != "vqascore"]
+    per_gpu = int((1 - vqa.num_gpus) / min(p.num_gpus for p in others) + 1e-9)
+    heaviest = sorted((p.gpu_memory_gb for p in others), reverse=True)[:per_gpu]
+    assert vqa.gpu_memory_gb + sum(heaviest) <= usable
+    assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 4 + 1e-9
+
+
+def test_a_replica_slice_is_never_thin_enough_for_more_replicas_per_gpu_than_memory_holds():
+    # 2 x 80 GB, --replicas vqascore=3: an equal slice (2 / (3 + 5) = 0.25) would let Ray put three
+    # ~28 GB replicas on one GPU (72 GB usable); the share must keep it to two.
+    pools = plan_for(2, 80, 16, vqascore={"replicas": 3}).phases[0].pools
+    vqa = pools["vqascore"]
+    assert vqa.replicas == 3
+    assert int(1 / vqa.num_gpus + 1e-9) * vqa.gpu_memory_gb <= 80 * GPU_MEMORY_FRACTION
+    assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 2 + 1e-9
