@@ -70,8 +70,12 @@ class MetricPlan:
         extra = f", resources {self.resources}" if self.resources else ""
         return (
             f"  {self.metric:<12} {self.replicas} replica(s) x {where}{extra}, batch {self.batch_size}, "
-            f"device {self.device}, dtype {self.dtype or ('float32' if self.device == 'cpu' else 'reference default')}"
+            f"device {self.device}, dtype {self.compute_dtype}"
         )
+
+    @property
+    def compute_dtype(self) -> str:
+        return self.dtype or ("float32" if self.device == "cpu" else "reference default")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +342,9 @@ def plan_phases(config: RunConfig, stream=sys.stderr,
     weights_root = Path(config.weights_root).resolve()
     for metric_plan in plans:
         metric_plan.settings_key = settings_key(metric_plan, weights_root)
-    print("[janus-ray] plan:\n" + "\n".join(p.describe() for p in plans), file=stream)
+    # the table above has replicas, shares and batches; only the device and dtype are not in it
+    print("[janus-ray] device, dtype: " + ", ".join(f"{p.metric} {p.device} {p.compute_dtype}" for p in plans),
+          file=stream)
     from janus_ray.stream import fused_replicas, use_fused_layout
 
     if stages.stream_scores is None and use_fused_layout(plans, config):

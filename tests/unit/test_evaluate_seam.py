@@ -147,3 +147,13 @@ def test_the_crash_journal_and_an_emptied_inflight_folder_are_removed_after_the_
     other.mkdir(parents=True)
     evaluate(config_for(inputs, cache_dir=str(tmp_path / "cache"), resume=False), io.StringIO(), stages=stages)
     assert other.is_dir() and not seen[1].exists()
+
+
+def test_eval_prints_the_plan_once_and_each_metrics_device_and_dtype(tmp_path):
+    inputs = build_inputs(tmp_path)
+    err = io.StringIO()
+    evaluate(config_for(inputs), err, stages=NO_RAY)
+    text = err.getvalue()
+    assert text.count("plan: cpu-fused layout") == 1  # the planner's table
+    assert "replica(s) x" not in text  # no second listing of the same replicas and batches
+    assert "[janus-ray] device, dtype: dummy cpu float32" in text
