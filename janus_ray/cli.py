@@ -116,16 +116,28 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     return config
 
 
+def interrupted_message(exc: KeyboardInterrupt, config: RunConfig) -> str:
+    """The one line for Ctrl-C during eval: how many rows reached the resume cache, and where it is."""
+    from janus_ray.pipeline import output_dirs
+
+    cache = (getattr(exc, "cache_dir", None) or
+             (Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"))
+    received = getattr(exc, "rows_received", None)
+    if not received:  # before scoring started (scan, plan, Ray start) or before the first result batch
+        return (f"janus-ray: interrupted before any score arrived; nothing new in the resume cache ({cache}). "
+                "Run the same command again to start over.")
+    return (f"janus-ray: interrupted; the {received} row(s) scored so far are in the resume cache ({cache}): "
+            "run the same command again to score only what is missing.")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # every flag checked before ray is even imported
-    from janus_ray.pipeline import evaluate, output_dirs
+    from janus_ray.pipeline import evaluate
 
     try:
         result = evaluate(config)
-    except KeyboardInterrupt:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
-        cache = Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"
-        print(f"janus-ray: interrupted; the scores received so far are in the resume cache ({cache}): "
-              "run the same command again to score only what is missing.", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
+        print(interrupted_message(exc, config), file=sys.stderr)
         return 130
     if args.report:
         from janus_ray.report import build_report

@@ -41,3 +41,12 @@ class ConfigError(JanusRayError, ValueError):
 
 class InputError(JanusRayError, ValueError):
     """Invalid input data: folders, prompt files, manifests."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while scoring: ``rows_received`` result rows reached the resume cache in ``cache_dir``
+    before it (a KeyboardInterrupt, so that whatever does not know this class still stops)."""
+
+    def __init__(self, rows_received: int, cache_dir: str):
+        super().__init__(rows_received, cache_dir)
+        self.rows_received, self.cache_dir = rows_received, cache_dir

@@ -30,7 +30,7 @@ from janus_ray import __version__
 from janus_ray.cache import ResultCache, WeightHashes, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
-from janus_ray.errors import ConfigError
+from janus_ray.errors import ConfigError, Interrupted
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
@@ -400,6 +400,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     cache, todo = work.cache, work.todo
     oom_halvings = dict.fromkeys(config.metrics, 0)
     results_by_phase: list[list[pd.DataFrame]] = []
+    received = [0]  # result rows appended to the resume cache, for the Ctrl-C message
     try:
         for number, current in enumerate(phase_plans, 1):
             phase_todo = {p.metric: todo[p.metric] for p in current}
@@ -414,6 +415,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                          phase_todo=phase_todo, current=current) -> None:
                 check_result_batch(batch, current)
                 cache.append(recorder.record(batch))
+                received[0] += len(batch)
                 results.append(batch)
                 progress.update(batch, phase_todo)
 
@@ -432,6 +434,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
             for metric, count in progress.oom.items():
                 oom_halvings[metric] += count
             results_by_phase.append(results)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(received[0], str(cache.directory)) from exc
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
     return _merge_phases(results_by_phase), oom_halvings

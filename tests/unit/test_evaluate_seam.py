@@ -157,3 +157,39 @@ def test_eval_prints_the_plan_once_and_each_metrics_device_and_dtype(tmp_path):
     assert text.count("plan: cpu-fused layout") == 1  # the planner's table
     assert "replica(s) x" not in text  # no second listing of the same replicas and batches
     assert "[janus-ray] device, dtype: dummy cpu float32" in text
+
+
+@pytest.mark.parametrize("batches_before_ctrl_c", [0, 1])
+def test_ctrl_c_while_scoring_says_how_many_rows_reached_the_resume_cache(tmp_path, batches_before_ctrl_c):
+    from janus_ray.cli import interrupted_message
+    from janus_ray.errors import Interrupted
+
+    inputs = build_inputs(tmp_path)
+    sent = []
+
+    def ctrl_c_after(rows, plans, config, on_batch, **kw):
+        def first_batch(frame, plans, config, on_batch):
+            sent.append(len(frame))
+            on_batch(frame)
+        if batches_before_ctrl_c:
+            stream_in_process(rows.iloc[:3], plans, config, lambda b: first_batch(b, plans, config, on_batch))
+        raise KeyboardInterrupt
+
+    config = config_for(inputs)
+    with pytest.raises(Interrupted) as caught:
+        evaluate(config, io.StringIO(), stages=Stages(stream_scores=ctrl_c_after, plan=plan_without_ray))
+    assert caught.value.rows_received == sum(sent)
+    message = interrupted_message(caught.value, config)
+    assert caught.value.cache_dir in message
+    if batches_before_ctrl_c:
+        assert f"the {sum(sent)} row(s) scored so far are in the resume cache" in message
+        streamed = []
+
+        def counting(rows, plans, config, on_batch, **kw):
+            streamed.append(len(rows))
+            stream_in_process(rows, plans, config, on_batch)
+
+        rerun = evaluate(config_for(inputs), io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+        assert sum(streamed) == rerun.n_rows - sum(sent)  # only what the interrupted run did not cache
+    else:
+        assert "interrupted before any score arrived; nothing new in the resume cache" in message
