@@ -1,7 +1,9 @@
 """The resume cache: scores keyed by (image content sha256, prompt, metric settings).
 
 Records are columns: ``image_sha256``, ``prompt``, ``settings`` and one float64 ``score:<key>``
-column per output (null where a record's metric has no such output). Appends are buffered and
+column per output (null where a record's metric has no such output), and ``error``: the failure
+text of a record whose image bytes cannot be decoded (its scores null; such a failure is the same
+on every rerun, so it is not retried). Appends are buffered and
 written as one atomic, fsynced Parquet part per few seconds or few thousand rows (the first
 batch at once, and everything at ``flush()``), so a driver killed mid-run loses at most the
 unflushed rows, which the rerun scores again. ``load()`` reads every part with pyarrow and
@@ -28,6 +30,8 @@ from janus_ray.metrics.weights import RequiredFile
 from janus_ray.results import atomic_write
 
 KEY_COLUMNS = ("image_sha256", "prompt", "settings")
+#: a record whose image bytes cannot be decoded: scores null, this column the row's error text
+ERROR_COLUMN = "error"
 
 
 def score_column(key: str) -> str:

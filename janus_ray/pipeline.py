@@ -38,6 +38,7 @@ from janus_ray.outputs import RunResult, WriteRequest, write_outputs  # noqa: F4
 from janus_ray.plan import Phase, Plan, plan_run
 from janus_ray.table import (
     BatchRecorder,
+    cached_failures,
     HashJob,
     assemble,
     dataset_rows,
@@ -382,7 +383,9 @@ def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan],
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
     n_todo = int(np.logical_or.reduce(list(todo.values())).sum()) if todo else 0
-    print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached} "
+    failures = cached_failures(cached)
+    failed_note = f", plus {failures} known failure(s) of unreadable image bytes (not retried)" if failures else ""
+    print(f"[janus-ray] {len(frame)} pair(s), {n_todo} to score, resume cache hits: {n_cached}{failed_note} "
           f"(hits count (pair, metric) scores; 'to score' counts pairs with a metric left)", file=stream)
     return Work(cache=cache, todo=todo, cached=cached, n_cached=n_cached)
 

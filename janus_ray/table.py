@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from janus_ray.actors.decode_stage import stage_error_column, todo_column
 from janus_ray.actors.metric_actor import output_column
-from janus_ray.cache import score_column
+from janus_ray.cache import ERROR_COLUMN, score_column
 from janus_ray.manifest import FolderScan
 
 if TYPE_CHECKING:  # only for annotations: the plan class lives with the planning code
@@ -121,18 +121,44 @@ def scorable(frame: pd.DataFrame) -> np.ndarray:
     return frame["error"].isna().to_numpy() & (frame["image_sha256"].to_numpy(dtype=object) != "")
 
 
-def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | None) -> dict[str, np.ndarray]:
-    """The cached outputs of ``plan`` aligned to ``frame``: {output key: float64 array, NaN = absent}.
+#: key in ``cached_scores``' result: the cached failure text per row (None: no cached failure)
+CACHED_ERROR = "_error"
 
-    ``known``: ``ResultCache.load()`` (image_sha256, prompt, settings, ``score:<key>`` columns).
-    A row counts as cached when its primary output is present.
+#: decode failures that are not a property of the file's bytes (a vanished file, permissions, I/O),
+#: so they are never cached: the next run tries the row again
+_TRANSIENT = ("FileNotFoundError", "PermissionError", "IsADirectoryError", "TimeoutError", "BlockingIOError",
+              "InterruptedError", "ConnectionError", "[Errno")
+
+
+def cacheable_decode_errors(errors: np.ndarray) -> np.ndarray:
+    """True where a decode error is a property of the image's bytes (a file Pillow cannot decode):
+    the same bytes fail the same way, so the failure is cached under their sha256 and a rerun does
+    not start Ray for it again. An over-size image is not cached (it depends on --max-image-pixels)."""
+    errors = np.asarray(errors, dtype=object)
+    out = _non_empty(errors)
+    for i in np.flatnonzero(out):  # rows with a decode error only: few (a result batch costs O(1) without)
+        text = str(errors[i])
+        out[i] = text.startswith("unreadable image: ") and not any(marker in text for marker in _TRANSIENT)
+    return out
+
+
+def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """The cached outputs of ``plan`` aligned to ``frame``: {output key: float64 array, NaN = absent,
+    ``CACHED_ERROR``: object array, the cached decode failure or None}.
+
+    ``known``: ``ResultCache.load()`` (image_sha256, prompt, settings, ``score:<key>`` columns and,
+    for cached failures, ``error``). A row counts as cached when its primary output or a failure is.
     """
     n = len(frame)
-    out = {key: np.full(n, np.nan) for key in plan.columns}
+    out: dict[str, np.ndarray] = {key: np.full(n, np.nan) for key in plan.columns}
+    out[CACHED_ERROR] = np.full(n, None, dtype=object)
     if known is None or known.empty or score_column(plan.metric) not in known:
         return out
     mine = known[known["settings"].to_numpy() == plan.settings_key]
-    mine = mine[mine[score_column(plan.metric)].notna()]
+    present = mine[score_column(plan.metric)].notna()
+    if ERROR_COLUMN in mine:
+        present |= mine[ERROR_COLUMN].notna()
+    mine = mine[present]
     if mine.empty:
         return out
     mine = mine.drop_duplicates(["image_sha256", "prompt"], keep="last")
@@ -144,7 +170,16 @@ def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | N
         if score_column(key) in mine:
             values = mine[score_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)
             out[key][hit] = values[position[hit]]
+    if ERROR_COLUMN in mine:
+        errors = mine[ERROR_COLUMN].to_numpy(dtype=object)
+        out[CACHED_ERROR][hit] = errors[position[hit]]
+        out[CACHED_ERROR][pd.isna(out[CACHED_ERROR])] = None
     return out
+
+
+def _cached(scores: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """Rows whose ``metric`` is in the cache: a score, or a failure of the image's bytes."""
+    return ~np.isnan(scores[metric]) | ~pd.isna(scores[CACHED_ERROR])
 
 
 def select_todo(
@@ -158,11 +193,15 @@ def select_todo(
     todo, cached, n_cached = {}, {}, 0
     for plan in plans:
         scores = cached_scores(frame, plan, known)
-        hit = ~np.isnan(scores[plan.metric])
-        todo[plan.metric] = ok & ~hit
+        todo[plan.metric] = ok & ~_cached(scores, plan.metric)
         cached[plan.metric] = scores
-        n_cached += int(hit.sum())
+        n_cached += int((~np.isnan(scores[plan.metric])).sum())  # scores; cached failures: cached_failures()
     return todo, cached, n_cached
+
+
+def cached_failures(cached: dict[str, dict[str, np.ndarray]]) -> int:
+    """(row, metric) pairs whose cached record is a failure of the image's bytes (``select_todo``'s cached)."""
+    return sum(int((~pd.isna(scores[CACHED_ERROR])).sum()) for scores in cached.values())
 
 
 def dataset_rows(frame: pd.DataFrame, todo: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -215,7 +254,9 @@ class BatchRecorder:
     """Turns result batches into resume-cache records, reading the frame's columns once.
 
     ``record(batch)`` -> a pyarrow table (image_sha256, prompt, settings, ``score:<key>``...) of
-    the batch's successful scores of metrics that were to do for those rows. Cost: O(batch).
+    the batch's successful scores of metrics that were to do for those rows, and (scores null,
+    ``error`` set) its rows whose image bytes cannot be decoded (``cacheable_decode_errors``), when
+    their sha256 is known. Cost: O(batch).
     """
 
     def __init__(self, frame: pd.DataFrame, plans: list[MetricPlan], todo: dict[str, np.ndarray]):
@@ -225,10 +266,17 @@ class BatchRecorder:
 
     def record(self, batch: pd.DataFrame) -> pa.Table | None:
         row_ids = batch["row_id"].to_numpy(dtype=np.int64)
+        decode_error = batch["decode_error"].to_numpy(dtype=object) if "decode_error" in batch else None
+        failed = np.zeros(len(row_ids), dtype=bool)
+        if decode_error is not None and len(row_ids):
+            failed = cacheable_decode_errors(decode_error)
+            if failed.any():  # and only under a known sha256
+                failed &= _non_empty(self.shas[row_ids])
         tables = []
         for plan in self.plans:
             primary = batch[output_column(plan.metric)].to_numpy(dtype=np.float64, na_value=np.nan)
-            keep = self.todo[plan.metric][row_ids] & ~np.isnan(primary)
+            todo = self.todo[plan.metric][row_ids]
+            keep = todo & (~np.isnan(primary) | failed)
             if not keep.any():
                 continue
             ids = row_ids[keep]
@@ -240,6 +288,9 @@ class BatchRecorder:
             for key in plan.columns:
                 values = batch[output_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
                 columns[score_column(key)] = pa.array(values, pa.float64())
+            if failed[keep].any():
+                errors = np.where(failed[keep], decode_error[keep], None)
+                columns[ERROR_COLUMN] = pa.array(errors, pa.string())
             tables.append(pa.table(columns))
         if not tables:
             return None
@@ -271,7 +322,11 @@ def assemble(
     decode_error = np.full(n, None, dtype=object)
     metric_errors: list[np.ndarray] = []
     for plan in plans:
-        was_cached = ~np.isnan(cached[plan.metric][plan.metric]) if plan.metric in cached else np.zeros(n, bool)
+        was_cached = _cached(cached[plan.metric], plan.metric) if plan.metric in cached else np.zeros(n, bool)
+        if plan.metric in cached:  # a cached failure of the image's bytes reads as it did when it happened
+            failure = cached[plan.metric][CACHED_ERROR]
+            known_failure = ~pd.isna(failure)
+            decode_error[known_failure] = failure[known_failure]
         fresh_here = np.zeros(n, dtype=bool)
         fresh_here[ids] = True
         fresh_here &= ~was_cached

@@ -198,3 +198,51 @@ def test_ctrl_c_while_scoring_says_how_many_rows_reached_the_resume_cache(tmp_pa
         assert total[0] - sum(sent) <= sum(streamed) < total[0] and rerun.n_rows >= total[0]
     else:
         assert "interrupted before any score arrived; nothing new in the resume cache" in message
+
+
+def test_an_image_whose_bytes_cannot_be_decoded_is_cached_as_failed_and_not_streamed_again(tmp_path):
+    inputs = build_inputs(tmp_path)  # one corrupt JPEG among the folders
+    config = RunConfig(folders=[str(f) for f in inputs["folders"]], weights_root=str(WEIGHTS_ROOT),
+                       prompt_json=str(inputs["prompt_json"]), metrics=["dummy"])
+    first = evaluate(config, io.StringIO(), stages=NO_RAY)
+    corrupt = first.table["abs_path"].astype(str) == str(inputs["corrupt"].resolve())
+    assert corrupt.sum() == 1 and first.table.loc[corrupt, "error"].iloc[0].startswith("unreadable image: ")
+    streamed = []
+
+    def counting(rows, plans, config, on_batch, **kw):
+        streamed.append(len(rows))
+        stream_in_process(rows, plans, config, on_batch)
+
+    again = evaluate(config, io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    assert sum(streamed) == 0  # nothing left: the corrupt image's failure came from the cache
+    assert again.table.loc[corrupt, "error"].iloc[0] == first.table.loc[corrupt, "error"].iloc[0]
+    assert again.n_failed == first.n_failed
+    # a new file at that path (other bytes, another sha256) is scored again
+    from tests.integration.conftest import synthetic_image
+    synthetic_image(seed=4242).save(inputs["corrupt"], format="JPEG")
+    streamed.clear()
+    fixed = evaluate(config, io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    assert sum(streamed) == 1 and not isinstance(fixed.table.loc[corrupt, "error"].iloc[0], str)
+
+
+def test_only_failures_of_the_image_bytes_are_cacheable():
+    from janus_ray.table import cacheable_decode_errors
+
+    errors = np.array(["unreadable image: UnidentifiedImageError: cannot identify image file '/x.jpg'",
+                       "unreadable image: OSError: image file is truncated (3 bytes not processed)",
+                       "unreadable image: FileNotFoundError: [Errno 2] No such file or directory: '/x.jpg'",
+                       "unreadable image: PermissionError: [Errno 13] Permission denied: '/x.jpg'",
+                       "unreadable image: OSError: [Errno 5] Input/output error",
+                       "image too large (DecompressionBombError): 1e9 pixels",
+                       "decoding: killed the actor twice", "", None], dtype=object)
+    assert cacheable_decode_errors(errors).tolist() == [True, True, False, False, False, False, False, False, False]
+
+
+def test_the_rerun_says_how_many_known_failures_the_cache_holds(tmp_path):
+    inputs = build_inputs(tmp_path)
+    config = RunConfig(folders=[str(f) for f in inputs["folders"]], weights_root=str(WEIGHTS_ROOT),
+                       prompt_json=str(inputs["prompt_json"]), metrics=["dummy"])
+    evaluate(config, io.StringIO(), stages=NO_RAY)
+    err = io.StringIO()
+    again = evaluate(config, err, stages=NO_RAY)
+    assert f"resume cache hits: {again.n_cached}, plus 1 known failure(s) of unreadable image bytes" in err.getvalue()
