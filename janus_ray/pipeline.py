@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -426,7 +427,9 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                 if stages.stream_scores is None:
                     ensure_ray(config)  # the first phase with work starts Ray (a cached rerun never does)
                 # The crash journal lives beside the resume cache, one directory per phase (actors/journal.py).
-                journal = cache.directory / "inflight" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{number}"
+                inflight = cache.directory / "inflight"
+                sweep_dead_journals(inflight)
+                journal = inflight / f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{number}"
                 try:
                     stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
                                   decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale, journal_dir=str(journal))
@@ -442,6 +445,37 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
     return _merge_phases(results_by_phase), oom_halvings
+
+
+def sweep_dead_journals(inflight: Path) -> list[Path]:
+    """Remove the crash journals (``<time>-<host>-<pid>-<phase>``) of earlier runs on this host whose
+    driver process is gone: after a Ctrl-C an actor still finishing its batch can write its entry
+    after the driver removed the run's journal. Another host's runs and live drivers are kept (the
+    cache directory may be shared). Returns the removed directories."""
+    host, removed = socket.gethostname(), []
+    if not inflight.is_dir():
+        return removed
+    for entry in inflight.iterdir():
+        head, _, tail = entry.name.rpartition("-")  # tail: the phase number
+        head, _, pid = head.rpartition("-")
+        # head: '%Y%m%d-%H%M%S' (15 characters), '-', the host name (which may hold '-' itself)
+        if not (entry.is_dir() and tail.isdigit() and pid.isdigit() and head[15:16] == "-" and head[16:] == host):
+            continue
+        if int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _merge_phases(results_by_phase: list[list[pd.DataFrame]]) -> list[pd.DataFrame]:

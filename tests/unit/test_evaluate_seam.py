@@ -246,3 +246,25 @@ def test_the_rerun_says_how_many_known_failures_the_cache_holds(tmp_path):
     err = io.StringIO()
     again = evaluate(config, err, stages=NO_RAY)
     assert f"resume cache hits: {again.n_cached}, plus 1 known failure(s) of unreadable image bytes" in err.getvalue()
+
+
+def test_a_journal_left_by_a_dead_run_on_this_host_is_swept_and_others_are_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from janus_ray.pipeline import sweep_dead_journals
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now
+    host = socket.gethostname()
+    inflight = tmp_path / "inflight"
+    dead = inflight / f"20261130-101010-{host}-{gone.pid}-1"
+    alive = inflight / f"20261130-101010-{host}-{os.getppid()}-1"
+    other_host = inflight / f"20261130-101010-x-{host}-{gone.pid}-1"  # host 'x-<ours>': not this one
+    unrelated = inflight / "another-run"
+    for path in (dead, alive, other_host, unrelated):
+        (path / "metric-dummy").mkdir(parents=True)
+    assert sweep_dead_journals(inflight) == [dead]
+    assert not dead.exists() and alive.is_dir() and other_host.is_dir() and unrelated.is_dir()
