@@ -48,6 +48,11 @@ class ActorClasses:
     fused: type = FusedStage
 
 
+#: diagnostics: the pixel store's ``summary()`` at the end of the last per-metric stream in this
+#: process (bytes it put, keys still held, waits), or None (tests and the transport bench read it)
+last_pixel_store_summary: dict[str, Any] | None = None
+
+
 class PoolStartError(JanusRayError):
     """An actor pool could not start within the bound: names the pool, its request and what is free."""
 
@@ -235,6 +240,11 @@ def stream_scores(
         raise
     finally:
         if store is not None:
+            global last_pixel_store_summary
+            try:
+                last_pixel_store_summary = ray.get(store.summary.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - diagnostics only
+                last_pixel_store_summary = None
             ray.kill(store)  # frees whatever pixels it still holds (rows whose done never came)
 
 

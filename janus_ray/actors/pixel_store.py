@@ -229,6 +229,20 @@ def start_store(budget_bytes: int, wait_s: float = WAIT_S) -> tuple[Any, dict[st
     return handle, {"name": name, "namespace": namespace}
 
 
+def created_bytes() -> int:
+    """Bytes ever created in the object store (plasma), summed over the alive nodes: Ray's
+    ``cumulative_created_bytes`` store statistic (a DeveloperAPI; benchmarks and tests)."""
+    import ray
+    from ray._private.internal_api import node_stats
+
+    total = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False)
+            total += int(stats.store_stats.cumulative_created_bytes)
+    return total
+
+
 def store_budget(object_store_bytes: float) -> int:
     return int(BUDGET_FRACTION * object_store_bytes)
 
@@ -296,8 +310,9 @@ class PixelClient:
                 except Exception as exc:  # noqa: BLE001
                     out[key] = _unwrap(exc)
                     values.append(None)
+        failed = set(out)
         for (key, holder, _), value in zip(flat, values):
-            if key not in out:
+            if key not in failed:
                 out.setdefault(key, {})[holder] = value  # type: ignore[index]
         return out
 
