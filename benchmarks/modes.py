@@ -84,9 +84,9 @@ def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: li
     for stage, value in before["bytes_per_image_by_stage_output"].items():
         lines.append(f"  {stage:<16}{value / 1e6:>24.3f}{after['bytes_per_image_by_stage_output'][stage] / 1e6:>18.3f}")
     lines.append(f"  {'put in store':<16}{'-':>24}{after['bytes_per_image_put_in_store'] / 1e6:>18.3f}")
-    lines.append(f"  {'through the store':<16}{before['bytes_per_image_through_object_store'] / 1e6:>24.3f}"
+    lines.append(f"  {'object store':<16}{before['bytes_per_image_through_object_store'] / 1e6:>24.3f}"
                  f"{after['bytes_per_image_through_object_store'] / 1e6:>18.3f}"
-                 "   (every stage output but the last, + the store's puts)")
+                 "   (bytes per image through it: every stage output but the last, + the store's puts)")
     if real:
         lines += ["", "real pipeline on a local Ray (janus_ray eval, --cpu-layout per-metric), plasma bytes created "
                       "(cumulative_created_bytes after - before) per image:"]

@@ -20,7 +20,7 @@ import yaml
 from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import MetricActor
-from janus_ray.actors.pixel_store import start_store, store_budget, store_enabled
+from janus_ray.actors.pixel_store import PixelStoreError, start_store, store_budget, store_enabled
 from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
@@ -216,19 +216,23 @@ def stream_scores(
     # one remote task per block for it (and the driver waits for them): measured 3.5 CPU s and a
     # worker process at 20k rows, before the first actor starts. It also keeps our block count.
     ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
-    store = store_spec = None
-    if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
-    else:
-        if store_enabled(os.environ):
-            # the pixels go to the object store once, not once per stage hop (actors/pixel_store.py)
-            store, store_spec = start_store(store_budget(ray.cluster_resources().get("object_store_memory", 0)))
-        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors,
-                              store_spec)
-        # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
-        # results would reach the driver (progress, resume cache) only at the end of the run.
-        ds = ds.select_columns(result_columns(plans), num_cpus=0)
+    store = None
     try:
+        if use_fused_layout(plans, config):
+            ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
+        else:
+            store_spec = None
+            if store_enabled(os.environ):
+                # the pixels go to the object store once, not once per stage hop (actors/pixel_store.py)
+                try:
+                    store, store_spec = start_store(store_budget())
+                except PixelStoreError as exc:
+                    print(f"janus_ray: {exc}; the pixels travel in the rows instead", file=sys.stderr, flush=True)
+            ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors,
+                                  store_spec)
+            # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
+            # results would reach the driver (progress, resume cache) only at the end of the run.
+            ds = ds.select_columns(result_columns(plans), num_cpus=0)
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             on_batch(batch)
     except Exception as exc:
@@ -240,12 +244,20 @@ def stream_scores(
         raise
     finally:
         if store is not None:
-            global last_pixel_store_summary
-            try:
-                last_pixel_store_summary = ray.get(store.summary.remote(), timeout=10)
-            except Exception:  # noqa: BLE001 - diagnostics only
-                last_pixel_store_summary = None
-            ray.kill(store)  # frees whatever pixels it still holds (rows whose done never came)
+            _stop_store(store)
+
+
+def _stop_store(store) -> None:
+    """Keep the store's last ``summary()`` (``last_pixel_store_summary``), then kill it: that frees
+    whatever pixels it still holds (rows whose ``done`` never came)."""
+    import ray
+
+    global last_pixel_store_summary
+    try:
+        last_pixel_store_summary = ray.get(store.summary.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - diagnostics only
+        last_pixel_store_summary = None
+    ray.kill(store)
 
 
 def stream_in_process(

@@ -23,9 +23,10 @@ small), so ``reserve`` makes the decode stage wait while the store holds more th
 bytes, for at most ``wait_s`` seconds (then it proceeds): a batch whose ``done`` never comes (a
 crashed stage) slows decoding down, never hangs it.
 
-``PixelLedger`` is the bookkeeping without Ray (unit-tested as is); ``PixelStore`` wraps it as a
-threaded Ray actor; ``PixelClient`` is what the stages call (``janus_ray.actors`` only imports
-``ray`` inside methods).
+``PixelLedger`` is the bookkeeping without Ray (unit-tested as is); ``PixelStore`` is the actor's
+body around it (``remote_store_class`` makes it a threaded Ray actor); ``PixelClient`` is what the
+stages call; ``InProcessPixelStore`` stands in for store and client without Ray (tests, the
+transport bench). Only methods import ``ray``.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ CALL_BYTES = 8 * 1024 * 1024
 BUDGET_FRACTION = 0.25
 #: longest wait for the budget before a decode batch proceeds anyway (s)
 WAIT_S = 60.0
+#: seconds the store may take to start before the run goes on without it
+START_TIMEOUT_S = 120.0
 #: concurrent calls one store serves (waiting decode stages, lookups, done reports)
 MAX_CONCURRENCY = 64
 #: an environment variable: "0" turns the store off (pixels travel in the blocks, as before)
 STORE_ENV = "JANUS_RAY_PIXEL_STORE"
+
+
+class PixelStoreError(JanusRayError):
+    """The pixel store could not start (the stream then runs without it)."""
 
 
 class PixelsLost(JanusRayError):
@@ -153,8 +160,8 @@ class PixelLedger:
                     "budget_bytes": self.budget}
 
 
-class PixelStoreImpl:
-    """The actor's body (``PixelStore`` = ``ray.remote`` of it): receives pixel bytes, puts them
+class PixelStore:
+    """The actor's body (``remote_store_class()`` = ``ray.remote`` of it): receives pixel bytes, puts them
     into the object store once, owns them until their rows are done."""
 
     def __init__(self, budget_bytes: int, wait_s: float = WAIT_S):
@@ -203,10 +210,10 @@ class PixelStoreImpl:
 
 
 def remote_store_class():
-    """``PixelStoreImpl`` as a threaded Ray actor class (num_cpus=0: it must never wait for a CPU)."""
+    """``PixelStore`` as a threaded Ray actor class (num_cpus=0: it must never wait for a CPU)."""
     import ray
 
-    return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(PixelStoreImpl)
+    return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(PixelStore)
 
 
 def store_enabled(environ: Mapping[str, str]) -> bool:
@@ -220,12 +227,18 @@ def start_store(budget_bytes: int, wait_s: float = WAIT_S) -> tuple[Any, dict[st
 
     name = f"janus-ray-pixels-{uuid.uuid4().hex[:12]}"
     namespace = ray.get_runtime_context().namespace
-    node = ray.get_runtime_context().get_node_id()
-    handle = remote_store_class().options(
-        name=name, namespace=namespace,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(budget_bytes, wait_s)
-    ray.get(handle.summary.remote())  # started (and named) before any stage looks it up
+    placement = {}
+    try:  # the driver's node (it lives as long as the run); soft: any node if that one cannot host it
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:  # noqa: BLE001 - e.g. a driver without a node of its own: Ray places it
+        pass
+    handle = remote_store_class().options(name=name, namespace=namespace, **placement).remote(budget_bytes, wait_s)
+    try:
+        ray.get(handle.summary.remote(), timeout=START_TIMEOUT_S)  # named before any stage looks it up
+    except Exception as exc:
+        ray.kill(handle)
+        raise PixelStoreError(f"the pixel store did not start within {START_TIMEOUT_S:g} s ({exc!r})") from exc
     return handle, {"name": name, "namespace": namespace}
 
 
@@ -243,8 +256,19 @@ def created_bytes() -> int:
     return total
 
 
-def store_budget(object_store_bytes: float) -> int:
-    return int(BUDGET_FRACTION * object_store_bytes)
+def store_budget() -> int:
+    """``BUDGET_FRACTION`` of the object store of the driver's node (where the store runs; the
+    whole cluster's if that node is not found)."""
+    import ray
+
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next(n for n in ray.nodes() if n.get("NodeID") == node_id and n.get("Alive"))
+        memory = float(node.get("Resources", {}).get("object_store_memory", 0))
+    except Exception:  # noqa: BLE001 - no node of its own (a client driver): the cluster's
+        memory = 0.0
+    memory = memory or float(ray.cluster_resources().get("object_store_memory", 0))
+    return int(BUDGET_FRACTION * memory)
 
 
 class PixelClient:

@@ -184,7 +184,7 @@ def test_driver_mode_runs_the_driver_code_at_two_sizes(tmp_path):
 @pytest.mark.slow  # real-size / many-row work without Ray: seconds to tens of seconds
 def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
     report = run_bench(tmp_path, "--mode", "transport", "--folders", "1", "--prompts", "3", "--no-ray",
-                       expect=("through the store",))
+                       expect=("bytes per image through it",))
     before, after = report["in_process"]["before"], report["in_process"]["with_store"]
     assert before["metrics"] == after["metrics"] == ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore",
                                                       "imagereward"]
