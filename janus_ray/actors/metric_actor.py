@@ -121,10 +121,13 @@ class MetricActor:
                 wanted[i] = (str(keys[i]), holder)
         if not wanted:
             return batch
+        needs: dict[str, set[str]] = {}
+        for key, holder in wanted.values():
+            needs.setdefault(key, set()).add(holder)
         if self.pixels is None:
-            fetched: dict = {key: RuntimeError("no pixel store configured") for key, _ in wanted.values()}
+            fetched: dict = {key: RuntimeError("no pixel store configured") for key in needs}
         else:
-            fetched = self.pixels.fetch(sorted({key for key, _ in wanted.values()}))
+            fetched = self.pixels.fetch(needs)
         local = dict(batch)
         for holder in {h for _, h in wanted.values()}:
             local[pixel_column(holder)] = np.asarray(batch[pixel_column(holder)]).astype(object)

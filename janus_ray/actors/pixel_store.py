@@ -307,23 +307,26 @@ class PixelClient:
             raise
         return key
 
-    def fetch(self, keys: list[str]) -> dict[str, dict[str, Any] | BaseException]:
-        """key -> {holder: {"offsets", "data"}} or the exception that lost it (per key)."""
+    def fetch(self, needs: Mapping[str, Iterable[str]]) -> dict[str, dict[str, Any] | BaseException]:
+        """``needs``: key -> the holder metrics wanted. Returns key -> {holder: {"offsets", "data"}}
+        (those holders only: another node's objects are pulled only when needed), or the exception
+        that lost the key."""
         import ray
 
         out: dict[str, dict[str, Any] | BaseException] = {}
         try:
             handle = self.handle
         except Exception as exc:  # noqa: BLE001 - the store is gone: every key is lost
-            return {key: exc for key in keys}
-        lookups = {key: handle.lookup.remote(key) for key in keys}
+            return {key: exc for key in needs}
+        lookups = {key: handle.lookup.remote(key) for key in needs}
         refs: dict[str, dict[str, Any]] = {}
         for key, lookup in lookups.items():
             try:
                 refs[key] = ray.get(lookup)
             except Exception as exc:  # noqa: BLE001 - costs this key's rows only
                 out[key] = _unwrap(exc)
-        flat = [(key, holder, ref) for key, held in refs.items() for holder, ref in held.items()]
+        flat = [(key, holder, ref) for key, held in refs.items() for holder, ref in held.items()
+                if holder in set(needs[key])]
         try:
             values = ray.get([ref for _, _, ref in flat])
         except Exception:  # noqa: BLE001 - find which key failed, one by one
@@ -389,13 +392,15 @@ class InProcessPixelStore:
         self.ledger.hold(key, objects, rows, total, reserved=total)
         return key
 
-    def fetch(self, keys: list[str]) -> dict[str, dict[str, Any] | BaseException]:
+    def fetch(self, needs: Mapping[str, Iterable[str]]) -> dict[str, dict[str, Any] | BaseException]:
         out: dict[str, dict[str, Any] | BaseException] = {}
-        for key in keys:
+        for key, holders in needs.items():
             try:
-                out[key] = self.ledger.lookup(key)
+                held = self.ledger.lookup(key)
             except PixelsLost as exc:
                 out[key] = exc
+                continue
+            out[key] = {h: held[h] for h in holders if h in held}
         return out
 
     def done(self, finished: dict[str, list[int]]) -> None:

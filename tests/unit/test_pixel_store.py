@@ -130,8 +130,8 @@ def test_scores_through_the_store_equal_scores_with_the_pixels_in_the_rows_and_t
 
 def test_rows_whose_pixels_the_store_lost_get_a_pixels_lost_error_and_the_rest_are_scored():
     class Forgetful(InProcessPixelStore):
-        def fetch(self, keys):
-            out = super().fetch(keys)
+        def fetch(self, needs):
+            out = super().fetch(needs)
             return {key: (PixelsLost(f"batch {key} is not held by the pixel store (dropped, or never stored)")
                           if key == self.forget else value) for key, value in out.items()}
 
@@ -157,3 +157,20 @@ def test_a_store_that_fails_leaves_the_pixels_in_the_rows():
     out = _chain(Broken(), PATHS[:1])
     assert list(out[pixel_key_column()]) == [""]
     assert np.isfinite(out[output_column("clipscore")]).all() and out[stage_error_column("clipscore")][0] == ""
+
+
+def test_a_stage_fetches_only_the_holders_it_needs_and_without_a_store_its_rows_are_lost():
+    class Recording(InProcessPixelStore):
+        def fetch(self, needs):
+            self.asked = {key: set(holders) for key, holders in needs.items()}
+            return super().fetch(needs)
+
+    store = Recording()
+    spec = {m: {"scorer": m, "weights_root": str(WEIGHTS_ROOT), "options": {}} for m in METRICS}
+    batch = DecodeStage(spec, max_pixels=10_000_000, pixel_store=store)(_rows(PATHS[:2]))
+    key = batch[pixel_key_column()][0]
+    kwargs = {"weights_root": str(WEIGHTS_ROOT), "device": "cpu", "dtype": None, "options": {}}
+    MetricActor(metric="hpsv2.1", scorer="hpsv2.1", pixel_store=store, **kwargs)(batch)
+    assert store.asked == {key: {"hpsv2"}}  # HPSv2.1's pixels are HPSv2's; clipscore's are not pulled
+    out = MetricActor(metric="clipscore", scorer="clipscore", **kwargs)(batch)
+    assert list(out[stage_error_column("clipscore")]) == [f"{PIXELS_LOST}: RuntimeError: no pixel store configured"] * 2
