@@ -51,8 +51,11 @@ BUDGET_FRACTION = 0.25
 WAIT_S = 60.0
 #: seconds the store may take to start before the run goes on without it
 START_TIMEOUT_S = 120.0
-#: concurrent calls one store serves (waiting decode stages, lookups, done reports)
-MAX_CONCURRENCY = 64
+#: concurrent calls one store serves (lookups, done reports, the bytes), and decode batches that
+#: may wait for the budget at once (their own concurrency group: waiting never blocks a lookup or a
+#: done report, which would keep it waiting)
+MAX_CONCURRENCY = 32
+MAX_WAITING = 16
 #: an environment variable: "0" turns the store off (pixels travel in the blocks, as before)
 STORE_ENV = "JANUS_RAY_PIXEL_STORE"
 
@@ -213,7 +216,8 @@ def remote_store_class():
     """``PixelStore`` as a threaded Ray actor class (num_cpus=0: it must never wait for a CPU)."""
     import ray
 
-    return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, max_restarts=0)(PixelStore)
+    return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, concurrency_groups={"reserve": MAX_WAITING},
+                      max_restarts=0)(PixelStore)
 
 
 def store_enabled(environ: Mapping[str, str]) -> bool:
@@ -294,7 +298,7 @@ class PixelClient:
         key = uuid.uuid4().hex
         total = sum(int(offsets[-1]) for offsets, _ in pixels.values())
         handle = self.handle
-        ray.get(handle.reserve.remote(total))
+        ray.get(handle.reserve.options(concurrency_group="reserve").remote(total))
         try:
             calls = []
             for holder, (_, cells) in pixels.items():
