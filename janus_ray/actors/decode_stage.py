@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
+from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
     pending_column,
     pixel_column,
@@ -54,7 +55,7 @@ class DecodeStage:
                  journal_dir: str | None = None, pixel_store: Any = None):
         # metrics: {metric: {"scorer": name, "weights_root": str, "options": {...}}}
         self.max_pixels = max_pixels
-        self.pixels = _pixel_client(pixel_store)
+        self.pixels = as_pixel_client(pixel_store)
         self.transforms = {
             metric: get_scorer_class(spec["scorer"]).build_image_transform(Path(spec["weights_root"]), **spec["options"])
             for metric, spec in metrics.items()
@@ -154,15 +155,6 @@ class DecodeStage:
                 shipped.append((metric, pixels))
             else:
                 self._sources[metric][i] = holder
-
-
-def _pixel_client(spec: Any):
-    """None, a client object (tests, benchmarks), or a store spec dict -> a ``PixelClient``."""
-    if spec is None or not isinstance(spec, dict):
-        return spec
-    from janus_ray.actors.pixel_store import PixelClient
-
-    return PixelClient(spec)
 
 
 def _probe_shape(transform) -> tuple[int, ...] | None:

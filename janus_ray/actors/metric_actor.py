@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 
 from janus_ray.actors.decode_stage import (
-    _pixel_client,
     describe_error,
     release_pixels,
     row_pixels,
     run_journaled,
 )
 from janus_ray.actors.journal import KILLED_TWICE, open_journal
+from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported)
     oom_column,
     output_column,
@@ -73,7 +73,7 @@ class MetricActor:
         self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
         self.oom_halvings = 0
         self.journal = open_journal(journal_dir, f"metric-{metric}")
-        self.pixels = _pixel_client(pixel_store)
+        self.pixels = as_pixel_client(pixel_store)
         self.report_done = report_done
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

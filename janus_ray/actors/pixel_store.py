@@ -275,6 +275,12 @@ def store_budget() -> int:
     return int(BUDGET_FRACTION * memory)
 
 
+def as_pixel_client(store: Any):
+    """A stage's ``pixel_store`` argument -> what it calls: None (no store), a client object as is
+    (``InProcessPixelStore``, test doubles), or a store spec dict -> a ``PixelClient``."""
+    return PixelClient(store) if isinstance(store, dict) else store
+
+
 class PixelClient:
     """What the stages call; one per actor process. ``spec``: {"name", "namespace"} of the store."""
 
