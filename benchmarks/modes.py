@@ -77,8 +77,8 @@ def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: li
                             "--out", str(out)], check=True, stdout=subprocess.DEVNULL, timeout=args.timeout,
                            env={**os.environ, "PYTHONPATH": child_pythonpath()})
             real = json.loads(out.read_text(encoding="utf-8"))
-    lines = [f"janus_ray bench, transport mode (per-metric layout): {after['images']} images of "
-             f"{args.image_size}x{args.image_size} px, metrics {', '.join(after['metrics'])}", "",
+    lines = [(f"janus_ray bench, transport mode (per-metric layout): {after['images']} images of "
+              f"{args.image_size}x{args.image_size} px, metrics {', '.join(after['metrics'])}"), "",
              "in-process chain (the real stages, no Ray), MB per image:",
              f"  {'stage output':<16}{'before (pixels in rows)':>24}{'with pixel store':>18}"]
     for stage, value in before["bytes_per_image_by_stage_output"].items():
@@ -88,8 +88,8 @@ def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: li
                  f"{after['bytes_per_image_through_object_store'] / 1e6:>18.3f}"
                  "   (bytes per image through it: every stage output but the last, + the store's puts)")
     if real:
-        lines += ["", "real pipeline on a local Ray (janus_ray eval, --cpu-layout per-metric), plasma bytes created "
-                      "(cumulative_created_bytes after - before) per image:"]
+        lines += ["", ("real pipeline on a local Ray (janus_ray eval, --cpu-layout per-metric), plasma bytes created "
+                       "(cumulative_created_bytes after - before) per image:")]
         for label, run in real.items():
             store = run.get("store") or {}
             extra = (f"; store put {store['held_bytes_total'] / max(1, run['images']) / 1e6:.3f} MB/image, "

@@ -231,12 +231,12 @@ def start_store(budget_bytes: int, wait_s: float = WAIT_S) -> tuple[Any, dict[st
 
     name = f"janus-ray-pixels-{uuid.uuid4().hex[:12]}"
     namespace = ray.get_runtime_context().namespace
-    placement = {}
-    try:  # the driver's node (it lives as long as the run); soft: any node if that one cannot host it
-        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True)
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - e.g. a driver without a node of its own: Ray places it
-        pass
+        node_id = None
+    # the driver's node (it lives as long as the run); soft: any node if that one cannot host it
+    placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)} if node_id else {}
     handle = remote_store_class().options(name=name, namespace=namespace, **placement).remote(budget_bytes, wait_s)
     try:
         ray.get(handle.summary.remote(), timeout=START_TIMEOUT_S)  # named before any stage looks it up

@@ -10,7 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from janus_ray.actors.decode_stage import DecodeStage, pixel_column, stage_error_column, todo_column
+from janus_ray.actors.decode_stage import (
+    DecodeStage,
+    pixel_column,
+    stage_error_column,
+    todo_column,
+)
 from janus_ray.actors.metric_actor import PIXELS_LOST, MetricActor, output_column
 from janus_ray.actors.pixel_store import (
     CALL_BYTES,
