@@ -50,21 +50,56 @@ def run_driver_mode(args, argv: list[str]) -> int:
 
 # ----- transport ----------------------------------------------------------------------------------
 def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: list[dict]) -> int:
+    """Bytes per image through the object store, per-metric layout: the in-process chain without
+    and with the pixel store (stand-in counting its puts), then the real pipeline on a local Ray
+    without and with it (plasma's created bytes; a child process, so its Ray is its own)."""
+    from benchmarks.runner import child_pythonpath
     from benchmarks.transport import measure
+    from janus_ray.actors.pixel_store import InProcessPixelStore
     from janus_ray.manifest import build_manifest, load_prompts
 
     scans = build_manifest([str(f) for f in inputs["folders"]], load_prompts(inputs["prompt_json"]))
     rows = [r for scan in scans for r in scan.rows if r.prompt is not None and not r.error]
-    result = measure([r.image_path for r in rows], [r.prompt for r in rows], [m["scorer"] for m in plan], root)
-    lines = [f"janus_ray bench, transport mode: {result['images']} images of {args.image_size}x{args.image_size} px, "
-             f"metrics {', '.join(result['metrics'])}", ""]
-    for stage, value in result["bytes_per_image_by_stage_output"].items():
-        lines.append(f"  after {stage:<12} {value / 1e6:8.3f} MB per image")
-    lines.append(f"bytes per image through the object store (all stage outputs but the last): "
-                 f"{result['bytes_per_image_between_stages'] / 1e6:.3f} MB")
+    paths, prompts, scorers = [str(r.image_path) for r in rows], [r.prompt for r in rows], [m["scorer"] for m in plan]
+    before = measure(paths, prompts, scorers, root)
+    after = measure(paths, prompts, scorers, root, store=InProcessPixelStore())
+    real: dict[str, Any] = {}
+    if not args.no_ray:
+        with tempfile.TemporaryDirectory(prefix="janus_ray_bench_transport_", dir=args.work_dir) as tmp:
+            spec = Path(tmp) / "spec.json"
+            spec.write_text(json.dumps({"folders": [str(f) for f in inputs["folders"]],
+                                        "prompt_json": str(inputs["prompt_json"]), "metrics": plan,
+                                        "weights_root": str(root)}), encoding="utf-8")
+            out = Path(tmp) / "transport.json"
+            print("[bench] transport: the per-metric pipeline on a local Ray, without and with the pixel store ...",
+                  file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "benchmarks.transport", "--spec", str(spec), "--work-dir", tmp,
+                            "--out", str(out)], check=True, stdout=subprocess.DEVNULL, timeout=args.timeout,
+                           env={**os.environ, "PYTHONPATH": child_pythonpath()})
+            real = json.loads(out.read_text(encoding="utf-8"))
+    lines = [(f"janus_ray bench, transport mode (per-metric layout): {after['images']} images of "
+              f"{args.image_size}x{args.image_size} px, metrics {', '.join(after['metrics'])}"), "",
+             "in-process chain (the real stages, no Ray), MB per image:",
+             f"  {'stage output':<16}{'before (pixels in rows)':>24}{'with pixel store':>18}"]
+    for stage, value in before["bytes_per_image_by_stage_output"].items():
+        lines.append(f"  {stage:<16}{value / 1e6:>24.3f}{after['bytes_per_image_by_stage_output'][stage] / 1e6:>18.3f}")
+    lines.append(f"  {'put in store':<16}{'-':>24}{after['bytes_per_image_put_in_store'] / 1e6:>18.3f}")
+    lines.append(f"  {'object store':<16}{before['bytes_per_image_through_object_store'] / 1e6:>24.3f}"
+                 f"{after['bytes_per_image_through_object_store'] / 1e6:>18.3f}"
+                 "   (bytes per image through it: every stage output but the last, + the store's puts)")
+    if real:
+        lines += ["", ("real pipeline on a local Ray (janus_ray eval, --cpu-layout per-metric), plasma bytes created "
+                       "(cumulative_created_bytes after - before) per image:")]
+        for label, run in real.items():
+            store = run.get("store") or {}
+            extra = (f"; store put {store['held_bytes_total'] / max(1, run['images']) / 1e6:.3f} MB/image, "
+                     f"keys left {store['held_keys']}, decode waits {store['waits']}" if store else "")
+            lines.append(f"  {label.replace('_', ' '):<16}{run['bytes_per_image'] / 1e6:8.3f} MB per image "
+                         f"({run['images']} images, {run['wall_s']:.0f} s{extra})")
     text = "\n".join(lines)
     print(text)
-    _write(args, argv, {"mode": "transport", **result, "table": text})
+    _write(args, argv, {"mode": "transport", "in_process": {"before": before, "with_store": after},
+                        "ray": real, "table": text})
     return 0
 
 

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: torch's default)")
     parser.add_argument("--eval-args", default="", help="extra `janus-ray eval` arguments for the pipeline phase, "
                                                          "e.g. \"--cpu-layout per-metric\" (one string)")
+    parser.add_argument("--no-ray", action="store_true", help="transport mode: only the in-process chain "
+                                                                 "(no run of the real pipeline on a local Ray)")
     parser.add_argument("--seed", type=int, default=0, help="prompts and random weights")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before a phase's process is killed")
     return parser

@@ -24,6 +24,17 @@ def pixel_column(metric: str) -> str:
     return f"_jr_px_{metric}"
 
 
+def pixel_key_column() -> str:
+    """Per row (per-metric layout with a pixel store): the key of its decode batch's pixels in the
+    store ('' = the pixels, if any, are in the row's ``pixel_column`` cells)."""
+    return "_jr_pxkey"
+
+
+def pixel_row_column() -> str:
+    """Per row (with ``pixel_key_column``): the row's index in its decode batch (int64)."""
+    return "_jr_pxrow"
+
+
 def shape_column(metric: str) -> str:
     """(C, H, W) of each row's pixels in ``pixel_column(metric)`` (int64, zeros when none)."""
     return f"_jr_pxshape_{metric}"

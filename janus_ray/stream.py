@@ -20,6 +20,7 @@ import yaml
 from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import MetricActor
+from janus_ray.actors.pixel_store import PixelStoreError, start_store, store_budget, store_enabled
 from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
@@ -45,6 +46,11 @@ class ActorClasses:
     decode: type = DecodeStage
     metric: type = MetricActor
     fused: type = FusedStage
+
+
+#: diagnostics: the pixel store's ``summary()`` at the end of the last per-metric stream in this
+#: process (bytes it put, keys still held, waits), or None (tests and the transport bench read it)
+last_pixel_store_summary: dict[str, Any] | None = None
 
 
 class PoolStartError(JanusRayError):
@@ -210,14 +216,23 @@ def stream_scores(
     # one remote task per block for it (and the driver waits for them): measured 3.5 CPU s and a
     # worker process at 20k rows, before the first actor starts. It also keeps our block count.
     ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
-    if use_fused_layout(plans, config):
-        ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
-    else:
-        ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors)
-        # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
-        # results would reach the driver (progress, resume cache) only at the end of the run.
-        ds = ds.select_columns(result_columns(plans), num_cpus=0)
+    store = None
     try:
+        if use_fused_layout(plans, config):
+            ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
+        else:
+            store_spec = None
+            if store_enabled(os.environ):
+                # the pixels go to the object store once, not once per stage hop (actors/pixel_store.py)
+                try:
+                    store, store_spec = start_store(store_budget())
+                except PixelStoreError as exc:
+                    print(f"janus_ray: {exc}; the pixels travel in the rows instead", file=sys.stderr, flush=True)
+            ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors,
+                                  store_spec)
+            # num_cpus=0: the projection is trivial and must never wait for a CPU the actors hold, or
+            # results would reach the driver (progress, resume cache) only at the end of the run.
+            ds = ds.select_columns(result_columns(plans), num_cpus=0)
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             on_batch(batch)
     except Exception as exc:
@@ -227,6 +242,22 @@ def stream_scores(
         if isinstance(exc, ray.exceptions.GetTimeoutError) or "Timed out while starting actors" in text:
             raise PoolStartError(_pool_start_message(plans, config)) from exc
         raise
+    finally:
+        if store is not None:
+            _stop_store(store)
+
+
+def _stop_store(store) -> None:
+    """Keep the store's last ``summary()`` (``last_pixel_store_summary``), then kill it: that frees
+    whatever pixels it still holds (rows whose ``done`` never came)."""
+    import ray
+
+    global last_pixel_store_summary
+    try:
+        last_pixel_store_summary = ray.get(store.summary.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - diagnostics only
+        last_pixel_store_summary = None
+    ray.kill(store)
 
 
 def stream_in_process(
@@ -366,14 +397,16 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str 
 
 
 def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus: float, autoscale: bool,
-                     journal_dir: str | None = None, actors: ActorClasses = ActorClasses()):
-    """A CPU decode pool feeding one actor pool per metric (the GPU layout)."""
+                     journal_dir: str | None = None, actors: ActorClasses = ActorClasses(),
+                     pixel_store: dict[str, str] | None = None):
+    """A CPU decode pool feeding one actor pool per metric (the GPU layout). ``pixel_store``: the
+    spec of the store the pixels travel through (None: in the rows)."""
     import ray
 
     any_gpu = any(p.num_gpus for p in plans)
     ds = ds.map_batches(
         actors.decode,
-        fn_constructor_kwargs=_decode_kwargs(plans, config, journal_dir),
+        fn_constructor_kwargs={**_decode_kwargs(plans, config, journal_dir), "pixel_store": pixel_store},
         batch_size=config.decode_batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, decode_replicas)),
@@ -383,11 +416,15 @@ def _separate_stages(ds, plans: list, config, decode_replicas: int, decode_cpus:
     threads = max(1, int(cluster_cpus // max(1, len(plans))))
     # whole-GPU pools first: Ray Data starts pools in this order, so fractional actors cannot take
     # a slice of a GPU a whole-GPU actor was planned on
-    for plan in sorted(plans, key=lambda p: -p.num_gpus):
+    ordered = sorted(plans, key=lambda p: -p.num_gpus)
+    for plan in ordered:
         size = {"min_size": 1, "max_size": plan.replicas} if autoscale else {"size": plan.replicas}
+        kwargs = _metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir)
+        if pixel_store is not None:  # the last stage tells the store which rows are finished
+            kwargs.update(pixel_store=pixel_store, report_done=plan is ordered[-1])
         ds = ds.map_batches(
             _named_actor_class(plan.metric, actors.metric) if plan.num_gpus else actors.metric,
-            fn_constructor_kwargs=_metric_kwargs(plan, config, threads if plan.num_gpus == 0 else None, journal_dir),
+            fn_constructor_kwargs=kwargs,
             batch_size=plan.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(**size),

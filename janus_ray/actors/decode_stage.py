@@ -11,9 +11,12 @@ import numpy as np
 from PIL import Image
 
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
+from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
     pending_column,
     pixel_column,
+    pixel_key_column,
+    pixel_row_column,
     shape_column,
     source_column,
     stage_error_column,
@@ -41,12 +44,18 @@ class DecodeStage:
     whose preprocessing would exceed ``max_pixels`` (checked on the header, before decoding: see
     ``janus_ray.images.check_image_size``), a failed transform, and, with ``journal_dir``, an
     image that killed the actor twice (see ``actors/journal.py``).
+
+    ``pixel_store``: a pixel store (``actors/pixel_store.py``: its spec dict, or a client object
+    with the same ``store`` method). With one, each batch's pixels go to the store once and the
+    rows carry ``pixel_key_column`` / ``pixel_row_column`` with empty pixel cells; if the store
+    cannot take them, they stay in the cells (as without a store).
     """
 
     def __init__(self, metrics: dict[str, dict[str, Any]], max_pixels: int | None,
-                 journal_dir: str | None = None):
+                 journal_dir: str | None = None, pixel_store: Any = None):
         # metrics: {metric: {"scorer": name, "weights_root": str, "options": {...}}}
         self.max_pixels = max_pixels
+        self.pixels = as_pixel_client(pixel_store)
         self.transforms = {
             metric: get_scorer_class(spec["scorer"]).build_image_transform(Path(spec["weights_root"]), **spec["options"])
             for metric, spec in metrics.items()
@@ -89,7 +98,34 @@ class DecodeStage:
             out[source_column(metric)] = np.array(self._sources[metric], dtype=object)
             out[pending_column(metric)] = np.ones(n, dtype=bool)
             out[stage_error_column(metric)] = np.array(self._errors[metric], dtype=object)
+        if self.pixels is not None:
+            self._to_store(out, metrics, n)
         return out
+
+    def _to_store(self, out: dict[str, np.ndarray], metrics: list[str], n: int) -> None:
+        """Move the batch's pixel bytes to the pixel store (one object per holder metric); the rows
+        keep a key and their index. A store that fails leaves the pixels in the rows."""
+        pixels = {}
+        for metric in metrics:
+            cells = self._payload[metric]
+            if any(cells):
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum([len(c) for c in cells], out=offsets[1:])
+                pixels[metric] = (offsets, cells)
+        key = ""
+        if pixels:
+            try:
+                key = self.pixels.store(pixels, n)
+            except Exception as exc:  # noqa: BLE001 - the rows still carry their pixels
+                if not getattr(self, "_store_warned", False):  # once per actor, not per batch
+                    self._store_warned = True
+                    print(f"janus_ray: pixel store unavailable ({describe_error(exc)}); pixels travel in "
+                          "the rows", flush=True)
+        if key:
+            for metric in pixels:
+                out[pixel_column(metric)] = _bytes_column([b""] * n)
+        out[pixel_key_column()] = np.full(n, key, dtype=object)
+        out[pixel_row_column()] = np.arange(n, dtype=np.int64)
 
     def _decode_row(self, batch: dict[str, np.ndarray], i: int) -> None:
         wanted = [m for m in self.transforms if batch[todo_column(m)][i]]

@@ -15,9 +15,14 @@ from janus_ray.actors.decode_stage import (
     run_journaled,
 )
 from janus_ray.actors.journal import KILLED_TWICE, open_journal
+from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported)
     oom_column,
     output_column,
+    pixel_column,
+    pixel_key_column,
+    pixel_row_column,
+    source_column,
     stage_error_column,
     time_column,
     todo_column,
@@ -25,6 +30,7 @@ from janus_ray.columns import (  # noqa: F401  (re-exported)
 from janus_ray.metrics import get_scorer_class
 
 NON_FINITE = "non-finite score"
+PIXELS_LOST = "pixels lost"
 
 
 class MetricActor:
@@ -45,7 +51,13 @@ class MetricActor:
         torch_threads: int | None = None,
         journal_dir: str | None = None,
         tf32: bool = False,
+        pixel_store: Any = None,
+        report_done: bool = False,
     ):
+        """``pixel_store``: the per-metric layout's pixel store (its spec dict, or a client object
+        with ``fetch`` / ``done``; see actors/pixel_store.py): rows whose pixels are there are read
+        from it. ``report_done``: this is the chain's last stage, which tells the store which rows
+        are finished (so it frees their pixels)."""
         import torch
 
         from janus_ray.metrics.base import set_tf32
@@ -61,6 +73,8 @@ class MetricActor:
         self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
         self.oom_halvings = 0
         self.journal = open_journal(journal_dir, f"metric-{metric}")
+        self.pixels = as_pixel_client(pixel_store)
+        self.report_done = report_done
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -71,9 +85,11 @@ class MetricActor:
             i for i in range(n) if todo[i] and not errors[i] and not batch["decode_error"][i] and batch["has_prompt"][i]
         ]
         scores = {key: np.full(n, np.nan, dtype=np.float64) for key in self.keys}
+        source = self._with_stored_pixels(batch, eligible, errors) if eligible else batch
+        eligible = [i for i in eligible if not errors[i]]
         if eligible:
             # uint8 pixels are decoded lazily per row: a row that kills the actor is isolated by the journal
-            pixels = {i: row_pixels(batch, self.metric, i) for i in eligible}
+            pixels = {i: row_pixels(source, self.metric, i) for i in eligible}
             prompts = batch["prompt"]
             run_journaled(self.journal, batch.get("row_id"), eligible,
                           lambda rows: self._score_rows(rows, pixels, prompts, scores, errors),
@@ -87,7 +103,63 @@ class MetricActor:
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
         out[oom_column(self.metric)] = np.full(n, self.oom_halvings, dtype=np.int64)
         self.oom_halvings = 0
+        if self.report_done:
+            self._report_done(batch)
         return out
+
+    def _with_stored_pixels(self, batch: dict[str, np.ndarray], rows: list[int], errors: list) -> dict[str, np.ndarray]:
+        """``batch`` with the pixels ``rows`` need filled in from the pixel store, as a local copy
+        (the output batch keeps its empty cells). Rows whose pixels cannot be read get a
+        'pixels lost' error. Without a key column: ``batch`` itself."""
+        if pixel_key_column() not in batch:
+            return batch
+        keys, index = batch[pixel_key_column()], batch[pixel_row_column()]
+        wanted: dict[int, tuple[str, str]] = {}  # row -> (key, holder)
+        for i in rows:
+            holder = str(batch[source_column(self.metric)][i]) or self.metric
+            if len(batch[pixel_column(holder)][i]) == 0 and str(keys[i]):
+                wanted[i] = (str(keys[i]), holder)
+        if not wanted:
+            return batch
+        needs: dict[str, set[str]] = {}
+        for key, holder in wanted.values():
+            needs.setdefault(key, set()).add(holder)
+        if self.pixels is None:
+            fetched: dict = {key: RuntimeError("no pixel store configured") for key in needs}
+        else:
+            fetched = self.pixels.fetch(needs)
+        local = dict(batch)
+        for holder in {h for _, h in wanted.values()}:
+            local[pixel_column(holder)] = np.asarray(batch[pixel_column(holder)]).astype(object)
+        for i, (key, holder) in wanted.items():
+            held = fetched.get(key)
+            if held is None:
+                held = RuntimeError(f"the store returned nothing for batch {key}")
+            elif not isinstance(held, BaseException) and holder not in held:
+                held = RuntimeError(f"batch {key} holds no pixels of {holder}")
+            if isinstance(held, BaseException):
+                errors[i] = f"{PIXELS_LOST}: {describe_error(held)}"
+                continue
+            offsets, data = held[holder]["offsets"], held[holder]["data"]
+            r = int(index[i])
+            local[pixel_column(holder)][i] = data[offsets[r]:offsets[r + 1]]
+        return local
+
+    def _report_done(self, batch: dict[str, np.ndarray]) -> None:
+        """Tell the store the batch's rows are finished (best effort: a lost report only keeps the
+        pixels until the end of the run)."""
+        if self.pixels is None or pixel_key_column() not in batch:
+            return
+        finished: dict[str, list[int]] = {}
+        for key, r in zip(batch[pixel_key_column()], batch[pixel_row_column()]):
+            if str(key):
+                finished.setdefault(str(key), []).append(int(r))
+        if finished:
+            try:
+                self.pixels.done(finished)
+            except Exception as exc:  # noqa: BLE001
+                print(f"janus_ray: could not report finished rows to the pixel store ({describe_error(exc)})",
+                      flush=True)
 
     def _score_rows(self, rows: list[int], pixels: dict[int, np.ndarray], prompts: np.ndarray, scores: dict,
                     errors: list) -> None:

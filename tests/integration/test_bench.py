@@ -183,14 +183,22 @@ def test_driver_mode_runs_the_driver_code_at_two_sizes(tmp_path):
 
 @pytest.mark.slow  # real-size / many-row work without Ray: seconds to tens of seconds
 def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
-    report = run_bench(tmp_path, "--mode", "transport", "--folders", "1", "--prompts", "3",
-                       expect=("bytes per image",))
-    assert report["metrics"] == ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
-    assert report["images"] == 3
-    decode = report["bytes_per_image_by_stage_output"]["decode"]
+    report = run_bench(tmp_path, "--mode", "transport", "--folders", "1", "--prompts", "3", "--no-ray",
+                       expect=("bytes per image through it",))
+    before, after = report["in_process"]["before"], report["in_process"]["with_store"]
+    assert before["metrics"] == after["metrics"] == ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore",
+                                                      "imagereward"]
+    assert before["images"] == after["images"] == 3
+    decode = before["bytes_per_image_by_stage_output"]["decode"]
     # uint8 at model resolution: more than one 224 px image, less than the float32 tensors were
     assert 3 * 224 * 224 < decode < 4 * 3 * 224 * 224 * 6
-    assert positive(report["bytes_per_image_between_stages"])
+    assert positive(before["bytes_per_image_between_stages"])
+    # with the store: the same pixels put once (plus offsets), blocks without pixels, all freed
+    put = after["bytes_per_image_put_in_store"]
+    assert 0.99 * decode < put <= decode  # the decode block held the pixels plus small numeric columns
+    assert all(value < 0.01 * decode for value in after["bytes_per_image_by_stage_output"].values())
+    assert after["bytes_per_image_through_object_store"] < before["bytes_per_image_through_object_store"]
+    assert after["store_keys_left"] == 0 and report["ray"] == {}
 
 
 @pytest.mark.ray

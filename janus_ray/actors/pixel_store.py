@@ -1,0 +1,417 @@
+"""Pixels written to Ray's object store once, outside Ray Data's blocks (the per-metric layout).
+
+In the per-metric layout every stage's output batch becomes a new Ray Data block, so pixels that
+travel in the rows are written to the object store once per stage hop. Instead, the decode stage
+hands each decode batch's pixels to a ``PixelStore`` actor, which puts them into the object store
+once and owns them; the rows carry only a key (``pixel_key_column``) and their index in the batch
+(``pixel_row_column``). Each metric stage looks the key up and reads the pixels; the last stage
+of the chain reports the rows it finished (``done``) and, once every row of a key is done, the
+store drops its references and the objects are freed.
+
+Why the store, not the decode actor, owns the objects: an object dies with its owner, and Ray Data
+releases the decode actors when decoding ends while metric stages still need the pixels (and a
+decode actor killed by one bad image would take every batch it decoded with it). ``ray.put``'s
+``_owner`` argument, which would let the decode actor put objects owned by the store, was removed
+in Ray 2.56; so the decode actor sends the bytes to the store as arguments of at most
+``CHUNK_BYTES`` each, which Ray passes inline in the call (arguments under its
+``max_direct_call_object_size``, 100 KiB by default, up to ``task_rpc_inlined_bytes_limit``, 10 MiB
+per call) rather than through the object store; the store's ``ray.put`` is then the only write to
+the object store (checked in tests/integration/test_pixel_store.py).
+
+Backpressure: Ray Data's own object-store backpressure no longer sees the pixels (its blocks are
+small), so ``reserve`` makes the decode stage wait while the store holds more than its budget
+bytes, for at most ``wait_s`` seconds (then it proceeds): a batch whose ``done`` never comes (a
+crashed stage) slows decoding down, never hangs it.
+
+``PixelLedger`` is the bookkeeping without Ray (unit-tested as is); ``PixelStore`` is the actor's
+body around it (``remote_store_class`` makes it a threaded Ray actor); ``PixelClient`` is what the
+stages call; ``InProcessPixelStore`` stands in for store and client without Ray (tests, the
+transport bench). Only methods import ``ray``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from janus_ray.errors import JanusRayError
+
+#: bytes per call argument: under Ray's default max_direct_call_object_size (100 KiB), so inlined
+CHUNK_BYTES = 96 * 1024
+#: argument bytes per call: under Ray's default task_rpc_inlined_bytes_limit (10 MiB)
+CALL_BYTES = 8 * 1024 * 1024
+#: fraction of the object store the held pixels may take before decoding waits
+BUDGET_FRACTION = 0.25
+#: longest wait for the budget before a decode batch proceeds anyway (s)
+WAIT_S = 60.0
+#: seconds the store may take to start before the run goes on without it
+START_TIMEOUT_S = 120.0
+#: concurrent calls one store serves (lookups, done reports, the bytes), and decode batches that
+#: may wait for the budget at once (their own concurrency group: waiting never blocks a lookup or a
+#: done report, which would keep it waiting)
+MAX_CONCURRENCY = 32
+MAX_WAITING = 16
+#: an environment variable: "0" turns the store off (pixels travel in the blocks, as before)
+STORE_ENV = "JANUS_RAY_PIXEL_STORE"
+
+
+class PixelStoreError(JanusRayError):
+    """The pixel store could not start (the stream then runs without it)."""
+
+
+class PixelsLost(JanusRayError):
+    """A batch's pixels are not (or no longer) in the store: the rows get a 'pixels lost' error."""
+
+
+class PixelLedger:
+    """Which keys are held, how many of their rows are done, how many bytes are outstanding.
+
+    ``objects``: key -> {holder metric: object (an ObjectRef in the actor; anything in tests)}.
+    Thread-safe: ``reserve`` blocks on a condition the other methods notify.
+    """
+
+    def __init__(self, budget_bytes: int, wait_s: float = WAIT_S):
+        self.budget = int(budget_bytes)
+        self.wait_s = float(wait_s)
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, int] = {}
+        self.finished: dict[str, set[int]] = {}
+        self.nbytes: dict[str, int] = {}
+        self.reserved = 0  # reserved by decode batches, not yet held
+        self.stats = {"held_bytes_total": 0, "keys_total": 0, "waits": 0, "wait_s_total": 0.0,
+                      "timeouts": 0, "max_outstanding_bytes": 0}
+        self._cond = threading.Condition()
+
+    @property
+    def outstanding(self) -> int:
+        return self.reserved + sum(self.nbytes.values())
+
+    def reserve(self, nbytes: int) -> float:
+        """Take ``nbytes`` of the budget; wait while the store is over it (at most ``wait_s``; never
+        when nothing is outstanding; a budget <= 0: no limit). Returns the seconds waited."""
+        started = time.monotonic()
+        with self._cond:
+            deadline = started + self.wait_s
+            while self.budget > 0 and self.outstanding and self.outstanding + nbytes > self.budget:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.stats["timeouts"] += 1
+                    break
+                self._cond.wait(left)
+            waited = time.monotonic() - started
+            if waited > 0.001:
+                self.stats["waits"] += 1
+                self.stats["wait_s_total"] += waited
+            self.reserved += int(nbytes)
+            self.stats["max_outstanding_bytes"] = max(self.stats["max_outstanding_bytes"], self.outstanding)
+        return waited
+
+    def hold(self, key: str, objects: Mapping[str, Any], rows: int, nbytes: int, reserved: int = 0) -> None:
+        """Keep ``objects`` until ``rows`` rows of ``key`` are done; ``reserved``: what ``reserve`` took for it."""
+        with self._cond:
+            self.reserved = max(0, self.reserved - int(reserved))
+            self.objects[key] = dict(objects)
+            self.rows[key] = int(rows)
+            self.finished.setdefault(key, set())
+            self.nbytes[key] = int(nbytes)
+            self.stats["held_bytes_total"] += int(nbytes)
+            self.stats["keys_total"] += 1
+            self.stats["max_outstanding_bytes"] = max(self.stats["max_outstanding_bytes"], self.outstanding)
+            self._drop_if_done(key)
+            self._cond.notify_all()
+
+    def lookup(self, key: str) -> dict[str, Any]:
+        """{holder: object} of ``key``. Raises PixelsLost if it is not held."""
+        with self._cond:
+            objects = self.objects.get(key)
+        if objects is None:
+            raise PixelsLost(f"batch {key} is not held by the pixel store (dropped, or never stored)")
+        return dict(objects)
+
+    def done(self, finished: Mapping[str, Iterable[int]]) -> int:
+        """Mark rows (key -> row indices in the batch) done; drop each key whose rows are all done.
+        Idempotent (a retried batch reports the same rows again). Returns the keys dropped."""
+        dropped = 0
+        with self._cond:
+            for key, indices in finished.items():
+                self.finished.setdefault(key, set()).update(int(i) for i in indices)
+                dropped += self._drop_if_done(key)
+            self._cond.notify_all()
+        return dropped
+
+    def release(self, nbytes: int) -> None:
+        """Give back a reservation whose batch was never held (its decode batch failed)."""
+        with self._cond:
+            self.reserved = max(0, self.reserved - int(nbytes))
+            self._cond.notify_all()
+
+    def _drop_if_done(self, key: str) -> int:
+        if key in self.rows and len(self.finished.get(key, ())) >= self.rows[key]:
+            for table in (self.objects, self.rows, self.finished, self.nbytes):
+                table.pop(key, None)
+            return 1
+        return 0
+
+    def summary(self) -> dict[str, Any]:
+        with self._cond:
+            return {**self.stats, "held_keys": len(self.objects), "outstanding_bytes": self.outstanding,
+                    "budget_bytes": self.budget}
+
+
+class PixelStore:
+    """The actor's body (``remote_store_class()`` = ``ray.remote`` of it): receives pixel bytes, puts them
+    into the object store once, owns them until their rows are done."""
+
+    def __init__(self, budget_bytes: int, wait_s: float = WAIT_S):
+        self.ledger = PixelLedger(budget_bytes, wait_s)
+        self.parts: dict[tuple[str, str], dict[int, list[bytes]]] = {}
+        self.lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> float:
+        return self.ledger.reserve(nbytes)
+
+    def release(self, nbytes: int) -> None:
+        self.ledger.release(nbytes)
+
+    def add(self, key: str, holder: str, part: int, *chunks: bytes) -> None:
+        """One part of ``holder``'s pixel bytes for ``key`` (parts arrive in any order)."""
+        with self.lock:
+            self.parts.setdefault((key, holder), {})[part] = list(chunks)
+
+    def seal(self, key: str, offsets: dict[str, np.ndarray], rows: int, reserved: int) -> None:
+        """Join each holder's parts, ``ray.put`` them with the row offsets (the one write to the
+        object store), and hold the references until ``rows`` rows of ``key`` are done."""
+        import ray
+
+        refs, nbytes = {}, 0
+        for holder, holder_offsets in offsets.items():
+            with self.lock:
+                parts = self.parts.pop((key, holder), {})
+            data = np.frombuffer(b"".join(c for p in sorted(parts) for c in parts[p]), dtype=np.uint8)
+            if len(data) != int(holder_offsets[-1]):
+                raise PixelsLost(f"batch {key}: {len(data)} pixel bytes of {holder} arrived, "
+                                 f"{int(holder_offsets[-1])} were sent")
+            refs[holder] = ray.put({"offsets": np.asarray(holder_offsets, dtype=np.int64), "data": data})
+            nbytes += len(data)
+        self.ledger.hold(key, refs, rows, nbytes, reserved)
+
+    def lookup(self, key: str) -> dict[str, Any]:
+        """{holder: ObjectRef}: returned nested, so the caller borrows the references (in-band) and
+        reads the bytes from the object store, not through this process."""
+        return self.ledger.lookup(key)
+
+    def done(self, finished: dict[str, list[int]]) -> int:
+        return self.ledger.done(finished)
+
+    def summary(self) -> dict[str, Any]:
+        return self.ledger.summary()
+
+
+def remote_store_class():
+    """``PixelStore`` as a threaded Ray actor class (num_cpus=0: it must never wait for a CPU)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, concurrency_groups={"reserve": MAX_WAITING},
+                      max_restarts=0)(PixelStore)
+
+
+def store_enabled(environ: Mapping[str, str]) -> bool:
+    return environ.get(STORE_ENV, "1") != "0"
+
+
+def start_store(budget_bytes: int, wait_s: float = WAIT_S) -> tuple[Any, dict[str, str]]:
+    """Start a store on this (the driver's) node. Returns (handle, spec for ``PixelClient``)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    name = f"janus-ray-pixels-{uuid.uuid4().hex[:12]}"
+    namespace = ray.get_runtime_context().namespace
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - e.g. a driver without a node of its own: Ray places it
+        node_id = None
+    # the driver's node (it lives as long as the run); soft: any node if that one cannot host it
+    placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)} if node_id else {}
+    handle = remote_store_class().options(name=name, namespace=namespace, **placement).remote(budget_bytes, wait_s)
+    try:
+        ray.get(handle.summary.remote(), timeout=START_TIMEOUT_S)  # named before any stage looks it up
+    except Exception as exc:
+        ray.kill(handle)
+        raise PixelStoreError(f"the pixel store did not start within {START_TIMEOUT_S:g} s ({exc!r})") from exc
+    return handle, {"name": name, "namespace": namespace}
+
+
+def created_bytes() -> int:
+    """Bytes ever created in the object store (plasma), summed over the alive nodes: Ray's
+    ``cumulative_created_bytes`` store statistic (a DeveloperAPI; benchmarks and tests)."""
+    import ray
+    from ray._private.internal_api import node_stats
+
+    total = 0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False)
+            total += int(stats.store_stats.cumulative_created_bytes)
+    return total
+
+
+def store_budget() -> int:
+    """``BUDGET_FRACTION`` of the object store of the driver's node (where the store runs; the
+    whole cluster's if that node is not found)."""
+    import ray
+
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next(n for n in ray.nodes() if n.get("NodeID") == node_id and n.get("Alive"))
+        memory = float(node.get("Resources", {}).get("object_store_memory", 0))
+    except Exception:  # noqa: BLE001 - no node of its own (a client driver): the cluster's
+        memory = 0.0
+    memory = memory or float(ray.cluster_resources().get("object_store_memory", 0))
+    return int(BUDGET_FRACTION * memory)
+
+
+def as_pixel_client(store: Any):
+    """A stage's ``pixel_store`` argument -> what it calls: None (no store), a client object as is
+    (``InProcessPixelStore``, test doubles), or a store spec dict -> a ``PixelClient``."""
+    return PixelClient(store) if isinstance(store, dict) else store
+
+
+class PixelClient:
+    """What the stages call; one per actor process. ``spec``: {"name", "namespace"} of the store."""
+
+    def __init__(self, spec: Mapping[str, str]):
+        self.spec = dict(spec)
+        self._handle = None
+
+    @property
+    def handle(self):
+        if self._handle is None:
+            import ray
+
+            self._handle = ray.get_actor(self.spec["name"], namespace=self.spec["namespace"])
+        return self._handle
+
+    def store(self, pixels: Mapping[str, tuple[np.ndarray, list[bytes]]], rows: int) -> str:
+        """Send one decode batch's pixels (holder -> (offsets (rows + 1,), each row's bytes)) to the
+        store; returns the batch's key once the store holds them."""
+        import ray
+
+        key = uuid.uuid4().hex
+        total = sum(int(offsets[-1]) for offsets, _ in pixels.values())
+        handle = self.handle
+        ray.get(handle.reserve.options(concurrency_group="reserve").remote(total))
+        try:
+            calls = []
+            for holder, (_, cells) in pixels.items():
+                for part, chunks in enumerate(_call_parts(cells)):
+                    calls.append(handle.add.remote(key, holder, part, *chunks))
+            ray.get(calls)
+            ray.get(handle.seal.remote(key, {h: o for h, (o, _) in pixels.items()}, rows, total))
+        except BaseException:
+            handle.release.remote(total)
+            raise
+        return key
+
+    def fetch(self, needs: Mapping[str, Iterable[str]]) -> dict[str, dict[str, Any] | BaseException]:
+        """``needs``: key -> the holder metrics wanted. Returns key -> {holder: {"offsets", "data"}}
+        (those holders only: another node's objects are pulled only when needed), or the exception
+        that lost the key."""
+        import ray
+
+        out: dict[str, dict[str, Any] | BaseException] = {}
+        try:
+            handle = self.handle
+        except Exception as exc:  # noqa: BLE001 - the store is gone: every key is lost
+            return {key: exc for key in needs}
+        lookups = {key: handle.lookup.remote(key) for key in needs}
+        refs: dict[str, dict[str, Any]] = {}
+        for key, lookup in lookups.items():
+            try:
+                refs[key] = ray.get(lookup)
+            except Exception as exc:  # noqa: BLE001 - costs this key's rows only
+                out[key] = _unwrap(exc)
+        flat = [(key, holder, ref) for key, held in refs.items() for holder, ref in held.items()
+                if holder in set(needs[key])]
+        try:
+            values = ray.get([ref for _, _, ref in flat])
+        except Exception:  # noqa: BLE001 - find which key failed, one by one
+            values = []
+            for key, _, ref in flat:
+                try:
+                    values.append(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001
+                    out[key] = _unwrap(exc)
+                    values.append(None)
+        failed = set(out)
+        for (key, holder, _), value in zip(flat, values):
+            if key not in failed:
+                out.setdefault(key, {})[holder] = value  # type: ignore[index]
+        return out
+
+    def done(self, finished: dict[str, list[int]]) -> None:
+        """Fire and forget: the store drops the keys whose rows are all done."""
+        self.handle.done.remote(finished)
+
+
+def _call_parts(cells: list[bytes]) -> list[list[bytes]]:
+    """Split the rows' bytes into chunks of at most CHUNK_BYTES, grouped into calls of at most
+    CALL_BYTES of arguments (each argument then travels inline, not through the object store)."""
+    calls: list[list[bytes]] = [[]]
+    size = 0
+    for cell in cells:
+        view = memoryview(cell)
+        for start in range(0, len(view), CHUNK_BYTES):
+            chunk = bytes(view[start:start + CHUNK_BYTES])
+            if size + len(chunk) > CALL_BYTES and calls[-1]:
+                calls.append([])
+                size = 0
+            calls[-1].append(chunk)
+            size += len(chunk)
+    return calls
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The store's own exception (PixelsLost) rather than Ray's wrapper around it."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class InProcessPixelStore:
+    """A stand-in with ``PixelClient``'s methods, without Ray (unit tests, the transport bench):
+    the "objects" are kept in this process; ``put_bytes`` counts what a real store would write to
+    the object store (each holder's bytes plus its offsets)."""
+
+    def __init__(self, budget_bytes: int = 0, wait_s: float = WAIT_S):
+        self.ledger = PixelLedger(budget_bytes, wait_s)
+        self.put_bytes = 0
+
+    def store(self, pixels: Mapping[str, tuple[np.ndarray, list[bytes]]], rows: int) -> str:
+        key = uuid.uuid4().hex
+        total = sum(int(offsets[-1]) for offsets, _ in pixels.values())
+        self.ledger.reserve(total)
+        objects = {}
+        for holder, (offsets, cells) in pixels.items():
+            data = np.frombuffer(b"".join(cells), dtype=np.uint8)
+            objects[holder] = {"offsets": np.asarray(offsets, dtype=np.int64), "data": data}
+            self.put_bytes += data.nbytes + objects[holder]["offsets"].nbytes
+        self.ledger.hold(key, objects, rows, total, reserved=total)
+        return key
+
+    def fetch(self, needs: Mapping[str, Iterable[str]]) -> dict[str, dict[str, Any] | BaseException]:
+        out: dict[str, dict[str, Any] | BaseException] = {}
+        for key, holders in needs.items():
+            try:
+                held = self.ledger.lookup(key)
+            except PixelsLost as exc:
+                out[key] = exc
+                continue
+            out[key] = {h: held[h] for h in holders if h in held}
+        return out
+
+    def done(self, finished: dict[str, list[int]]) -> None:
+        self.ledger.done(finished)
