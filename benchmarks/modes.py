@@ -95,7 +95,13 @@ def run_transport_mode(args, argv: list[str], inputs: dict, root: Path, plan: li
             extra = (f"; store put {store['held_bytes_total'] / max(1, run['images']) / 1e6:.3f} MB/image, "
                      f"keys left {store['held_keys']}, decode waits {store['waits']}" if store else "")
             lines.append(f"  {label.replace('_', ' '):<16}{run['bytes_per_image'] / 1e6:8.3f} MB per image "
-                         f"({run['images']} images, {run['wall_s']:.0f} s{extra})")
+                         f"({run['images']} images, {run['wall_s']:.0f} s, {run.get('tree_cpu_s')} CPU s of the "
+                         f"process tree{extra})")
+        if all(run.get("tree_cpu_s") is not None for run in real.values()) and len(real) == 2:
+            a, b = real["without_store"], real["with_store"]
+            lines.append(f"  CPU per image: {1e3 * a['tree_cpu_s'] / max(1, a['images']):.1f} ms without the store, "
+                         f"{1e3 * b['tree_cpu_s'] / max(1, b['images']):.1f} ms with it (start-up included: "
+                         "compare at a few hundred images)")
     text = "\n".join(lines)
     print(text)
     _write(args, argv, {"mode": "transport", "in_process": {"before": before, "with_store": after},

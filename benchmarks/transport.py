@@ -94,10 +94,15 @@ def measure_ray(folders: list[str], prompt_json: str, metrics: list[dict], weigh
     from janus_ray.config import MetricSpec, RunConfig
     from janus_ray.pipeline import evaluate
 
-    ray.init(address="local", include_dashboard=False, configure_logging=False)
+    from benchmarks.procmem import TreeSampler
+
     runs = {}
-    try:
-        for label, enabled in (("without_store", "0"), ("with_store", "1")):
+    for label, enabled in (("without_store", "0"), ("with_store", "1")):
+        # a fresh Ray per run, so that the CPU seconds of its process tree are this run's alone
+        sampler = TreeSampler(os.getpid(), interval=0.5).start()
+        root_cpu = sum(os.times()[:2])
+        ray.init(address="local", include_dashboard=False, configure_logging=False)
+        try:
             os.environ[STORE_ENV] = enabled
             config = RunConfig(
                 folders=list(folders), weights_root=weights_root, prompt_json=prompt_json,
@@ -114,8 +119,13 @@ def measure_ray(folders: list[str], prompt_json: str, metrics: list[dict], weigh
                            "bytes_per_image": created / max(1, result.n_rows),
                            "wall_s": time.perf_counter() - started,
                            "store": stream_module.last_pixel_store_summary}
-    finally:
-        ray.shutdown()
+        finally:
+            ray.shutdown()
+        tree = sampler.stop()
+        # CPU seconds of Ray's processes and this one during the run (sampled: a process's last
+        # half second is missed); the difference between the two runs is the store's CPU cost
+        runs[label]["tree_cpu_s"] = round((tree["tree_cpu_s"] or 0.0) - root_cpu, 1)
+        runs[label]["cpu_s_by_process"] = tree["cpu_s_by_process"]
     return runs
 
 
