@@ -20,7 +20,7 @@ import yaml
 from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import MetricActor
-from janus_ray.actors.pixel_store import PixelStoreError, start_store, store_budget, store_enabled
+from janus_ray.actors.pixel_store import PixelStoreError, merge_summaries, start_stores, store_count, store_enabled
 from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
@@ -216,7 +216,7 @@ def stream_scores(
     # one remote task per block for it (and the driver waits for them): measured 3.5 CPU s and a
     # worker process at 20k rows, before the first actor starts. It also keeps our block count.
     ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
-    store = None
+    stores: list = []
     try:
         if use_fused_layout(plans, config):
             ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
@@ -225,7 +225,7 @@ def stream_scores(
             if store_enabled(os.environ):
                 # the pixels go to the object store once, not once per stage hop (actors/pixel_store.py)
                 try:
-                    store, store_spec = start_store(store_budget())
+                    stores, store_spec = start_stores(store_count(decode_replicas))
                 except PixelStoreError as exc:
                     print(f"janus_ray: {exc}; the pixels travel in the rows instead", file=sys.stderr, flush=True)
             ds = _separate_stages(ds, plans, config, decode_replicas, decode_cpus, autoscale, journal_dir, actors,
@@ -243,21 +243,22 @@ def stream_scores(
             raise PoolStartError(_pool_start_message(plans, config)) from exc
         raise
     finally:
-        if store is not None:
-            _stop_store(store)
+        if stores:
+            _stop_stores(stores)
 
 
-def _stop_store(store) -> None:
-    """Keep the store's last ``summary()`` (``last_pixel_store_summary``), then kill it: that frees
-    whatever pixels it still holds (rows whose ``done`` never came)."""
+def _stop_stores(stores: list) -> None:
+    """Keep the stores' last ``summary()`` (``last_pixel_store_summary``, merged), then kill them:
+    that frees whatever pixels they still hold (rows whose ``done`` never came)."""
     import ray
 
     global last_pixel_store_summary
     try:
-        last_pixel_store_summary = ray.get(store.summary.remote(), timeout=10)
+        last_pixel_store_summary = merge_summaries(ray.get([s.summary.remote() for s in stores], timeout=10))
     except Exception:  # noqa: BLE001 - diagnostics only
         last_pixel_store_summary = None
-    ray.kill(store)
+    for store in stores:
+        ray.kill(store)
 
 
 def stream_in_process(

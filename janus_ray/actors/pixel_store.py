@@ -31,6 +31,8 @@ transport bench). Only methods import ``ray``.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 import uuid
@@ -56,6 +58,9 @@ START_TIMEOUT_S = 120.0
 #: done report, which would keep it waiting)
 MAX_CONCURRENCY = 32
 MAX_WAITING = 16
+#: decode actors per store, and the most stores a run starts (``store_count``)
+DECODERS_PER_STORE = 4
+MAX_STORES = 16
 #: an environment variable: "0" turns the store off (pixels travel in the blocks, as before)
 STORE_ENV = "JANUS_RAY_PIXEL_STORE"
 
@@ -224,26 +229,67 @@ def store_enabled(environ: Mapping[str, str]) -> bool:
     return environ.get(STORE_ENV, "1") != "0"
 
 
-def start_store(budget_bytes: int, wait_s: float = WAIT_S) -> tuple[Any, dict[str, str]]:
-    """Start a store on this (the driver's) node. Returns (handle, spec for ``PixelClient``)."""
+def start_stores(count: int = 1, wait_s: float = WAIT_S) -> tuple[list[Any], dict[str, Any]]:
+    """Start ``count`` stores, round-robin over the alive nodes with CPUs (the driver's node first),
+    so that no one actor process carries every pixel byte of a large node or a cluster: a decode
+    stage sends to a store on its own node (``PixelClient``). Each store's budget is
+    ``BUDGET_FRACTION`` of its node's object store, shared by the stores on that node.
+
+    Returns (handles, spec for ``PixelClient``: {"namespace", "stores": [{"name", "node"}]}).
+    Raises PixelStoreError (and kills what it started) if one does not start in ``START_TIMEOUT_S``.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    name = f"janus-ray-pixels-{uuid.uuid4().hex[:12]}"
     namespace = ray.get_runtime_context().namespace
     try:
-        node_id = ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - e.g. a driver without a node of its own: Ray places it
-        node_id = None
-    # the driver's node (it lives as long as the run); soft: any node if that one cannot host it
-    placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)} if node_id else {}
-    handle = remote_store_class().options(name=name, namespace=namespace, **placement).remote(budget_bytes, wait_s)
+        here = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - e.g. a driver without a node of its own
+        here = None
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    nodes.sort(key=lambda n: n.get("NodeID") != here)  # the driver's node first
+    placed = [nodes[i % len(nodes)] if nodes else None for i in range(max(1, count))]
+    per_node: dict[str | None, int] = {}
+    for node in placed:
+        per_node[node and node["NodeID"]] = per_node.get(node and node["NodeID"], 0) + 1
+    fallback = float(ray.cluster_resources().get("object_store_memory", 0)) / max(1, len(nodes))
+    handles, stores = [], []
+    run = uuid.uuid4().hex[:12]
+    for i, node in enumerate(placed):
+        node_id = node and node["NodeID"]
+        memory = float(node.get("Resources", {}).get("object_store_memory", 0)) if node else 0.0
+        budget = int(BUDGET_FRACTION * (memory or fallback) / per_node[node_id])
+        name = f"janus-ray-pixels-{run}-{i}"
+        # soft: any node if that one cannot host it
+        placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=True)} if node_id else {}
+        handles.append(remote_store_class().options(name=name, namespace=namespace, **placement)
+                       .remote(budget, wait_s))
+        stores.append({"name": name, "node": node_id})
     try:
-        ray.get(handle.summary.remote(), timeout=START_TIMEOUT_S)  # named before any stage looks it up
+        ray.get([h.summary.remote() for h in handles], timeout=START_TIMEOUT_S)  # named before any stage looks
     except Exception as exc:
-        ray.kill(handle)
+        for handle in handles:
+            ray.kill(handle)
         raise PixelStoreError(f"the pixel store did not start within {START_TIMEOUT_S:g} s ({exc!r})") from exc
-    return handle, {"name": name, "namespace": namespace}
+    return handles, {"namespace": namespace, "stores": stores}
+
+
+def store_count(decode_replicas: int) -> int:
+    """Stores for a run with up to ``decode_replicas`` decode actors: one per ``DECODERS_PER_STORE``
+    of them (each store copies bytes at a few hundred MB/s), at most ``MAX_STORES``."""
+    return max(1, min(MAX_STORES, -(-int(decode_replicas) // DECODERS_PER_STORE)))
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``summary()`` for several stores: counts and bytes added, maxima kept, ``stores`` = how many."""
+    out: dict[str, Any] = {"stores": len(summaries)}
+    for summary in summaries:
+        for key, value in summary.items():
+            if key.startswith("max_"):
+                out[key] = max(out.get(key, 0), value)
+            else:
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 def created_bytes() -> int:
@@ -260,21 +306,6 @@ def created_bytes() -> int:
     return total
 
 
-def store_budget() -> int:
-    """``BUDGET_FRACTION`` of the object store of the driver's node (where the store runs; the
-    whole cluster's if that node is not found)."""
-    import ray
-
-    try:
-        node_id = ray.get_runtime_context().get_node_id()
-        node = next(n for n in ray.nodes() if n.get("NodeID") == node_id and n.get("Alive"))
-        memory = float(node.get("Resources", {}).get("object_store_memory", 0))
-    except Exception:  # noqa: BLE001 - no node of its own (a client driver): the cluster's
-        memory = 0.0
-    memory = memory or float(ray.cluster_resources().get("object_store_memory", 0))
-    return int(BUDGET_FRACTION * memory)
-
-
 def as_pixel_client(store: Any):
     """A stage's ``pixel_store`` argument -> what it calls: None (no store), a client object as is
     (``InProcessPixelStore``, test doubles), or a store spec dict -> a ``PixelClient``."""
@@ -282,28 +313,44 @@ def as_pixel_client(store: Any):
 
 
 class PixelClient:
-    """What the stages call; one per actor process. ``spec``: {"name", "namespace"} of the store."""
+    """What the stages call; one per actor process. ``spec``: ``start_stores``' spec (or the
+    one-store form {"name", "namespace"}). A batch's key names its store: ``<index>.<uuid>``."""
 
-    def __init__(self, spec: Mapping[str, str]):
+    def __init__(self, spec: Mapping[str, Any]):
         self.spec = dict(spec)
-        self._handle = None
+        self.stores = list(spec.get("stores") or [{"name": spec["name"], "node": None}])
+        self._handles: dict[int, Any] = {}
+        self._mine: int | None = None
 
-    @property
-    def handle(self):
-        if self._handle is None:
+    def handle(self, index: int):
+        if index not in self._handles:
             import ray
 
-            self._handle = ray.get_actor(self.spec["name"], namespace=self.spec["namespace"])
-        return self._handle
+            self._handles[index] = ray.get_actor(self.stores[index]["name"], namespace=self.spec["namespace"])
+        return self._handles[index]
+
+    def mine(self) -> int:
+        """The store this process sends to: one on its own node if any (the bytes then never cross
+        the network twice), the same one for the process's life, spread over processes by pid."""
+        if self._mine is None:
+            ray = sys.modules.get("ray")  # never start or join a Ray to find out (tests call this without)
+            try:
+                node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+            except Exception:  # noqa: BLE001 - a worker without a node id: any store
+                node = None
+            local = [i for i, s in enumerate(self.stores) if s.get("node") == node] or list(range(len(self.stores)))
+            self._mine = local[os.getpid() % len(local)]
+        return self._mine
 
     def store(self, pixels: Mapping[str, tuple[np.ndarray, list[bytes]]], rows: int) -> str:
         """Send one decode batch's pixels (holder -> (offsets (rows + 1,), each row's bytes)) to the
         store; returns the batch's key once the store holds them."""
         import ray
 
-        key = uuid.uuid4().hex
+        index = self.mine()
+        key = f"{index}.{uuid.uuid4().hex}"
         total = sum(int(offsets[-1]) for offsets, _ in pixels.values())
-        handle = self.handle
+        handle = self.handle(index)
         ray.get(handle.reserve.options(concurrency_group="reserve").remote(total))
         try:
             calls = []
@@ -324,11 +371,12 @@ class PixelClient:
         import ray
 
         out: dict[str, dict[str, Any] | BaseException] = {}
-        try:
-            handle = self.handle
-        except Exception as exc:  # noqa: BLE001 - the store is gone: every key is lost
-            return {key: exc for key in needs}
-        lookups = {key: handle.lookup.remote(key) for key in needs}
+        lookups = {}
+        for key in needs:
+            try:
+                lookups[key] = self.handle(_store_index(key)).lookup.remote(key)
+            except Exception as exc:  # noqa: BLE001 - that store is gone: its keys are lost
+                out[key] = exc
         refs: dict[str, dict[str, Any]] = {}
         for key, lookup in lookups.items():
             try:
@@ -354,8 +402,18 @@ class PixelClient:
         return out
 
     def done(self, finished: dict[str, list[int]]) -> None:
-        """Fire and forget: the store drops the keys whose rows are all done."""
-        self.handle.done.remote(finished)
+        """Fire and forget: each store drops its keys whose rows are all done."""
+        by_store: dict[int, dict[str, list[int]]] = {}
+        for key, rows in finished.items():
+            by_store.setdefault(_store_index(key), {})[key] = rows
+        for index, part in by_store.items():
+            self.handle(index).done.remote(part)
+
+
+def _store_index(key: str) -> int:
+    """The store a key was sent to (``<index>.<uuid>``; a key without an index: store 0)."""
+    head, dot, _ = key.partition(".")
+    return int(head) if dot and head.isdigit() else 0
 
 
 def _call_parts(cells: list[bytes]) -> list[list[bytes]]:

@@ -13,7 +13,7 @@ import pytest
 
 from janus_ray import stream as stream_module
 from janus_ray.actors.decode_stage import DecodeStage, pixel_column, todo_column
-from janus_ray.actors.pixel_store import created_bytes, start_store
+from janus_ray.actors.pixel_store import created_bytes, start_stores
 from janus_ray.config import RunConfig
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.pipeline import Stages, evaluate
@@ -85,14 +85,29 @@ def test_per_metric_scores_equal_in_process_scores_and_pixels_are_written_once(l
 def test_with_the_store_dead_from_the_start_the_pixels_travel_in_the_rows(local_ray, tmp_path, expected, monkeypatch):
     import ray
 
-    def start_then_kill(budget):
-        handle, spec = start_store(budget)
-        ray.kill(handle)
-        return handle, spec
+    def start_then_kill(count):
+        handles, spec = start_stores(count)
+        for handle in handles:
+            ray.kill(handle)
+        return handles, spec
 
-    monkeypatch.setattr(stream_module, "start_store", start_then_kill)
+    monkeypatch.setattr(stream_module, "start_stores", start_then_kill)
     inputs, local_scores = expected
     stream_module.last_pixel_store_summary = {"stale": True}
     evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
     _assert_same_scores(_scores(inputs, tmp_path / "ray"), local_scores)  # every row scored, none lost
     assert stream_module.last_pixel_store_summary is None  # the store was gone
+
+
+@pytest.mark.ray
+def test_several_stores_route_each_key_to_its_own_and_all_are_freed(local_ray, tmp_path, expected, monkeypatch):
+    # a large node's decode actors are spread over several stores (no one process carries every
+    # pixel byte); a metric stage reads each key from the store its index names
+    monkeypatch.setattr(stream_module, "store_count", lambda decode_replicas: 3)
+    inputs, local_scores = expected
+    stream_module.last_pixel_store_summary = None
+    evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
+    _assert_same_scores(_scores(inputs, tmp_path / "ray"), local_scores)
+    summary = stream_module.last_pixel_store_summary
+    assert summary is not None and summary["stores"] == 3
+    assert summary["held_keys"] == 0 and summary["held_bytes_total"] == _pixel_bytes(inputs)

@@ -179,3 +179,30 @@ def test_a_stage_fetches_only_the_holders_it_needs_and_without_a_store_its_rows_
     assert store.asked == {key: {"hpsv2"}}  # HPSv2.1's pixels are HPSv2's; clipscore's are not pulled
     out = MetricActor(metric="clipscore", scorer="clipscore", **kwargs)(batch)
     assert list(out[stage_error_column("clipscore")]) == [f"{PIXELS_LOST}: RuntimeError: no pixel store configured"] * 2
+
+
+def test_store_count_grows_with_the_decode_actors_and_is_capped():
+    from janus_ray.actors.pixel_store import DECODERS_PER_STORE, MAX_STORES, store_count
+
+    assert store_count(1) == 1 and store_count(DECODERS_PER_STORE) == 1
+    assert store_count(DECODERS_PER_STORE + 1) == 2
+    assert store_count(10_000) == MAX_STORES
+
+
+def test_summaries_of_several_stores_add_up_and_keep_maxima():
+    from janus_ray.actors.pixel_store import merge_summaries
+
+    merged = merge_summaries([{"held_keys": 1, "held_bytes_total": 10, "max_outstanding_bytes": 7},
+                              {"held_keys": 0, "held_bytes_total": 5, "max_outstanding_bytes": 9}])
+    assert merged == {"stores": 2, "held_keys": 1, "held_bytes_total": 15, "max_outstanding_bytes": 9}
+
+
+def test_a_key_names_its_store_and_a_client_sends_to_a_store_on_its_own_node():
+    from janus_ray.actors.pixel_store import PixelClient, _store_index
+
+    assert _store_index("2.abc") == 2 and _store_index("abc") == 0  # the one-store form
+    client = PixelClient({"namespace": "n", "stores": [{"name": "a", "node": "elsewhere"},
+                                                        {"name": "b", "node": None}, {"name": "c", "node": None}]})
+    # outside a Ray worker the node is unknown (None): one of the stores "on" that node
+    assert client.mine() in (1, 2) and client.mine() == client.mine()
+    assert PixelClient({"name": "only", "namespace": "n"}).mine() == 0
