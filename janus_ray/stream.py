@@ -110,6 +110,14 @@ def connect(address: str | None) -> Connection:
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
 
 
+def disconnect() -> None:
+    """``ray.shutdown()``: the embedded Ray's processes are stopped (a joined cluster's driver only
+    disconnects). Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
+    import ray
+
+    ray.shutdown()
+
+
 def local_shape(gpu_memory_gb: float | None) -> ClusterShape:
     """This machine, before any Ray starts (an embedded Ray gets exactly these CPUs and GPUs)."""
     import torch
