@@ -139,3 +139,12 @@ def test_a_missing_weight_file_fails_before_ray_starts(tmp_path, fake_ray):
         evaluate(config_for(inputs, weights_root=str(tmp_path / "no-weights"), metrics=["pickscore"]),
                  io.StringIO(), stages=Stages())
     assert fake_ray == []
+
+
+def test_the_fused_pool_on_one_node_starts_its_actors_without_waiting_for_all_of_them():
+    from janus_ray.stream import pool_start_wait_s
+
+    assert pool_start_wait_s(fused=True, alive_nodes=1, timeout_s=600.0) == -1  # Ray Data: asynchronous
+    # every other pool keeps the bounded wait that ends a run whose pool cannot be placed
+    assert pool_start_wait_s(fused=True, alive_nodes=3, timeout_s=600.0) == 600
+    assert pool_start_wait_s(fused=False, alive_nodes=1, timeout_s=90.5) == 90
