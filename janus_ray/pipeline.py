@@ -399,8 +399,9 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
     """``prepare_run`` in a thread while this thread starts the embedded Ray (``ray.init`` belongs on
     the main thread: it installs a SIGTERM handler there). Ray's start is mostly waiting for its
     processes, the scan is one busy thread: on 2 CPUs they overlap. Returns (the prepared run,
-    whether this call started the embedded Ray). An error of the scan (bad input) is raised as is;
-    if Ray fails to start, the scan is waited for and its hashing stopped."""
+    whether this call started the embedded Ray). An error of the scan (bad input) is raised as is,
+    once Ray is up, and that Ray is shut down in the background; if Ray fails to start, the scan is
+    waited for and its hashing stopped."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:
         future = pool.submit(prepare_run, config, stream, stages, local=True, checked=True)
         try:
@@ -409,7 +410,12 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
             if future.exception() is None:  # waits for the scan
                 future.result().weight_hashes.cancel()
             raise
-        return future.result(), started
+        try:
+            return future.result(), started
+        except BaseException:
+            if started:  # the scan failed (bad input): the Ray started for it is not needed
+                shutdown_embedded_ray()
+            raise
 
 
 def check_inputs(config: RunConfig) -> None:

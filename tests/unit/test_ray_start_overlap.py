@@ -14,7 +14,7 @@ import pytest
 import janus_ray.pipeline as pipeline
 import janus_ray.stream as ray_side
 from janus_ray.config import RunConfig
-from janus_ray.errors import WeightsError
+from janus_ray.errors import JanusRayError, WeightsError
 from janus_ray.pipeline import Stages, evaluate, starts_ray_early
 from janus_ray.plan import ClusterShape
 from janus_ray.stream import Connection, stream_in_process
@@ -148,3 +148,12 @@ def test_the_fused_pool_on_one_node_starts_its_actors_without_waiting_for_all_of
     # every other pool keeps the bounded wait that ends a run whose pool cannot be placed
     assert pool_start_wait_s(fused=True, alive_nodes=3, timeout_s=600.0) == 600
     assert pool_start_wait_s(fused=False, alive_nodes=1, timeout_s=90.5) == 90
+
+
+def test_a_scan_error_after_the_early_start_stops_that_ray_again(tmp_path, fake_ray):
+    inputs = build_inputs(tmp_path)
+    inputs["prompt_json"].write_text("{not json", encoding="utf-8")  # read by the scan, not by validate()
+    with pytest.raises(JanusRayError):
+        evaluate(config_for(inputs, resume=False), io.StringIO(), stages=Stages())
+    pipeline.wait_for_ray_shutdown()
+    assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
