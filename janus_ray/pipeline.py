@@ -280,7 +280,9 @@ class Stages:
     progress: type[Progress] = Progress
     #: ``(config, stream) -> (Plan, autoscaling)``; None = ``plan_before_ray`` (joins a given cluster
     #: to learn its shape; on this machine alone starts nothing). Ray itself is started (``ensure_ray``)
-    #: only when something is left to score and ``stream_scores`` is the Ray stream (None). A
+    #: only when something is left to score and ``stream_scores`` is the Ray stream (None): while the
+    #: folders are scanned when no resume-cache part exists (``starts_ray_early``, which also needs
+    #: ``plan`` None), else once the cache has been read. A
     #: stand-in with ``stream_scores`` = ``janus_ray.stream.stream_in_process`` runs ``evaluate`` with
     #: no Ray at all (fast tests).
     plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
