@@ -17,8 +17,10 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -117,10 +119,38 @@ def plan_metrics(config: RunConfig, cluster_gpus: int, cluster_cpus: float, gpu_
     return [p for phase in plan.phases for p in metric_plans(phase, config)]
 
 
+#: the background ``ray.shutdown`` of the embedded Ray an ``evaluate`` started (``shutdown_embedded_ray``)
+_ray_shutdown: threading.Thread | None = None
+
+
 def ray_is_up() -> bool:
-    """Whether this process already has Ray initialised (never imports ``ray`` to find out)."""
+    """Whether this process already has Ray initialised (never imports ``ray`` to find out). Waits
+    for a background shutdown of an earlier run's embedded Ray first: a Ray going down is not up."""
+    wait_for_ray_shutdown()
     ray = sys.modules.get("ray")
     return ray is not None and bool(ray.is_initialized())
+
+
+def wait_for_ray_shutdown() -> None:
+    """Join the background shutdown ``shutdown_embedded_ray`` started, if any (at once when none)."""
+    global _ray_shutdown
+    if _ray_shutdown is not None:
+        _ray_shutdown.join()
+        _ray_shutdown = None
+
+
+def shutdown_embedded_ray() -> None:
+    """Shut down, in a background thread, the embedded Ray this process started: its processes take
+    a second or two to stop (Ray gives each one a graceful second), which overlaps the assembly and
+    the result files instead of delaying the process's exit. The thread is not a daemon, so the
+    interpreter waits for it at exit (before Ray's own atexit shutdown, then a no-op); ``ray_is_up``
+    and ``ensure_ray`` wait for it, so a later run in this process starts a fresh Ray."""
+    global _ray_shutdown
+    from janus_ray.stream import disconnect
+
+    wait_for_ray_shutdown()
+    _ray_shutdown = threading.Thread(target=disconnect, name="janus-ray-shutdown")
+    _ray_shutdown.start()
 
 
 def runs_locally(config: RunConfig) -> bool:
@@ -130,26 +160,29 @@ def runs_locally(config: RunConfig) -> bool:
     return not ray_is_up() and not join_address(config.ray_address)
 
 
-def plan_before_ray(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
+def plan_before_ray(config: RunConfig, stream=sys.stderr, local: bool | None = None) -> tuple[Plan, bool]:
     """(plan, autoscaling), starting nothing when this machine runs alone: the plan is made (and a
     plan that cannot fit refused) from ``local_shape``, and Ray is started later by ``ensure_ray``
     only if the resume cache leaves something to score. A joined cluster is connected to here, to
-    learn its shape."""
+    learn its shape. ``local``: ``runs_locally(config)`` decided by the caller (``evaluate`` starting
+    the embedded Ray while this runs in a thread would otherwise make it look like a joined one)."""
     from janus_ray.stream import cluster_shape, connect, local_shape
 
-    if runs_locally(config):
+    if runs_locally(config) if local is None else local:
         return plan_run(config, local_shape(config.gpu_memory_gb)), False
     connection = connect(config.ray_address)
     shape = cluster_shape(connection, config.gpu_memory_gb)
     return plan_run(config, shape), shape.can_autoscale
 
 
-def ensure_ray(config: RunConfig) -> None:
-    """Start the embedded Ray (or join ``config``'s cluster) unless this process already has Ray."""
-    if not ray_is_up():
-        from janus_ray.stream import connect
+def ensure_ray(config: RunConfig) -> bool:
+    """Start the embedded Ray (or join ``config``'s cluster) unless this process already has Ray.
+    Returns True when this call started an embedded local Ray (its caller may shut it down)."""
+    if ray_is_up():
+        return False
+    from janus_ray.stream import connect
 
-        connect(config.ray_address)
+    return not connect(config.ray_address).joined
 
 
 def connect_and_plan(config: RunConfig, stream=sys.stderr) -> tuple[Plan, bool]:
@@ -253,7 +286,9 @@ class Stages:
     progress: type[Progress] = Progress
     #: ``(config, stream) -> (Plan, autoscaling)``; None = ``plan_before_ray`` (joins a given cluster
     #: to learn its shape; on this machine alone starts nothing). Ray itself is started (``ensure_ray``)
-    #: only when something is left to score and ``stream_scores`` is the Ray stream (None). A
+    #: only when something is left to score and ``stream_scores`` is the Ray stream (None): while the
+    #: folders are scanned when no resume-cache part exists (``starts_ray_early``, which also needs
+    #: ``plan`` None), else once the cache has been read. A
     #: stand-in with ``stream_scores`` = ``janus_ray.stream.stream_in_process`` runs ``evaluate`` with
     #: no Ray at all (fast tests).
     plan: Callable[[RunConfig, Any], tuple[Plan, bool]] | None = None
@@ -280,14 +315,61 @@ class Work:
 def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = None) -> RunResult:
     """Run the whole eval job described by ``config`` and write every result file.
 
-    The steps, one function each: scan (validate, weight files, manifest) -> plan (no Ray on this
-    machine alone; one MetricPlan list per phase, with its resume settings key) -> select work
+    The steps, one function each: check (config, weight files) -> scan (manifest) -> plan (no Ray on
+    this machine alone; one MetricPlan list per phase, with its resume settings key) -> select work
     (resume cache) -> stream each phase (Ray started only now, and only if something is left) ->
-    assemble -> write. ``config`` is validated in place (names resolved) but its folders are not
-    rewritten: the run works on a copy with absolute folders. ``stages``: see ``Stages``.
+    assemble -> write. When Ray is sure to be needed (``starts_ray_early``: this machine alone, no
+    resume-cache part to read) the embedded Ray starts at once, on this thread, while another one
+    scans, hashes and plans; an embedded Ray started here is shut down in the background once the
+    stream is done (``shutdown_embedded_ray``). ``config`` is validated in place (names resolved)
+    but its folders are not rewritten: the run works on a copy with absolute folders. ``stages``:
+    see ``Stages``.
     """
     stages = stages or Stages()
-    config, scans = scan_inputs(config, stream)
+    check_inputs(config)  # a bad flag or a missing weight file fails before any Ray starts
+    if starts_ray_early(config, stages):
+        run, owns_ray = prepare_while_ray_starts(config, stream, stages)
+    else:
+        run, owns_ray = prepare_run(config, stream, stages, checked=True), False
+    config, plans, work = run.config, run.plans, run.work
+    try:
+        results, oom_halvings = stream_phases(run.frame, run.phase_plans, work, config, run.plan, run.autoscale,
+                                              stream, stages, owns_ray=owns_ray)
+        table = assemble(run.frame, plans, work.cached, results)
+        meta = run_meta(config, plans, Path(config.weights_root).resolve(), run.weight_hashes.result())
+    finally:
+        run.weight_hashes.cancel()  # a failed run stops hashing at once (finished files stay memoised)
+    meta["plan"] = run.plan.to_json()
+    meta["oom_batch_halvings"] = oom_halvings
+    return write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
+                                      out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+
+
+@dataclass
+class PreparedRun:
+    """What ``prepare_run`` hands the stream: the run's config (absolute folders), scans, output
+    places, the running weight-file hashing, the plan (and its MetricPlans), the manifest frame and
+    the work left after the resume cache."""
+
+    config: RunConfig
+    scans: list
+    output_root: Path
+    out_dirs: dict[str, Path]
+    weight_hashes: WeightHashes
+    plan: Plan
+    autoscale: bool
+    phase_plans: list[list[MetricPlan]]
+    plans: list[MetricPlan]
+    frame: pd.DataFrame
+    work: Work
+
+
+def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = None, *, local: bool | None = None,
+                checked: bool = False) -> PreparedRun:
+    """Everything before the stream: scan, start the weight-file and image hashing (thread pools,
+    overlapping what follows), plan (``local``: see ``plan_before_ray``), manifest frame, resume
+    selection. ``checked``: ``check_inputs`` already ran. On failure the weight hashing is stopped."""
+    config, scans = scan_inputs(config, stream, checked=checked)
     output_root, out_dirs = output_dirs(config)
     weights_root = Path(config.weights_root).resolve()
     # weight-file hashes (provenance) and image content hashes (resume keys) in thread pools,
@@ -295,31 +377,74 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     weight_hashes = WeightHashes(cache_directory(config, output_root), weight_files(config, weights_root))
     try:
         hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
-        plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages)
+        plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages, local=local)
         frame = manifest_frame(scans, hashes)
         work = select_work(config, frame, plans, output_root, stream)
-        results, oom_halvings = stream_phases(frame, phase_plans, work, config, plan, autoscale, stream, stages)
-        table = assemble(frame, plans, work.cached, results)
-        meta = run_meta(config, plans, weights_root, weight_hashes.result())
-    finally:
-        weight_hashes.cancel()  # a failed run stops hashing at once (finished files stay memoised)
-    meta["plan"] = plan.to_json()
-    meta["oom_batch_halvings"] = oom_halvings
-    return write_outputs(WriteRequest(table=table, plans=plans, scans=scans, output_root=output_root,
-                                      out_dirs=out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+    except BaseException:
+        weight_hashes.cancel()
+        raise
+    return PreparedRun(config=config, scans=scans, output_root=output_root, out_dirs=out_dirs,
+                       weight_hashes=weight_hashes, plan=plan, autoscale=autoscale, phase_plans=phase_plans,
+                       plans=plans, frame=frame, work=work)
 
 
-def scan_inputs(config: RunConfig, stream=sys.stderr) -> tuple[RunConfig, list]:
-    """Validate ``config``, check every weight file (before Ray starts) and scan the folders.
+def starts_ray_early(config: RunConfig, stages: Stages) -> bool:
+    """Whether Ray is sure to be needed before the folders are even scanned, so that ``evaluate``
+    starts it while they are: the default (Ray) stream and planning, an embedded Ray on this
+    machine (``runs_locally``: never for --ray-address, RAY_ADDRESS / a Ray job, or a Ray already
+    up), and no resume-cache part to read (resume off, or a cache directory without parts). A
+    rerun with a cache keeps the order scan -> cache -> Ray only if something is left to score.
+    ``config`` must be validated (``check_inputs``)."""
+    if stages.stream_scores is not None or stages.plan is not None or not runs_locally(config):
+        return False
+    if not config.resume:
+        return True
+    return not ResultCache(cache_directory(config, output_dirs(config)[0])).parts()
 
-    Returns (a copy of ``config`` with absolute folders, the FolderScans). Raises ConfigError /
-    WeightsError (missing weight file) / the manifest's errors.
-    """
+
+def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
+                             stages: Stages | None = None) -> tuple[PreparedRun, bool]:
+    """``prepare_run`` in a thread while this thread starts the embedded Ray (``ray.init`` belongs on
+    the main thread: it installs a SIGTERM handler there). Ray's start is mostly waiting for its
+    processes, the scan is one busy thread: on 2 CPUs they overlap. Returns (the prepared run,
+    whether this call started the embedded Ray). An error of the scan (bad input) is raised as is,
+    once Ray is up, and that Ray is shut down in the background; if Ray fails to start, the scan is
+    waited for and its hashing stopped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:
+        future = pool.submit(prepare_run, config, stream, stages, local=True, checked=True)
+        try:
+            started = ensure_ray(config)
+        except BaseException:
+            if future.exception() is None:  # waits for the scan
+                future.result().weight_hashes.cancel()
+            raise
+        try:
+            return future.result(), started
+        except BaseException:
+            if started:  # the scan failed (bad input): the Ray started for it is not needed
+                shutdown_embedded_ray()
+            raise
+
+
+def check_inputs(config: RunConfig) -> None:
+    """Validate ``config`` (in place: names resolved) and check every run metric's weight files.
+
+    Raises ConfigError / WeightsError (missing weight file)."""
     config.validate()
     weights_root = Path(config.weights_root).resolve()
     for metric in config.metrics:  # fail fast, before Ray starts, on a missing weight file
         cls = get_scorer_class(metric)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
+
+
+def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) -> tuple[RunConfig, list]:
+    """Check ``config`` (``check_inputs``, unless ``checked``: done already) and scan the folders.
+
+    Returns (a copy of ``config`` with absolute folders, the FolderScans). Raises ConfigError /
+    WeightsError (missing weight file) / the manifest's errors.
+    """
+    if not checked:
+        check_inputs(config)
     prompts = load_prompts(config.prompt_json) if config.prompt_json else None
     config = replace(config, folders=[str(Path(f).resolve()) for f in config.folders])
     scans = build_manifest(config.folders, prompts, all_samples=config.all_samples, limit=config.limit)
@@ -330,13 +455,13 @@ def scan_inputs(config: RunConfig, stream=sys.stderr) -> tuple[RunConfig, list]:
     return config, scans
 
 
-def plan_phases(config: RunConfig, stream=sys.stderr,
-                stages: Stages | None = None) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
-    """Plan (``stages.plan``, default ``plan_before_ray``: no Ray on this machine alone): (plan,
-    autoscaling, MetricPlans per phase, all MetricPlans in the run's metric order, each with its
-    resume ``settings_key``)."""
+def plan_phases(config: RunConfig, stream=sys.stderr, stages: Stages | None = None, *,
+                local: bool | None = None) -> tuple[Plan, bool, list[list[MetricPlan]], list[MetricPlan]]:
+    """Plan (``stages.plan``, default ``plan_before_ray``: no Ray on this machine alone; ``local``
+    passed to it): (plan, autoscaling, MetricPlans per phase, all MetricPlans in the run's metric
+    order, each with its resume ``settings_key``)."""
     stages = stages or Stages()
-    plan, autoscale = (stages.plan or plan_before_ray)(config, stream)
+    plan, autoscale = (stages.plan or functools.partial(plan_before_ray, local=local))(config, stream)
     print("[janus-ray] " + plan.table().replace("\n", "\n[janus-ray]   "), file=stream)
     phase_plans = [metric_plans(phase, config) for phase in plan.phases]
     order = {m: i for i, m in enumerate(config.metrics)}
@@ -393,9 +518,13 @@ def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan],
 
 def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work: Work, config: RunConfig,
                   plan: Plan, autoscale: bool, stream=sys.stderr,
-                  stages: Stages | None = None) -> tuple[list[pd.DataFrame], dict[str, int]]:
+                  stages: Stages | None = None, *, owns_ray: bool = False) -> tuple[list[pd.DataFrame], dict[str, int]]:
     """Stream each phase's rows through ``stages.stream_scores``, one phase after another, appending
     every result batch to the resume cache as it arrives (flushed even when a phase fails).
+
+    ``owns_ray``: the caller started the embedded Ray. An embedded Ray started by the caller or
+    here is shut down in the background once every phase streamed (``shutdown_embedded_ray``);
+    after a failure it is left to Ray's exit handler, as before.
 
     Returns (the result frames, one per row across phases; batch halvings per metric).
     """
@@ -425,7 +554,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
 
             if len(rows):
                 if stages.stream_scores is None:
-                    ensure_ray(config)  # the first phase with work starts Ray (a cached rerun never does)
+                    # the first phase with work starts Ray (a cached rerun never does)
+                    owns_ray = ensure_ray(config) or owns_ray
                 # The crash journal lives beside the resume cache, one directory per phase (actors/journal.py).
                 inflight = cache.directory / "inflight"
                 sweep_dead_journals(inflight)
@@ -444,6 +574,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
         raise Interrupted(received[0], str(cache.directory)) from exc
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
+    if owns_ray:
+        shutdown_embedded_ray()
     return _merge_phases(results_by_phase), oom_halvings
 
 

@@ -116,6 +116,14 @@ def connect(address: str | None) -> Connection:
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
 
 
+def disconnect() -> None:
+    """``ray.shutdown()``: the embedded Ray's processes are stopped (a joined cluster's driver only
+    disconnects). Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
+    import ray
+
+    ray.shutdown()
+
+
 def local_shape(gpu_memory_gb: float | None) -> ClusterShape:
     """This machine, before any Ray starts (an embedded Ray gets exactly these CPUs and GPUs)."""
     import torch
@@ -206,7 +214,9 @@ def stream_scores(
     import ray
 
     context = ray.data.DataContext.get_current()
-    context.wait_for_min_actors_s = int(config.pool_start_timeout_s)
+    fused = use_fused_layout(plans, config)
+    alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    context.wait_for_min_actors_s = pool_start_wait_s(fused, alive_nodes, config.pool_start_timeout_s)
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
     # projection task and a result batch on the driver (table.rows_per_block).
@@ -218,7 +228,7 @@ def stream_scores(
     ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     stores: list = []
     try:
-        if use_fused_layout(plans, config):
+        if fused:
             ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
         else:
             store_spec = None
@@ -329,6 +339,17 @@ def _free_per_node() -> str:
         return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(free.items()) if schedulable(k)) + "}"
 
     return "; ".join(f"{node_id[:8]}: {describe(free)}" for node_id, free in sorted(nodes.items()))
+
+
+def pool_start_wait_s(fused: bool, alive_nodes: int, timeout_s: float) -> int:
+    """Ray Data's ``wait_for_min_actors_s`` for one stream: ``timeout_s`` (the bound that ends a run
+    whose pool cannot be placed with ``PoolStartError``), or -1 (actors provisioned asynchronously)
+    for the fused CPU pool on a one-node cluster. The bounded wait blocks until *every* actor of
+    the pool is up, so the first fused actor ready idles until the last one is (0.6-2.7 s of a CPU
+    at 2 CPUs, measured); on one node the fused pool always fits (its actors share the node's CPUs
+    less one), so that bound guards against nothing there. A constructor that raises still fails
+    the run at once (Ray Data's ``max_consecutive_actor_init_deaths``, 0 by default)."""
+    return -1 if fused and alive_nodes == 1 else int(timeout_s)
 
 
 def use_fused_layout(plans: list, config) -> bool:

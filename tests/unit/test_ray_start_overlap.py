@@ -1,0 +1,159 @@
+"""The embedded Ray starts while the driver scans (when it is sure to be needed) and is shut down in
+the background once the stream is done (issue 9: the pipeline's fixed start and stop costs). No Ray
+runs here: ``janus_ray.stream.connect`` / ``disconnect`` are replaced by stand-ins that record the
+calls, and the Ray stream by the in-process one."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+import janus_ray.pipeline as pipeline
+import janus_ray.stream as ray_side
+from janus_ray.config import RunConfig
+from janus_ray.errors import JanusRayError, WeightsError
+from janus_ray.pipeline import Stages, evaluate, starts_ray_early
+from janus_ray.plan import ClusterShape
+from janus_ray.stream import Connection, stream_in_process
+from tests.integration.conftest import WEIGHTS_ROOT, build_inputs
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    """A local 2-CPU run whose Ray start and stop are recorded (thread names), the stream in-process."""
+    calls: list[tuple[str, str]] = []
+    up = [False]
+
+    def connect(address):
+        calls.append(("connect", threading.current_thread().name))
+        up[0] = True
+        return Connection(joined=False, address=None, autoscaler_config=None)
+
+    def disconnect():
+        time.sleep(0.2)  # a shutdown takes a while: ray_is_up must wait for it
+        calls.append(("disconnect", threading.current_thread().name))
+        up[0] = False
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_side, "local_shape", lambda gpu_memory_gb=None: ClusterShape.uniform(0, 0.0, 2.0))
+    monkeypatch.setattr(ray_side, "connect", connect)
+    monkeypatch.setattr(ray_side, "disconnect", disconnect)
+    monkeypatch.setattr(ray_side, "stream_scores", stream_in_process)
+    monkeypatch.setattr(pipeline, "ray_is_up", lambda: pipeline.wait_for_ray_shutdown() or up[0])
+    yield calls
+    pipeline.wait_for_ray_shutdown()
+
+
+def config_for(inputs, **overrides) -> RunConfig:
+    values = {"folders": [str(f) for f in inputs["folders"][-2:]], "weights_root": str(WEIGHTS_ROOT),
+              "prompt_json": str(inputs["prompt_json"]), "metrics": ["dummy"], **overrides}
+    return RunConfig(**values)
+
+
+def test_a_new_local_run_starts_ray_on_the_main_thread_while_the_folders_are_scanned(tmp_path, monkeypatch, fake_ray):
+    inputs = build_inputs(tmp_path)
+    ray_starting = threading.Event()
+    real_connect, real_scan = ray_side.connect, pipeline.build_manifest
+
+    def connect(address):
+        ray_starting.set()
+        return real_connect(address)
+
+    def build_manifest(*args, **kwargs):
+        # run in sequence (scan, then Ray) this waits in vain and the run fails
+        if not ray_starting.wait(timeout=10):
+            raise AssertionError("the folders were scanned before Ray started")
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(ray_side, "connect", connect)
+    monkeypatch.setattr(pipeline, "build_manifest", build_manifest)
+    log = io.StringIO()
+    result = evaluate(config_for(inputs, resume=False), log, stages=Stages())
+    assert result.n_rows > 0
+    assert fake_ray[0] == ("connect", threading.main_thread().name)
+    assert " to score, resume cache hits: 0" in log.getvalue()
+
+
+def test_an_embedded_ray_the_run_started_is_shut_down_in_the_background(tmp_path, fake_ray):
+    inputs = build_inputs(tmp_path)
+    evaluate(config_for(inputs), io.StringIO(), stages=Stages())  # a new cache: Ray starts early
+    pipeline.wait_for_ray_shutdown()
+    assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
+    assert fake_ray[1][1] == "janus-ray-shutdown"
+    # a partly cached rerun starts Ray after reading the cache (in the stream) and stops it too
+    fake_ray.clear()
+    evaluate(config_for(inputs), io.StringIO(), stages=Stages())
+    assert fake_ray == []  # fully cached: no Ray at all
+    log = io.StringIO()
+    evaluate(config_for(inputs, metrics=["dummy", "pickscore"]), log, stages=Stages())
+    assert "resume cache hits: " in log.getvalue() and " 0 to score" not in log.getvalue()
+    pipeline.wait_for_ray_shutdown()
+    assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
+
+
+def test_ray_is_up_waits_for_a_background_shutdown(monkeypatch):
+    stopped = threading.Event()
+
+    def slow_disconnect():
+        time.sleep(0.3)
+        stopped.set()
+
+    monkeypatch.setattr(ray_side, "disconnect", slow_disconnect)
+    pipeline.shutdown_embedded_ray()
+    assert not stopped.is_set()
+    pipeline.ray_is_up()
+    assert stopped.is_set()
+
+
+def test_ray_is_started_early_only_when_it_is_sure_to_be_needed_on_this_machine(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(pipeline, "ray_is_up", lambda: False)
+    config = RunConfig(folders=[str(tmp_path)], weights_root=str(WEIGHTS_ROOT), metrics=["dummy"],
+                       cache_dir=str(tmp_path / "cache"))
+    config.resolve_names()
+    assert starts_ray_early(config, Stages())  # resume on, no cache yet
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "part-0001.parquet").write_bytes(b"")
+    assert not starts_ray_early(config, Stages())  # a cache to read first: maybe nothing is left
+    config.resume = False
+    assert starts_ray_early(config, Stages())
+    assert not starts_ray_early(config, Stages(stream_scores=stream_in_process))
+    assert not starts_ray_early(config, Stages(plan=lambda c, s: None))
+    config.ray_address = "ray-head:6379"
+    assert not starts_ray_early(config, Stages())  # a joined cluster: connected to when planning
+    config.ray_address = None
+    monkeypatch.setenv("RAY_ADDRESS", "ray-head:6379")  # inside a Ray job
+    assert not starts_ray_early(config, Stages())
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(pipeline, "ray_is_up", lambda: True)  # the caller's own Ray
+    assert not starts_ray_early(config, Stages())
+
+
+def test_a_missing_weight_file_fails_before_ray_starts(tmp_path, fake_ray):
+    inputs = build_inputs(tmp_path)
+    (tmp_path / "no-weights").mkdir()
+    with pytest.raises(WeightsError):
+        evaluate(config_for(inputs, weights_root=str(tmp_path / "no-weights"), metrics=["pickscore"]),
+                 io.StringIO(), stages=Stages())
+    assert fake_ray == []
+
+
+def test_the_fused_pool_on_one_node_starts_its_actors_without_waiting_for_all_of_them():
+    from janus_ray.stream import pool_start_wait_s
+
+    assert pool_start_wait_s(fused=True, alive_nodes=1, timeout_s=600.0) == -1  # Ray Data: asynchronous
+    # every other pool keeps the bounded wait that ends a run whose pool cannot be placed
+    assert pool_start_wait_s(fused=True, alive_nodes=3, timeout_s=600.0) == 600
+    assert pool_start_wait_s(fused=False, alive_nodes=1, timeout_s=90.5) == 90
+
+
+def test_a_scan_error_after_the_early_start_stops_that_ray_again(tmp_path, fake_ray):
+    inputs = build_inputs(tmp_path)
+    inputs["prompt_json"].write_text("{not json", encoding="utf-8")  # read by the scan, not by validate()
+    with pytest.raises(JanusRayError):
+        evaluate(config_for(inputs, resume=False), io.StringIO(), stages=Stages())
+    pipeline.wait_for_ray_shutdown()
+    assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
