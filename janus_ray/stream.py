@@ -98,9 +98,16 @@ def read_autoscaler_config() -> dict[str, Any] | None:
     return data
 
 
+#: whether the Ray this process is connected to is the embedded one ``connect`` started (no other
+#: job can hold its CPUs)
+_embedded = False
+
+
 def connect(address: str | None) -> Connection:
     """Join the cluster named by ``address`` / RAY_ADDRESS, else start an embedded local Ray."""
     import ray
+
+    global _embedded
 
     target = join_address(address)
     if ray.is_initialized():
@@ -111,7 +118,7 @@ def connect(address: str | None) -> Connection:
     else:
         # address="local": a new instance, never one that `ray start` left running on this machine
         ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
-        joined = False
+        joined, _embedded = False, True
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
 
@@ -121,6 +128,8 @@ def disconnect() -> None:
     disconnects). Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
     import ray
 
+    global _embedded
+    _embedded = False
     ray.shutdown()
 
 
@@ -216,7 +225,7 @@ def stream_scores(
     context = ray.data.DataContext.get_current()
     fused = use_fused_layout(plans, config)
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    context.wait_for_min_actors_s = pool_start_wait_s(fused, alive_nodes, config.pool_start_timeout_s)
+    context.wait_for_min_actors_s = pool_start_wait_s(fused, alive_nodes, config.pool_start_timeout_s, _embedded)
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
     # projection task and a result batch on the driver (table.rows_per_block).
@@ -341,15 +350,17 @@ def _free_per_node() -> str:
     return "; ".join(f"{node_id[:8]}: {describe(free)}" for node_id, free in sorted(nodes.items()))
 
 
-def pool_start_wait_s(fused: bool, alive_nodes: int, timeout_s: float) -> int:
+def pool_start_wait_s(fused: bool, alive_nodes: int, timeout_s: float, embedded: bool = True) -> int:
     """Ray Data's ``wait_for_min_actors_s`` for one stream: ``timeout_s`` (the bound that ends a run
     whose pool cannot be placed with ``PoolStartError``), or -1 (actors provisioned asynchronously)
-    for the fused CPU pool on a one-node cluster. The bounded wait blocks until *every* actor of
-    the pool is up, so the first fused actor ready idles until the last one is (0.6-2.7 s of a CPU
-    at 2 CPUs, measured); on one node the fused pool always fits (its actors share the node's CPUs
-    less one), so that bound guards against nothing there. A constructor that raises still fails
-    the run at once (Ray Data's ``max_consecutive_actor_init_deaths``, 0 by default)."""
-    return -1 if fused and alive_nodes == 1 else int(timeout_s)
+    for the fused CPU pool on the embedded one-node Ray. The bounded wait blocks until *every*
+    actor of the pool is up, so the first fused actor ready idles until the last one is (0.6-2.7 s
+    of a CPU at 2 CPUs, measured); on the embedded Ray the fused pool always fits (its actors share
+    the node's CPUs less one, and no other job holds any), so that bound guards against nothing
+    there. A joined cluster, even of one node, keeps the bound: another job may hold its CPUs. A
+    constructor that raises still fails the run at once (Ray Data's
+    ``max_consecutive_actor_init_deaths``, 0 by default)."""
+    return -1 if fused and alive_nodes == 1 and embedded else int(timeout_s)
 
 
 def use_fused_layout(plans: list, config) -> bool:

@@ -144,10 +144,12 @@ def test_a_missing_weight_file_fails_before_ray_starts(tmp_path, fake_ray):
 def test_the_fused_pool_on_one_node_starts_its_actors_without_waiting_for_all_of_them():
     from janus_ray.stream import pool_start_wait_s
 
-    assert pool_start_wait_s(fused=True, alive_nodes=1, timeout_s=600.0) == -1  # Ray Data: asynchronous
+    assert pool_start_wait_s(fused=True, alive_nodes=1, timeout_s=600.0, embedded=True) == -1  # asynchronous
     # every other pool keeps the bounded wait that ends a run whose pool cannot be placed
     assert pool_start_wait_s(fused=True, alive_nodes=3, timeout_s=600.0) == 600
     assert pool_start_wait_s(fused=False, alive_nodes=1, timeout_s=90.5) == 90
+    # a joined one-node cluster may have its CPUs held by another job: the bound stays
+    assert pool_start_wait_s(fused=True, alive_nodes=1, timeout_s=600.0, embedded=False) == 600
 
 
 def test_a_scan_error_after_the_early_start_stops_that_ray_again(tmp_path, fake_ray):
