@@ -379,7 +379,10 @@ def _assign(big, counts, packed, whole, partial, batches):
         # packed metric on every host first; if they do not fit together beside what a host already
         # holds (e.g. VQAScore replicas on every GPU), fewer per GPU and fewer replicas each, so
         # that the group spreads over the hosts. The memory check is the worst case of Ray's packing.
-        fit, copies = [], 0
+        # Ray places a packed actor on any GPU with the share free, not only on the hosts chosen
+        # here: every GPU it may reach must hold its worst case (``_packed_share``)
+        reachable = [g for g in [*free, *partial] if g.free_share > 1e-9 and _has_resources(g, wanted)]
+        found = None
         # spreading (fewer than all per GPU) only on GPUs partly held by --num-gpus/--replicas pools:
         # with whole GPUs free, a metric that does not pack gets whole GPUs of its own instead
         for per_gpu in range(len(packed), 0, -1) if not free else [len(packed)]:
@@ -393,25 +396,51 @@ def _assign(big, counts, packed, whole, partial, batches):
                     break
                 fit = room
             if copies >= 1:
-                break
-        if copies < 1:
+                found = _packed_share(_round_share(min(g.free_share for g in fit) / per_gpu), copies, reachable, mems)
+                if found is not None:
+                    hosts = fit
+                    break
+        if found is None:
             need = _worst_fill(mems, 1, len(packed))
             return f"{', '.join(d.metric for d in packed)} need {need:.1f} GB together on one GPU"
-        hosts = fit
-        unused = len(free) - len([g for g in hosts if g in free])
-        share = _round_share(min(g.free_share for g in hosts) / per_gpu)
-        capacity = sum(min(g.free_share, share * per_gpu) for g in hosts)
+        share, copies, per_gpu_of = found
+        unused = len(free) - len([g for g in free if per_gpu_of.get(id(g), 0) > 0])
+        capacity = sum(min(g.free_share, share * per_gpu_of[id(g)]) for g in reachable)
         group_rate = capacity / sum(1.0 / d.images_per_s_gpu for d in packed)
         # spread thin, a metric cannot go faster than its replicas on whole GPUs
         group_rate = min(group_rate, min(copies * d.images_per_s_gpu for d in packed))
-        worst = _worst_fill(mems, copies, per_gpu)
-        fullest = max(fullest, worst + max(sum(g.actors_gb) for g in hosts))
+        fullest = max(fullest, max(sum(g.actors_gb) + _worst_fill(mems, copies, per_gpu_of[id(g)])
+                                   for g in reachable))
         for d, mem in zip(packed, mems):
             pools[d.metric] = Pool(d.metric, copies, share, 1.0, _batch(d, batches), mem, group_rate / copies,
                                    dict(d.resources))
     else:
         unused = len(free)
     return pools, fullest, unused
+
+
+def _packed_share(share: float, copies: int, reachable: list[_Gpu], mems: list[float]):
+    """The packed group's GPU share, raised until no GPU Ray may put its actors on gets more of them
+    than its memory holds (Ray places by share only: a GPU with a 0.33 share free takes two actors
+    of 0.1333, whatever the plan meant for it). Returns (share, replicas of each metric, {id(gpu):
+    how many packed actors it may get}), or None when the raised share leaves too few places."""
+    for _ in range(len(reachable) + 2):
+        raised = share
+        for g in reachable:
+            most = min(int(g.free_share / share + 1e-9), copies * len(mems))
+            k = most
+            while k > 0 and sum(g.actors_gb) + _worst_fill(mems, copies, k) > g.capacity_gb:
+                k -= 1
+            if k < most:  # block the (k + 1)-th actor: a share just above free / (k + 1)
+                raised = max(raised, _round_share(g.free_share / (k + 1)) + 1e-4)
+        slots = {id(g): min(int(g.free_share / raised + 1e-9), copies * len(mems)) for g in reachable}
+        copies = min(copies, sum(slots.values()) // len(mems))
+        if copies < 1 or raised > 1.0:
+            return None
+        if raised == share:
+            return round(share, 4), copies, slots
+        share = raised
+    return None
 
 
 def _fit_phase(demands: list[MetricDemand], gpus: list[_Gpu]) -> tuple[_Candidate, dict[str, int]] | str:

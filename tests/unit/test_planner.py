@@ -298,3 +298,27 @@ def test_a_replica_slice_is_never_thin_enough_for_more_replicas_per_gpu_than_mem
     assert vqa.replicas == 3
     assert int(1 / vqa.num_gpus + 1e-9) * vqa.gpu_memory_gb <= 80 * GPU_MEMORY_FRACTION
     assert sum(p.replicas * p.num_gpus for p in pools.values()) <= 2 + 1e-9
+
+
+@pytest.mark.parametrize("mem", [70, 80])
+def test_the_printed_fullest_gpu_is_the_worst_case_of_rays_placement_by_share(mem):
+    # 2 GPUs, --replicas vqascore=3: one GPU holds two VQAScore replicas, and Ray may put packed
+    # actors on it too (by share, not by the plan's intent): that GPU's worst case is what counts
+    phase = plan_for(2, mem, 8, vqascore={"replicas": 3}).phases[0]
+    vqa = phase.pools["vqascore"]
+    others = [p for m, p in phase.pools.items() if m != "vqascore"]
+    share = min(p.num_gpus for p in others)
+    worst = 0.0
+    for n_vqa in range(0, min(vqa.replicas, int(1 / vqa.num_gpus + 1e-9)) + 1):
+        k = int((1 - n_vqa * vqa.num_gpus) / share + 1e-9)
+        heaviest = sorted((p.gpu_memory_gb for p in others), reverse=True)[:k]
+        worst = max(worst, n_vqa * vqa.gpu_memory_gb + sum(heaviest))
+    assert worst <= mem * GPU_MEMORY_FRACTION + 1e-6
+    assert phase.gpu_memory_gb_per_gpu >= worst - 0.05  # was 58.1 GB printed for a 71.8 GB worst case
+
+
+def test_replicas_whose_worst_case_overfills_a_gpu_are_refused():
+    # 2 x 64 GB: two VQAScore replicas (51.8 GB) leave room for one small actor, but the share that
+    # keeps the other GPU's five actors leaves room for two on this one (63.6 GB > 57.6 usable)
+    with pytest.raises(ConfigError, match="cannot be placed"):
+        plan_for(2, 64, 8, vqascore={"replicas": 3})
