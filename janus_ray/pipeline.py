@@ -432,8 +432,9 @@ def check_inputs(config: RunConfig) -> None:
     Raises ConfigError / WeightsError (missing weight file)."""
     config.validate()
     weights_root = Path(config.weights_root).resolve()
-    for metric in config.metrics:  # fail fast, before Ray starts, on a missing weight file
+    for metric in config.metrics:  # fail fast, before Ray starts, on a missing weight file or a refused dtype
         cls = get_scorer_class(metric)
+        cls.check_dtype(config.spec(metric).dtype or config.dtype)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
 
 

@@ -121,6 +121,8 @@ def scorable(frame: pd.DataFrame) -> np.ndarray:
     return frame["error"].isna().to_numpy() & (frame["image_sha256"].to_numpy(dtype=object) != "")
 
 
+#: stands for the image's path in a cached failure text (the same bytes may sit at several paths)
+IMAGE_PATH_MARK = "<image>"
 #: key in ``cached_scores``' result: the cached failure text per row (None: no cached failure)
 CACHED_ERROR = "_error"
 
@@ -261,6 +263,7 @@ class BatchRecorder:
 
     def __init__(self, frame: pd.DataFrame, plans: list[MetricPlan], todo: dict[str, np.ndarray]):
         self.shas = frame["image_sha256"].to_numpy(dtype=object)
+        self.paths = frame["abs_path"].to_numpy(dtype=object)
         self.prompts = frame["prompt"].to_numpy(dtype=object)
         self.plans, self.todo = plans, todo
 
@@ -289,7 +292,10 @@ class BatchRecorder:
                 values = batch[output_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
                 columns[score_column(key)] = pa.array(values, pa.float64())
             if failed[keep].any():
-                errors = np.where(failed[keep], decode_error[keep], None)
+                errors = np.full(int(keep.sum()), None, dtype=object)
+                for j, i in enumerate(np.flatnonzero(keep)):
+                    if failed[i]:  # the same bytes may be another file elsewhere: the path is the row's
+                        errors[j] = str(decode_error[i]).replace(str(self.paths[row_ids[i]]), IMAGE_PATH_MARK)
                 columns[ERROR_COLUMN] = pa.array(errors, pa.string())
             tables.append(pa.table(columns))
         if not tables:
@@ -325,8 +331,8 @@ def assemble(
         was_cached = _cached(cached[plan.metric], plan.metric) if plan.metric in cached else np.zeros(n, bool)
         if plan.metric in cached:  # a cached failure of the image's bytes reads as it did when it happened
             failure = cached[plan.metric][CACHED_ERROR]
-            known_failure = ~pd.isna(failure)
-            decode_error[known_failure] = failure[known_failure]
+            for i in np.flatnonzero(~pd.isna(failure)):  # rows with a cached failure only: few
+                decode_error[i] = str(failure[i]).replace(IMAGE_PATH_MARK, str(frame["abs_path"].iat[i]))
         fresh_here = np.zeros(n, dtype=bool)
         fresh_here[ids] = True
         fresh_here &= ~was_cached

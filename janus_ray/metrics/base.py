@@ -208,12 +208,21 @@ class Scorer(abc.ABC):
     reference: ClassVar[str]
     #: precision the reference computes in on CUDA (used when dtype is None on CUDA)
     cuda_dtype: ClassVar[str] = "float32"
+    #: dtypes this metric refuses, and why (checked before Ray starts: ``check_dtype``)
+    unsupported_dtypes: ClassVar[dict[str, str]] = {}
     #: extra outputs of score_variants besides ``name``: {key: csv column}
     variant_columns: ClassVar[dict[str, str]] = {}
     #: cost and memory estimates for the planner (janus_ray/plan.py); None: unknown (planned as small)
     cost: ClassVar[ModelCost | None] = None
     #: a test / benchmark scorer (no model), not a metric
     testing_only: ClassVar[bool] = False
+
+    @classmethod
+    def check_dtype(cls, dtype: str | None) -> None:
+        """Raise ConfigError if ``dtype`` (a name such as 'float16'; None: the default) is one this
+        metric refuses (``unsupported_dtypes``)."""
+        if dtype in cls.unsupported_dtypes:
+            raise ConfigError(f"{cls.name}: {dtype} is not supported ({cls.unsupported_dtypes[dtype]})")
     #: the options this scorer accepts (``check_options`` rejects any other name)
     accepted_options: ClassVar[dict[str, Option]] = {}
 

@@ -286,6 +286,8 @@ class VQAScorer(Scorer):
     reference: ClassVar[str] = (
         "t2v_metrics 3.0 VQAScore (CLIPT5Model 'clip-flant5-xxl' / 'clip-flant5-xl', transformers 4.49)"
     )
+    unsupported_dtypes: ClassVar[dict[str, str]] = {
+        "float16": "FlanT5 activations overflow in fp16; use bfloat16, the reference's precision, or float32"}
     cuda_dtype: ClassVar[str] = "bfloat16"
     #: planner estimates per model option (shared/real-checkpoints.md for the sizes):
     costs_by_model: ClassVar[dict[str, ModelCost]] = {
@@ -333,10 +335,7 @@ class VQAScorer(Scorer):
     # ----- loading -----------------------------------------------------------------------------
     def load(self) -> None:
         if self.dtype == torch.float16:
-            raise ConfigError(
-                "vqascore: float16 is not supported (FlanT5 activations overflow in fp16); use bfloat16 "
-                "(the reference's precision) or float32."
-            )
+            self.check_dtype("float16")
         model_name = self.settings["model"]
         model_dir = self.weights_root / model_name
         config_path = model_dir / "config.json"

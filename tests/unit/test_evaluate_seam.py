@@ -268,3 +268,22 @@ def test_a_journal_left_by_a_dead_run_on_this_host_is_swept_and_others_are_kept(
         (path / "metric-dummy").mkdir(parents=True)
     assert sweep_dead_journals(inflight) == [dead]
     assert not dead.exists() and alive.is_dir() and other_host.is_dir() and unrelated.is_dir()
+
+
+def test_a_cached_failure_names_the_rows_own_file_not_the_first_one_seen(tmp_path):
+    import shutil
+
+    inputs = build_inputs(tmp_path)
+    first = inputs["folders"][1]  # holds the corrupt JPEG
+    inputs["corrupt"].write_bytes(b"plain text, no image")  # Pillow: "cannot identify image file '<path>'"
+    copy = first.parent / (first.name + "_copy")
+    shutil.copytree(first, copy)
+    common = dict(weights_root=str(WEIGHTS_ROOT), prompt_json=str(inputs["prompt_json"]), metrics=["dummy"],
+                  cache_dir=str(tmp_path / "cache"))
+    evaluate(RunConfig(folders=[str(first)], **common), io.StringIO(), stages=NO_RAY)
+    again = evaluate(RunConfig(folders=[str(copy)], **common), io.StringIO(), stages=NO_RAY)
+    corrupt = copy / inputs["corrupt"].relative_to(first)
+    row = again.table[again.table["abs_path"].astype(str) == str(corrupt.resolve())]
+    text = row["error"].iloc[0]
+    assert text.startswith("unreadable image: ") and str(corrupt.resolve()) in text
+    assert str(inputs["corrupt"].resolve()) not in text

@@ -96,3 +96,16 @@ def test_a_joined_cluster_is_connected_to_first_to_learn_its_shape(tmp_path, mon
     with pytest.raises(ConnectCalled):
         plan_before_ray(config, io.StringIO())
     assert no_ray == [config.ray_address]
+
+
+def test_a_dtype_a_metric_refuses_fails_in_one_line_before_ray_starts(tmp_path, no_ray, capsys):
+    """`--dtype vqascore=float16` started Ray and ended in two tracebacks 25 s later."""
+    from janus_ray.cli import main
+
+    inputs = build_inputs(tmp_path)
+    argv = ["eval", str(inputs["folders"][0]), "--prompt-json", str(inputs["prompt_json"]), "--weights-root",
+            str(WEIGHTS_ROOT), "--metrics", "vqascore", "--dtype", "vqascore=float16"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "janus-ray: error: vqascore: float16 is not supported (FlanT5 activations overflow in fp16" in err
+    assert "Traceback" not in err and no_ray == []  # Ray was never started
