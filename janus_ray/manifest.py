@@ -680,13 +680,16 @@ def validate_report(scans: Sequence[FolderScan], check_images: bool = True,
     lines, ok = [], not failed
     for folder, error in failed:
         lines += [f"== {folder}", f"  error: {error}", "  status: PROBLEMS", ""]
+    with_problems = len(failed)
     for scan in scans:
         folder_lines, folder_ok = _folder_report(scan, check_images)
         lines += folder_lines + [""]
         ok &= folder_ok
+        with_problems += not folder_ok
     n_rows = sum(len(scan.rows) for scan in scans)
-    lines.append(f"{'OK' if ok else 'PROBLEMS FOUND'}: {len(scans) + len(failed)} folder(s), "
-                 f"{n_rows} row(s) to score.")
+    total = len(scans) + len(failed)
+    head = "OK: " if ok else f"PROBLEMS FOUND in {with_problems} of "
+    lines.append(f"{head}{total} folder(s), {n_rows} row(s) to score.")
     return "\n".join(lines), ok
 
 
