@@ -148,7 +148,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except JanusRayError as exc:  # a report problem must not turn a finished eval into a failure
             print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)
     if result.n_failed:
-        print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column of janus_eval_scores.parquet or .json (the CSV keeps the earlier tool's columns).", file=sys.stderr)
+        print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column of janus_eval_scores.parquet "
+              "or .json (the CSV keeps the earlier tool's columns).", file=sys.stderr)
     return 1 if (config.strict and result.n_failed) else 0
 
 
