@@ -140,6 +140,7 @@ class _StageProbe:
 def _probe_classes():
     from janus_ray.actors.decode_stage import DecodeStage
     from janus_ray.actors.metric_actor import MetricActor, time_column
+    from janus_ray.columns import pixel_key_column
     from janus_ray.pipeline import Progress
 
     class ProbeProgress(Progress):
@@ -172,7 +173,20 @@ def _probe_classes():
             self._probe.write(self.scorer.device)
 
         def __call__(self, batch):
-            return self._probe.call(super().__call__, batch, self.scorer.device)
+            self._fetched = 0
+            out = self._probe.call(super().__call__, batch, self.scorer.device)
+            if self._fetched:  # pixels read from the pixel store count as input, like pixels in the rows
+                self._probe.record["batches"][-1][4] += self._fetched
+                self._probe.write(self.scorer.device)
+            return out
+
+        def _with_stored_pixels(self, batch, rows, errors):
+            local = super()._with_stored_pixels(batch, rows, errors)
+            if local is not batch:  # the pixel cells it filled in (uint8 slices of the store's objects)
+                for column, cells in local.items():
+                    if cells is not batch.get(column) and cells.dtype == object:
+                        self._fetched += sum(len(c) for c in cells) - sum(len(c) for c in batch[column])
+            return local
 
     class ProbeDecodeStage(DecodeStage):
         """DecodeStage recording per-batch wall/CPU seconds and the bytes it produces."""
@@ -184,10 +198,17 @@ def _probe_classes():
             self._probe.write()
 
         def __call__(self, batch):
+            self._sent = 0
             out = self._probe.call(super().__call__, batch)
-            self._probe.record["batches"][-1][4] = _numeric_bytes(out)  # bytes it produced
+            self._probe.record["batches"][-1][4] = _numeric_bytes(out) + self._sent  # bytes it produced
             self._probe.write()
             return out
+
+        def _to_store(self, out, metrics, n):
+            self._sent = sum(len(cell) for metric in metrics for cell in self._payload[metric])
+            super()._to_store(out, metrics, n)
+            if not n or not out[pixel_key_column()][0]:  # the store did not take them: they stayed in the rows
+                self._sent = 0
 
     from janus_ray.actors.fused_stage import FusedStage
 

@@ -354,7 +354,7 @@ def format_table(report: dict) -> str:
     if r.get("efficiency_steady") is not None:
         lines.append(f"efficiency, model work / pipeline steady time:     {r['efficiency_steady']:.2f}")
     lines.append("pipeline img/s = images / the stage's busy seconds (its own __call__ time, models loaded); busy/cpu s = "
-                 "wall/CPU seconds inside the stage's calls; proc cpu = the actor process's whole CPU time; MB in = numeric data the stage received (decode: produced)")
+                 "wall/CPU seconds inside the stage's calls; proc cpu = the actor process's whole CPU time; MB in = numeric data the stage received, pixels read from the pixel store included (decode: produced)")
     lines.append("baseline img/s = images / scoring seconds (loads excluded); load s = all its loads (one per folder); "
                  "model img/s = forward only on ready pixels")
     return "\n".join(lines)
