@@ -8,7 +8,7 @@ carry keys.
 
 ``measure_ray`` (``python -m benchmarks.transport``, a child process of the bench): the real
 per-metric pipeline (``evaluate``, cpu_layout per-metric) on an embedded local Ray, once with the
-pixels in the rows (JANUS_RAY_PIXEL_STORE=0, the layout before the pixel store) and once through
+pixels in the rows (``pixel_store=False``, the layout before the pixel store) and once through
 the store; each run's bytes = plasma's cumulative created bytes after minus before (every object
 written to the object store: input blocks, each stage's output blocks, the store's pixels, results).
 """
@@ -89,36 +89,33 @@ def measure_ray(folders: list[str], prompt_json: str, metrics: list[dict], weigh
     """Plasma bytes per image of the per-metric pipeline, without and with the pixel store."""
     import ray
 
-    from janus_ray import stream as stream_module
-    from janus_ray.actors.pixel_store import STORE_ENV, created_bytes
+    from janus_ray.actors.pixel_store import created_bytes
     from janus_ray.config import MetricSpec, RunConfig
     from janus_ray.pipeline import evaluate
 
     from benchmarks.procmem import TreeSampler
 
     runs = {}
-    for label, enabled in (("without_store", "0"), ("with_store", "1")):
+    for label, enabled in (("without_store", False), ("with_store", True)):
         # a fresh Ray per run, so that the CPU seconds of its process tree are this run's alone
         sampler = TreeSampler(os.getpid(), interval=0.5).start()
         root_cpu = sum(os.times()[:2])
         ray.init(address="local", include_dashboard=False, configure_logging=False)
         try:
-            os.environ[STORE_ENV] = enabled
             config = RunConfig(
                 folders=list(folders), weights_root=weights_root, prompt_json=prompt_json,
                 metrics=[m["name"] for m in metrics],
                 metric_specs={m["name"]: MetricSpec(batch_size=m["batch_size"]) for m in metrics},
                 output_dir=str(work / label / "results"), cache_dir=str(work / label / "cache"), resume=False,
-                device="cpu", decode_batch_size=decode_batch_size, cpu_layout="per-metric",
+                device="cpu", decode_batch_size=decode_batch_size, cpu_layout="per-metric", pixel_store=enabled,
             )
-            stream_module.last_pixel_store_summary = None
             before, started = created_bytes(), time.perf_counter()
             result = evaluate(config, io.StringIO())
             created = created_bytes() - before
             runs[label] = {"images": result.n_rows, "created_bytes": created,
                            "bytes_per_image": created / max(1, result.n_rows),
                            "wall_s": time.perf_counter() - started,
-                           "store": stream_module.last_pixel_store_summary}
+                           "store": result.pixel_stores[0] if len(result.pixel_stores) == 1 else None}
         finally:
             ray.shutdown()
         tree = sampler.stop()

@@ -61,6 +61,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="ignore the resume cache")
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
+    parser.add_argument("--no-pixel-store", dest="pixel_store", action="store_false", default=None,
+                        help="one actor pool per metric: carry the decoded pixels in the rows instead of through the pixel stores (more object-store copies)")
     parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
     parser.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float, metavar="GB", help="memory of each GPU (default: probed on each GPU node)")
     parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help="end the run when a metric's actors cannot start within this time (default 600)")
@@ -85,7 +87,7 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
 
     values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     scalar_flags = ["weights_root", "prompt_json", "output_dir", "cache_dir", "all_samples", "device", "tf32",
-                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas",
+                    "limit", "ray_address", "strict", "resume", "decode_batch_size", "cpu_layout", "cpu_replicas", "pixel_store",
                     "pool_start_timeout_s", "gpu_memory_gb", "imagereward_ckpt", *LEGACY_MODEL_FLAGS]
     for name in scalar_flags:
         if getattr(args, name, None) is not None:

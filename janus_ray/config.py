@@ -72,6 +72,9 @@ class RunConfig:
     #: "per-metric" = the GPU layout (one actor pool per metric) on CPU
     cpu_layout: str = "fused"
     cpu_replicas: int | None = None  # fused CPU actors; None: one per CPU, one torch thread each
+    #: per-metric layout: the decoded pixels go through pixel-store actors (one object-store write
+    #: per image, actors/pixel_store.py); False: they travel in the rows, copied at every stage hop
+    pixel_store: bool = True
     max_image_pixels: int | None = 178_956_970
     #: seconds a metric's actor pool may take to start before the run ends with what is missing
     pool_start_timeout_s: float = 600.0
@@ -162,6 +165,8 @@ class RunConfig:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}.")
         if self.cpu_layout not in ("fused", "per-metric"):
             raise ConfigError(f"cpu_layout must be 'fused' or 'per-metric', got {self.cpu_layout!r}.")
+        if not isinstance(self.pixel_store, bool):
+            raise ConfigError(f"pixel_store must be true or false, got {self.pixel_store!r}.")
         if self.cpu_replicas is not None and self.cpu_replicas < 1:
             raise ConfigError(f"cpu_replicas must be >= 1, got {self.cpu_replicas}.")
         if self.decode_batch_size < 1:
@@ -216,7 +221,7 @@ def apply_legacy_flags(config: RunConfig, flags: dict[str, str | None]) -> None:
 _YAML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     **{name: ((str,), "a string") for name in ("weights_root", "prompt_json", "output_dir", "cache_dir", "device",
                                               "dtype", "ray_address", "imagereward_ckpt", *LEGACY_MODEL_FLAGS)},
-    **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume", "tf32")},
+    **{name: ((bool,), "true or false") for name in ("all_samples", "strict", "resume", "tf32", "pixel_store")},
     **{name: ((int,), "an integer") for name in ("limit", "decode_batch_size", "max_image_pixels")},
     "pool_start_timeout_s": ((int, float), "a number of seconds"),
     "gpu_memory_gb": ((int, float), "a number of GB"),

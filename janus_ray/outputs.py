@@ -45,6 +45,9 @@ class RunResult:
     n_failed: int
     n_cached: int
     metric_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: diagnostics of the per-metric layout: the pixel stores' summaries (bytes put, keys still held,
+    #: waits), one per phase whose pixels went through stores; empty otherwise
+    pixel_stores: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

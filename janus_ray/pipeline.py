@@ -302,6 +302,17 @@ class Stages:
 
 
 @dataclass
+class StreamOutcome:
+    """What ``stream_phases`` returns: ``results`` (the result frames, one per row across phases),
+    ``oom_halvings`` (batch halvings per metric), ``pixel_stores`` (the stream's pixel-store
+    summaries, one per phase whose pixels went through stores)."""
+
+    results: list[pd.DataFrame]
+    oom_halvings: dict[str, int]
+    pixel_stores: list[dict[str, Any]]
+
+
+@dataclass
 class Work:
     """What is left to score after the resume cache: per metric a bool per frame row (``todo``), the
     cached scores (``cached``, table.select_todo's), and how many (row, metric) pairs were hits."""
@@ -333,16 +344,18 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
         run, owns_ray = prepare_run(config, stream, stages, checked=True), False
     config, plans, work = run.config, run.plans, run.work
     try:
-        results, oom_halvings = stream_phases(run.frame, run.phase_plans, work, config, run.plan, run.autoscale,
-                                              stream, stages, owns_ray=owns_ray)
-        table = assemble(run.frame, plans, work.cached, results)
+        streamed = stream_phases(run.frame, run.phase_plans, work, config, run.plan, run.autoscale,
+                                 stream, stages, owns_ray=owns_ray)
+        table = assemble(run.frame, plans, work.cached, streamed.results)
         meta = run_meta(config, plans, Path(config.weights_root).resolve(), run.weight_hashes.result())
     finally:
         run.weight_hashes.cancel()  # a failed run stops hashing at once (finished files stay memoised)
     meta["plan"] = run.plan.to_json()
-    meta["oom_batch_halvings"] = oom_halvings
-    return write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
-                                      out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+    meta["oom_batch_halvings"] = streamed.oom_halvings
+    result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
+                                        out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+    result.pixel_stores = streamed.pixel_stores
+    return result
 
 
 @dataclass
@@ -519,7 +532,7 @@ def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan],
 
 def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work: Work, config: RunConfig,
                   plan: Plan, autoscale: bool, stream=sys.stderr,
-                  stages: Stages | None = None, *, owns_ray: bool = False) -> tuple[list[pd.DataFrame], dict[str, int]]:
+                  stages: Stages | None = None, *, owns_ray: bool = False) -> StreamOutcome:
     """Stream each phase's rows through ``stages.stream_scores``, one phase after another, appending
     every result batch to the resume cache as it arrives (flushed even when a phase fails).
 
@@ -527,7 +540,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     here is shut down in the background once every phase streamed (``shutdown_embedded_ray``);
     after a failure it is left to Ray's exit handler, as before.
 
-    Returns (the result frames, one per row across phases; batch halvings per metric).
+    Returns a ``StreamOutcome``.
     """
     stages = stages or Stages()
     stream_scores = stages.stream()
@@ -535,6 +548,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     oom_halvings = dict.fromkeys(config.metrics, 0)
     results_by_phase: list[list[pd.DataFrame]] = []
     received = [0]  # result rows appended to the resume cache, for the Ctrl-C message
+    pixel_stores: list[dict[str, Any]] = []  # the stream's pixel-store summaries, one per phase that used stores
     try:
         for number, current in enumerate(phase_plans, 1):
             phase_todo = {p.metric: todo[p.metric] for p in current}
@@ -561,9 +575,14 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                 inflight = cache.directory / "inflight"
                 sweep_dead_journals(inflight)
                 journal = inflight / f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{number}"
+                # only the Ray stream is told whether its Ray is the embedded one (stand-ins need not know)
+                extra = {"embedded": owns_ray} if stages.stream_scores is None else {}
                 try:
-                    stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
-                                  decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale, journal_dir=str(journal))
+                    summary = stream_scores(rows, current, config, on_batch, decode_replicas=plan.decode.max_replicas,
+                                            decode_cpus=plan.decode.num_cpus or 1.0, autoscale=autoscale,
+                                            journal_dir=str(journal), **extra)
+                    if summary:
+                        pixel_stores.append(summary)
                 finally:
                     shutil.rmtree(journal, ignore_errors=True)
                     with contextlib.suppress(OSError):  # only when empty: another run may be journaling there
@@ -577,7 +596,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
         cache.flush()  # what was scored stays cached even when the run fails
     if owns_ray:
         shutdown_embedded_ray()
-    return _merge_phases(results_by_phase), oom_halvings
+    return StreamOutcome(_merge_phases(results_by_phase), oom_halvings, pixel_stores)
 
 
 def sweep_dead_journals(inflight: Path) -> list[Path]:

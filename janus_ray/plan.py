@@ -217,17 +217,20 @@ class Plan:
             f"plan: {self.layout} layout, {self.gpus_used:g}/{self.gpus_total} GPU(s) used, {self.cpus_total:g} CPU(s)"
             + (", autoscaling" if self.autoscale else "")
         ]
+        gpu = self.layout == "gpu"  # CPU layouts: no GPU share or GPU memory to show
         for i, phase in enumerate(self.phases, 1):
-            lines.append(
-                f"phase {i}/{len(self.phases)}: ~{phase.images_per_s:.3g} img/s, fullest GPU "
-                f"~{phase.gpu_memory_gb_per_gpu:.1f} GB"
-            )
-            lines.append(f"  {'metric':<12} {'replicas':>8} {'GPU':>7} {'CPU':>5} {'batch':>5} {'GB/actor':>8} {'img/s/replica':>13}")
+            fullest = f", fullest GPU ~{phase.gpu_memory_gb_per_gpu:.1f} GB" if gpu else ""
+            lines.append(f"phase {i}/{len(self.phases)}: ~{phase.images_per_s:.3g} img/s{fullest}")
+            gpu_head = f" {'GPU':>7}" if gpu else ""
+            mem_head = f" {'GB/actor':>8}" if gpu else ""
+            lines.append(f"  {'metric':<12} {'replicas':>8}{gpu_head} {'CPU':>5} {'batch':>5}{mem_head} {'img/s/replica':>13}")
             for m, p in phase.pools.items():
                 extra = f"  {p.resources}" if p.resources else ""
+                gpu_cells = f" {p.num_gpus:>7g}" if gpu else ""
+                mem_cell = f" {p.gpu_memory_gb:>8.1f}" if gpu else ""
                 lines.append(
-                    f"  {m:<12} {p.replicas:>8} {p.num_gpus:>7g} {p.num_cpus:>5g} {p.batch_size:>5} "
-                    f"{p.gpu_memory_gb:>8.1f} {p.images_per_s:>13.3g}{extra}"
+                    f"  {m:<12} {p.replicas:>8}{gpu_cells} {p.num_cpus:>5g} {p.batch_size:>5}{mem_cell} "
+                    f"{p.images_per_s:>13.3g}{extra}"
                 )
         if self.layout == "cpu-fused":
             replicas = max((p.replicas for ph in self.phases for p in ph.pools.values()), default=0)
@@ -235,7 +238,9 @@ class Plan:
         else:
             lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
         # The estimate uses each model's real size (FLOPs), whatever the weight files hold (tiny test ones too).
-        lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run (at the real models' sizes)")
+        where = "" if gpu else " on CPU, float32"
+        lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run{where} "
+                     "(at the real models' sizes, whatever the weight files hold)")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -592,10 +597,23 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
         if left >= need_decode:
             return c, share, left, None
     c, share, left = options[-1]
-    if left * DECODE_IMAGES_PER_CPU_S >= plan_rate:  # under 1 CPU left, but enough for this rate
+    if decode_capacity(left) * DECODE_IMAGES_PER_CPU_S >= plan_rate:  # under 1 CPU left, but enough for this rate
         return c, share, left, None
-    return c, share, left, (f"{left:g} CPU(s) left for decoding (~{left * DECODE_IMAGES_PER_CPU_S:.0f} img/s) cannot "
-                            f"keep the GPUs fed (~{plan_rate:.0f} img/s): decoding limits the run")
+    return c, share, left, (f"{left:g} CPU(s) left for decoding: {decode_actors(left)} decode actor(s), "
+                            f"~{decode_capacity(left) * DECODE_IMAGES_PER_CPU_S:.0f} img/s, cannot keep the GPUs fed "
+                            f"(~{plan_rate:.0f} img/s): decoding limits the run")
+
+
+def decode_actors(left: float) -> int:
+    """Decode actors for ``left`` CPUs: one per whole CPU (each keeps a core busy whatever share it
+    asks Ray for), at least one."""
+    return max(1, int(left + 1e-9))
+
+
+def decode_capacity(left: float) -> float:
+    """CPUs that decode with ``left`` CPUs left: the whole ones the decode actors use (3 of 3.9), or
+    the fraction when under one."""
+    return min(left, decode_actors(left))
 
 
 def _share_for_replicas(demands: list[MetricDemand], gpus: list[_Gpu]) -> list[MetricDemand]:
@@ -671,11 +689,10 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
     for ph in phases:
         for pool in ph.pools.values():
             pool.num_cpus = cpus
-        ph.images_per_s = min(ph.images_per_s, max(left, 0.05) * DECODE_IMAGES_PER_CPU_S)
+        ph.images_per_s = min(ph.images_per_s, max(decode_capacity(left), 0.05) * DECODE_IMAGES_PER_CPU_S)
     if warning:
         warnings.append(warning)
-    # one decode actor per CPU left (each keeps a core busy whatever share it asks Ray for)
-    decode = DecodePool(max_replicas=max(1, int(left + 1e-9)), num_cpus=decode_cpus)
+    decode = DecodePool(max_replicas=decode_actors(left), num_cpus=decode_cpus)
     return Plan(phases=phases, decode=decode, layout="gpu", gpus_total=len(gpus), cpus_total=cpus_total,
                 autoscale=shape.can_autoscale, warnings=warnings)
 

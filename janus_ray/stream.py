@@ -6,6 +6,7 @@ joined a cluster and whether that cluster can add nodes is decided here, once, i
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -20,7 +21,7 @@ import yaml
 from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.fused_stage import FusedStage
 from janus_ray.actors.metric_actor import MetricActor
-from janus_ray.actors.pixel_store import PixelStoreError, merge_summaries, start_stores, store_count, store_enabled
+from janus_ray.actors.pixel_store import PixelStoreError, merge_summaries, start_stores, store_count
 from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
@@ -46,11 +47,6 @@ class ActorClasses:
     decode: type = DecodeStage
     metric: type = MetricActor
     fused: type = FusedStage
-
-
-#: diagnostics: the pixel store's ``summary()`` at the end of the last per-metric stream in this
-#: process (bytes it put, keys still held, waits), or None (tests and the transport bench read it)
-last_pixel_store_summary: dict[str, Any] | None = None
 
 
 class PoolStartError(JanusRayError):
@@ -98,16 +94,9 @@ def read_autoscaler_config() -> dict[str, Any] | None:
     return data
 
 
-#: whether the Ray this process is connected to is the embedded one ``connect`` started (no other
-#: job can hold its CPUs)
-_embedded = False
-
-
 def connect(address: str | None) -> Connection:
     """Join the cluster named by ``address`` / RAY_ADDRESS, else start an embedded local Ray."""
     import ray
-
-    global _embedded
 
     target = join_address(address)
     if ray.is_initialized():
@@ -117,10 +106,23 @@ def connect(address: str | None) -> Connection:
         joined = True
     else:
         # address="local": a new instance, never one that `ray start` left running on this machine
+        quiet_ray_notices()
         ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
-        joined, _embedded = False, True
+        joined = False
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
+
+
+#: Ray's notices that say nothing to a janus-ray user: that the embedded Ray (private to this
+#: process) uses token authentication, Ray's default, and that Ray Data's progress bars are off
+#: (janus-ray prints its own progress lines; the bars are on when stderr is a terminal)
+QUIET_RAY_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+
+
+def quiet_ray_notices() -> None:
+    """Raise ``QUIET_RAY_LOGGERS`` to ERROR: their warnings are notices, never a problem of the run."""
+    for name in QUIET_RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def disconnect() -> None:
@@ -128,8 +130,6 @@ def disconnect() -> None:
     disconnects). Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
     import ray
 
-    global _embedded
-    _embedded = False
     ray.shutdown()
 
 
@@ -212,10 +212,16 @@ def stream_scores(
     autoscale: bool = False,
     journal_dir: str | None = None,
     actors: ActorClasses = ActorClasses(),
-) -> None:
+    embedded: bool = False,
+) -> dict[str, Any] | None:
     """Stream ``rows`` through decoding and every metric's actors (``plans``: pipeline.MetricPlan of
     one phase); call ``on_batch`` per result batch. ``journal_dir``: the run's crash journal
     (actors/journal.py), so that no row is retried forever. ``actors``: the UDF classes to run.
+    ``embedded``: this process started the local Ray it streams on (no other job can hold its CPUs,
+    so the fused pool need not wait for all its actors: ``pool_start_wait_s``).
+
+    Returns the pixel stores' merged ``summary()`` (bytes put, keys still held, waits) when the
+    pixels went through stores (per-metric layout, ``config.pixel_store``), else None.
 
     Raises:
         PoolStartError: a pool's actors did not start within ``config.pool_start_timeout_s``.
@@ -225,7 +231,7 @@ def stream_scores(
     context = ray.data.DataContext.get_current()
     fused = use_fused_layout(plans, config)
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    context.wait_for_min_actors_s = pool_start_wait_s(fused, alive_nodes, config.pool_start_timeout_s, _embedded)
+    context.wait_for_min_actors_s = pool_start_wait_s(fused, alive_nodes, config.pool_start_timeout_s, embedded)
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
     # projection task and a result batch on the driver (table.rows_per_block).
@@ -236,12 +242,13 @@ def stream_scores(
     # worker process at 20k rows, before the first actor starts. It also keeps our block count.
     ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
     stores: list = []
+    summary = None
     try:
         if fused:
             ds = _fused_stage(ds, plans, config, cluster_cpus, journal_dir, actors)  # projects its own output
         else:
             store_spec = None
-            if store_enabled(os.environ):
+            if config.pixel_store:
                 # the pixels go to the object store once, not once per stage hop (actors/pixel_store.py)
                 try:
                     stores, store_spec = start_stores(store_count(decode_replicas))
@@ -263,21 +270,22 @@ def stream_scores(
         raise
     finally:
         if stores:
-            _stop_stores(stores)
+            summary = _stop_stores(stores)
+    return summary
 
 
-def _stop_stores(stores: list) -> None:
-    """Keep the stores' last ``summary()`` (``last_pixel_store_summary``, merged), then kill them:
+def _stop_stores(stores: list) -> dict[str, Any] | None:
+    """Return the stores' last ``summary()``, merged (None when one cannot answer), then kill them:
     that frees whatever pixels they still hold (rows whose ``done`` never came)."""
     import ray
 
-    global last_pixel_store_summary
     try:
-        last_pixel_store_summary = merge_summaries(ray.get([s.summary.remote() for s in stores], timeout=10))
+        summary = merge_summaries(ray.get([s.summary.remote() for s in stores], timeout=10))
     except Exception:  # noqa: BLE001 - diagnostics only
-        last_pixel_store_summary = None
+        summary = None
     for store in stores:
         ray.kill(store)
+    return summary
 
 
 def stream_in_process(

@@ -61,8 +61,6 @@ MAX_WAITING = 16
 #: decode actors per store, and the most stores a run starts (``store_count``)
 DECODERS_PER_STORE = 4
 MAX_STORES = 16
-#: an environment variable: "0" turns the store off (pixels travel in the blocks, as before)
-STORE_ENV = "JANUS_RAY_PIXEL_STORE"
 
 
 class PixelStoreError(JanusRayError):
@@ -71,6 +69,18 @@ class PixelStoreError(JanusRayError):
 
 class PixelsLost(JanusRayError):
     """A batch's pixels are not (or no longer) in the store: the rows get a 'pixels lost' error."""
+
+
+def holder_object(key: str, holder: str, offsets: Any, cells: Iterable[bytes]) -> dict[str, np.ndarray]:
+    """One holder metric's pixels of batch ``key`` as a store keeps them: ``{"offsets": int64 row
+    offsets (n + 1), "data": the rows' uint8 bytes joined}`` (``PixelClient.fetch`` slices rows out).
+
+    Raises PixelsLost when the bytes do not add up to the last offset (a part never arrived)."""
+    data = np.frombuffer(b"".join(cells), dtype=np.uint8)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(data) != int(offsets[-1]):
+        raise PixelsLost(f"batch {key}: {len(data)} pixel bytes of {holder} arrived, {int(offsets[-1])} were sent")
+    return {"offsets": offsets, "data": data}
 
 
 class PixelLedger:
@@ -197,12 +207,9 @@ class PixelStore:
         for holder, holder_offsets in offsets.items():
             with self.lock:
                 parts = self.parts.pop((key, holder), {})
-            data = np.frombuffer(b"".join(c for p in sorted(parts) for c in parts[p]), dtype=np.uint8)
-            if len(data) != int(holder_offsets[-1]):
-                raise PixelsLost(f"batch {key}: {len(data)} pixel bytes of {holder} arrived, "
-                                 f"{int(holder_offsets[-1])} were sent")
-            refs[holder] = ray.put({"offsets": np.asarray(holder_offsets, dtype=np.int64), "data": data})
-            nbytes += len(data)
+            stored = holder_object(key, holder, holder_offsets, (c for p in sorted(parts) for c in parts[p]))
+            refs[holder] = ray.put(stored)
+            nbytes += len(stored["data"])
         self.ledger.hold(key, refs, rows, nbytes, reserved)
 
     def lookup(self, key: str) -> dict[str, Any]:
@@ -223,10 +230,6 @@ def remote_store_class():
 
     return ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY, concurrency_groups={"reserve": MAX_WAITING},
                       max_restarts=0)(PixelStore)
-
-
-def store_enabled(environ: Mapping[str, str]) -> bool:
-    return environ.get(STORE_ENV, "1") != "0"
 
 
 def start_stores(count: int = 1, wait_s: float = WAIT_S) -> tuple[list[Any], dict[str, Any]]:
@@ -454,9 +457,8 @@ class InProcessPixelStore:
         self.ledger.reserve(total)
         objects = {}
         for holder, (offsets, cells) in pixels.items():
-            data = np.frombuffer(b"".join(cells), dtype=np.uint8)
-            objects[holder] = {"offsets": np.asarray(offsets, dtype=np.int64), "data": data}
-            self.put_bytes += data.nbytes + objects[holder]["offsets"].nbytes
+            objects[holder] = holder_object(key, holder, offsets, cells)
+            self.put_bytes += objects[holder]["data"].nbytes + objects[holder]["offsets"].nbytes
         self.ledger.hold(key, objects, rows, total, reserved=total)
         return key
 

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from janus_ray import load_scorer
-from janus_ray import stream as stream_module
 from janus_ray.config import MetricSpec, RunConfig
 from janus_ray.pipeline import evaluate
 
@@ -51,11 +50,10 @@ def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_doubled(local_ray, tm
         output_dir=str(tmp_path / "out"),
         cpu_layout=cpu_layout,
     )
-    stream_module.last_pixel_store_summary = None
     result = evaluate(config)
     assert marker.read_text().startswith("killed dummy actor")  # the fault really happened
     if cpu_layout == "per-metric":  # the pixels went through the store, and every key was freed
-        summary = stream_module.last_pixel_store_summary
+        summary = result.pixel_stores[0] if len(result.pixel_stores) == 1 else None
         assert summary is not None and summary["held_bytes_total"] > 0 and summary["held_keys"] == 0, summary
     table = read_all(inputs["folders"], tmp_path / "out")
     assert len(table) == result.n_rows == 7 * 4 + 1 + 1  # every pair exactly once (+ orphan + no-prompt)

@@ -67,12 +67,11 @@ def _assert_same_scores(ray_scores: pd.DataFrame, local_scores: pd.DataFrame) ->
 @pytest.mark.ray
 def test_per_metric_scores_equal_in_process_scores_and_pixels_are_written_once(local_ray, tmp_path, expected):
     inputs, local_scores = expected
-    stream_module.last_pixel_store_summary = None
     before = created_bytes()
-    evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
+    result = evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
     created = created_bytes() - before
     _assert_same_scores(_scores(inputs, tmp_path / "ray"), local_scores)
-    summary = stream_module.last_pixel_store_summary
+    summary = result.pixel_stores[0] if len(result.pixel_stores) == 1 else None
     pixels = _pixel_bytes(inputs)
     assert summary is not None and summary["held_keys"] == 0 and summary["outstanding_bytes"] == 0  # all freed
     assert summary["held_bytes_total"] == pixels  # every pixel byte went through the store, once
@@ -93,10 +92,9 @@ def test_with_the_store_dead_from_the_start_the_pixels_travel_in_the_rows(local_
 
     monkeypatch.setattr(stream_module, "start_stores", start_then_kill)
     inputs, local_scores = expected
-    stream_module.last_pixel_store_summary = {"stale": True}
-    evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
+    result = evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
     _assert_same_scores(_scores(inputs, tmp_path / "ray"), local_scores)  # every row scored, none lost
-    assert stream_module.last_pixel_store_summary is None  # the store was gone
+    assert result.pixel_stores == []  # the store was gone: no summary
 
 
 @pytest.mark.ray
@@ -105,9 +103,8 @@ def test_several_stores_route_each_key_to_its_own_and_all_are_freed(local_ray, t
     # pixel byte); a metric stage reads each key from the store its index names
     monkeypatch.setattr(stream_module, "store_count", lambda decode_replicas: 3)
     inputs, local_scores = expected
-    stream_module.last_pixel_store_summary = None
-    evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
+    result = evaluate(_config(inputs, tmp_path / "ray"), io.StringIO())
     _assert_same_scores(_scores(inputs, tmp_path / "ray"), local_scores)
-    summary = stream_module.last_pixel_store_summary
+    summary = result.pixel_stores[0] if len(result.pixel_stores) == 1 else None
     assert summary is not None and summary["stores"] == 3
     assert summary["held_keys"] == 0 and summary["held_bytes_total"] == _pixel_bytes(inputs)

@@ -462,3 +462,18 @@ def test_python_api_metric_specs_under_an_alias_carry_its_option(dirs):
 def test_pool_start_timeout_must_be_positive(run):
     with pytest.raises(ConfigError, match="pool_start_timeout_s must be > 0 seconds, got 0.0."):
         run("--pool-start-timeout", "0")
+
+
+# ----- pixel store switch -------------------------------------------------------------------------
+def test_pixel_store_is_on_by_default_and_off_by_flag_or_yaml(run, write_yaml):
+    assert run().pixel_store is True
+    assert run("--no-pixel-store").pixel_store is False
+    assert run("--config", str(write_yaml({"pixel_store": False}))).pixel_store is False
+
+
+def test_pixel_store_must_be_a_bool(dirs, write_yaml, run):
+    folder, weights = dirs
+    with pytest.raises(ConfigError, match=r"pixel_store must be true or false, got 'no'"):
+        RunConfig(folders=[str(folder)], weights_root=str(weights), pixel_store="no").validate()
+    with pytest.raises(ConfigError, match="pixel_store"):  # the YAML type check names the key first
+        run("--config", str(write_yaml({"pixel_store": "no"})))

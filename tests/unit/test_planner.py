@@ -13,6 +13,7 @@ from janus_ray.config import MetricSpec, RunConfig
 from janus_ray.errors import ConfigError
 from janus_ray.metrics.costs import load_measured_costs
 from janus_ray.plan import (
+    DECODE_IMAGES_PER_CPU_S,
     GPU_MEMORY_FRACTION,
     ClusterShape,
     NodeShape,
@@ -270,6 +271,17 @@ def test_the_decode_warning_only_when_the_cpus_left_cannot_feed_the_plans_rate()
     assert [w for w in starved.warnings if "keep the GPUs fed" in w]
 
 
+def test_the_decode_warning_counts_the_decode_actors_the_plan_starts():
+    """3.6 CPUs left start 3 decode actors (one per whole CPU): the warning, the decode pool and the
+    plan's rate all use 3, not 3.6 (the warning said '3.6 CPU(s) left (~90 img/s)' beside 'up to 3
+    actor(s)')."""
+    plan = plan_for(8, 80, 4, metrics=["clipscore"])
+    (warning,) = [w for w in plan.warnings if "keep the GPUs fed" in w]
+    assert plan.decode.max_replicas == 3
+    assert warning.startswith("3.6 CPU(s) left for decoding: 3 decode actor(s), ~75 img/s")
+    assert plan.images_per_s == pytest.approx(3 * DECODE_IMAGES_PER_CPU_S)
+
+
 def test_replicas_on_every_gpu_leave_the_other_metrics_spread_over_the_slices_left():
     # 4 x 40 GB, --replicas vqascore=4: one VQAScore replica (~26 GB) per GPU leaves ~10 GB on each,
     # not enough for the five other models together (~19 GB), enough for two of them on each GPU.
@@ -322,3 +334,12 @@ def test_replicas_whose_worst_case_overfills_a_gpu_are_refused():
     # keeps the other GPU's five actors leaves room for two on this one (63.6 GB > 57.6 usable)
     with pytest.raises(ConfigError, match="cannot be placed"):
         plan_for(2, 64, 8, vqascore={"replicas": 3})
+
+
+def test_a_cpu_plan_table_shows_no_gpu_columns():
+    """Without GPUs the table printed 'fullest GPU ~0.0 GB' and a GPU and a GB/actor column of zeros."""
+    table = plan_for(0, 80, 4).table()
+    assert "fullest GPU" not in table and "GB/actor" not in table and " GPU " not in table.splitlines()[2]
+    assert "on CPU, float32" in table.splitlines()[-1]
+    gpu_table = plan_for(1, 80, 8).table()
+    assert "fullest GPU" in gpu_table and "GB/actor" in gpu_table
