@@ -126,6 +126,25 @@ IMAGE_PATH_MARK = "<image>"
 #: key in ``cached_scores``' result: the cached failure text per row (None: no cached failure)
 CACHED_ERROR = "_error"
 
+
+def decoder_stamp() -> str:
+    """Prefix of a cached decode failure: the Pillow that failed. A failure cached by another Pillow
+    is not reused (a newer one may read the file), while the scores stay cached."""
+    import PIL
+
+    return f"[Pillow {PIL.__version__}] "
+
+
+def _current_failures(errors: np.ndarray) -> np.ndarray:
+    """Cached failure texts stamped by this Pillow, stamp removed; None for the others (retried)."""
+    stamp = decoder_stamp()
+    out = np.full(len(errors), None, dtype=object)
+    for i in np.flatnonzero(~pd.isna(errors)):  # rows with a cached failure only: few
+        text = str(errors[i])
+        if text.startswith(stamp):
+            out[i] = text[len(stamp):]
+    return out
+
 #: decode failures that are not a property of the file's bytes (a vanished file, permissions, I/O),
 #: so they are never cached: the next run tries the row again
 _TRANSIENT = ("FileNotFoundError", "PermissionError", "IsADirectoryError", "TimeoutError", "BlockingIOError",
@@ -159,6 +178,7 @@ def cached_scores(frame: pd.DataFrame, plan: MetricPlan, known: pd.DataFrame | N
     mine = known[known["settings"].to_numpy() == plan.settings_key]
     present = mine[score_column(plan.metric)].notna()
     if ERROR_COLUMN in mine:
+        mine = mine.assign(**{ERROR_COLUMN: _current_failures(mine[ERROR_COLUMN].to_numpy(dtype=object))})
         present |= mine[ERROR_COLUMN].notna()
     mine = mine[present]
     if mine.empty:
@@ -293,9 +313,10 @@ class BatchRecorder:
                 columns[score_column(key)] = pa.array(values, pa.float64())
             if failed[keep].any():
                 errors = np.full(int(keep.sum()), None, dtype=object)
+                stamp = decoder_stamp()
                 for j, i in enumerate(np.flatnonzero(keep)):
                     if failed[i]:  # the same bytes may be another file elsewhere: the path is the row's
-                        errors[j] = str(decode_error[i]).replace(str(self.paths[row_ids[i]]), IMAGE_PATH_MARK)
+                        errors[j] = stamp + str(decode_error[i]).replace(str(self.paths[row_ids[i]]), IMAGE_PATH_MARK)
                 columns[ERROR_COLUMN] = pa.array(errors, pa.string())
             tables.append(pa.table(columns))
         if not tables:

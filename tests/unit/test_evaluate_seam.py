@@ -225,6 +225,30 @@ def test_an_image_whose_bytes_cannot_be_decoded_is_cached_as_failed_and_not_stre
     assert sum(streamed) == 1 and not isinstance(fixed.table.loc[corrupt, "error"].iloc[0], str)
 
 
+def test_a_cached_decode_failure_is_retried_under_another_pillow(tmp_path, monkeypatch):
+    """A newer Pillow may read what an older one could not: a failure cached by another Pillow
+    version is tried again; the scores cached beside it are kept."""
+    import PIL
+
+    inputs = build_inputs(tmp_path)  # one corrupt JPEG among the folders
+    config = RunConfig(folders=[str(f) for f in inputs["folders"]], weights_root=str(WEIGHTS_ROOT),
+                       prompt_json=str(inputs["prompt_json"]), metrics=["dummy"])
+    first = evaluate(config, io.StringIO(), stages=NO_RAY)
+    streamed = []
+
+    def counting(rows, plans, config, on_batch, **kw):
+        streamed.append(list(rows["image_path"]))
+        stream_in_process(rows, plans, config, on_batch)
+
+    monkeypatch.setattr(PIL, "__version__", PIL.__version__ + ".post-upgrade")
+    again = evaluate(config, io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    assert [str(p) for batch in streamed for p in batch] == [str(inputs["corrupt"].resolve())]  # only it
+    assert again.n_failed == first.n_failed  # still unreadable, now cached under this "Pillow"
+    streamed.clear()
+    evaluate(config, io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    assert streamed == []
+
+
 def test_only_failures_of_the_image_bytes_are_cacheable():
     from janus_ray.table import cacheable_decode_errors
 
