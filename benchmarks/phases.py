@@ -13,7 +13,7 @@ whole process tree; the child adds what only it can see.
   per-metric actor seconds (``_jr_sec_<metric>`` columns) it carries; ``ProbeMetricActor`` and
   ``ProbeDecodeStage`` record, inside each actor process, the load time, each batch's wall and CPU
   seconds and input bytes, the peak RSS and (on CUDA) ``torch.cuda.max_memory_allocated``;
-  ``ProbeFusedStage`` (the CPU-only layout: decode and every metric in one actor) builds its
+  the fused stage (the CPU-only layout: decode and every metric in one actor) builds its
   in-process stages from those two, so each stage is measured in either layout.
 * ``baseline``: what the earlier tool did, with janus_ray's scorers (same model math): for each
   folder, for each metric, load the model, then score each image alone (open, preprocess, score:
@@ -210,16 +210,7 @@ def _probe_classes():
             if not n or not out[pixel_key_column()][0]:  # the store did not take them: they stayed in the rows
                 self._sent = 0
 
-    from janus_ray.actors.fused_stage import FusedStage
-
-    class ProbeFusedStage(FusedStage):
-        """FusedStage (CPU-only layout: decode + every metric in one actor) built from the probe stages,
-        so each in-process stage records its own load, batches and memory."""
-
-        decode_class = ProbeDecodeStage
-        metric_class = ProbeMetricActor
-
-    return ProbeProgress, ProbeMetricActor, ProbeDecodeStage, ProbeFusedStage
+    return ProbeProgress, ProbeMetricActor, ProbeDecodeStage
 
 
 def _stage_summary(records: list[dict]) -> dict:
@@ -247,11 +238,11 @@ def run_pipeline(spec: dict) -> dict:
     import janus_ray.pipeline as pipeline
 
     imported = time.perf_counter()
-    probe_progress, probe_actor, probe_decode, probe_fused = _probe_classes()
+    probe_progress, probe_actor, probe_decode = _probe_classes()
     from janus_ray.stream import ActorClasses
 
     seam = pipeline.Stages(progress=probe_progress,
-                           actors=ActorClasses(decode=probe_decode, metric=probe_actor, fused=probe_fused))
+                           actors=ActorClasses(decode=probe_decode, metric=probe_actor))
     eval_started, eval_wall = time.perf_counter(), time.time()
     config = cli.config_from_args(cli.build_parser().parse_args(spec["cli_argv"]))  # what `janus-ray eval` runs
     result = pipeline.evaluate(config, stages=seam)

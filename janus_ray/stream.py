@@ -41,7 +41,8 @@ class ActorClasses:
     """The Ray Data UDF classes ``stream_scores`` runs (the seam: ``pipeline.Stages.actors``).
 
     Benchmarks swap in subclasses that record timings; the defaults are the production classes.
-    ``fused`` builds its in-process stages from its own ``decode_class`` / ``metric_class``.
+    ``fused`` builds its in-process stages from ``decode`` and ``metric`` (passed to it), so one
+    swap of ``decode`` / ``metric`` reaches both layouts.
     """
 
     decode: type = DecodeStage
@@ -305,6 +306,8 @@ def stream_in_process(
         decode=_decode_kwargs(plans, config, None),
         metrics=[_metric_kwargs(p, config, None, None) for p in plans],
         keep=keep,
+        decode_class=actors.decode,
+        metric_class=actors.metric,
     )
     step = max(1, max(p.batch_size for p in plans))
     for start in range(0, len(rows), step):
@@ -427,6 +430,8 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str 
             "metrics": [_metric_kwargs(p, config, None, journal_dir) for p in plans],
             "torch_threads": threads,
             "keep": result_columns(plans),
+            "decode_class": actors.decode,
+            "metric_class": actors.metric,
         },
         batch_size=max(p.batch_size for p in plans),
         batch_format="numpy",

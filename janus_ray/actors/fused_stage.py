@@ -17,24 +17,20 @@ from janus_ray.actors.metric_actor import MetricActor
 
 
 class FusedStage:
-    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process.
-
-    ``decode_class`` / ``metric_class``: the stage classes it builds (a subclass may swap them; the
-    benchmark's probes do)."""
-
-    decode_class: type = DecodeStage
-    metric_class: type = MetricActor
+    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process."""
 
     def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None,
-                 keep: list[str] | None = None):
+                 keep: list[str] | None = None, decode_class: type = DecodeStage, metric_class: type = MetricActor):
         """``keep``: the columns to return (the result columns; None: all). Projecting here, as the
         stage's last step, spares Ray Data a projection task per block and converting the other
-        columns (paths, prompts, emptied pixel cells, shapes) into its output blocks."""
+        columns (paths, prompts, emptied pixel cells, shapes) into its output blocks.
+        ``decode_class`` / ``metric_class``: the stage classes it builds (``stream.ActorClasses``'
+        ``decode`` / ``metric``, the same classes the per-metric layout runs in its pools)."""
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.stages = [self.decode_class(**decode)] + [self.metric_class(**kwargs) for kwargs in metrics]
+        self.stages = [decode_class(**decode)] + [metric_class(**kwargs) for kwargs in metrics]
         self.keep = keep
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -98,7 +98,6 @@ def test_swapped_actor_classes_run_instead_of_the_real_ones(tmp_path):
     """``Stages.actors`` reaches the stream: the fused stage given is built, with the decode and
     metric classes it names, and every streamed row passes through them (no module global patched)."""
     from janus_ray.actors.decode_stage import DecodeStage
-    from janus_ray.actors.fused_stage import FusedStage
     from janus_ray.actors.metric_actor import MetricActor
     from janus_ray.stream import ActorClasses
 
@@ -114,12 +113,9 @@ def test_swapped_actor_classes_run_instead_of_the_real_ones(tmp_path):
             seen["metric"] += len(batch["row_id"])
             return super().__call__(batch)
 
-    class CountingFused(FusedStage):
-        decode_class, metric_class = CountingDecode, CountingMetric
-
     inputs = build_inputs(tmp_path)
     stages = Stages(stream_scores=stream_in_process, plan=plan_without_ray,
-                    actors=ActorClasses(decode=CountingDecode, metric=CountingMetric, fused=CountingFused))
+                    actors=ActorClasses(decode=CountingDecode, metric=CountingMetric))  # the fused stage builds from them
     result = evaluate(config_for(inputs), io.StringIO(), stages=stages)
     with_prompt = int(result.table["prompt"].fillna("").astype(str).str.len().gt(0).sum())
     assert seen == {"decode": with_prompt, "metric": with_prompt} and with_prompt > 0
