@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -54,16 +55,18 @@ def file_sha256(path: Path, chunk: int = 1 << 20, stop: threading.Event | None =
     return digest.hexdigest()
 
 
-def weights_fingerprint(files: list[RequiredFile]) -> list[list[Any]]:
-    """Cheap identity of the weight files (path, size, mtime): a changed checkpoint invalidates the cache."""
+def weights_fingerprint(files: list[RequiredFile], weights_root: Path) -> list[list[Any]]:
+    """Cheap identity of the weight files (path under ``weights_root``, size, mtime): a changed
+    checkpoint invalidates the cache, a weights root copied or moved with its times (``cp -a``,
+    ``rsync -a``, another mount) does not. A file outside the root keeps a relative path too."""
     out = []
     for item in files:
         found = item.resolve()
         if found is not None and found.is_file():
             stat = found.stat()
-            out.append([str(found), stat.st_size, stat.st_mtime_ns])
+            out.append([os.path.relpath(found, weights_root), stat.st_size, stat.st_mtime_ns])
         else:
-            out.append([str(item.path), None, None])
+            out.append([os.path.relpath(item.path, weights_root), None, None])
     return out
 
 

@@ -133,6 +133,10 @@ class RunConfig:
             raise ConfigError(f"--weights-root {self.weights_root!r} does not exist or is not a directory.")
         if self.prompt_json is not None and not Path(self.prompt_json).is_file():
             raise ConfigError(f"--prompt-json {self.prompt_json!r} does not exist.")
+        for flag, value in (("--output-dir", self.output_dir), ("--cache-dir", self.cache_dir)):
+            # a directory to create or reuse: an existing file there would fail deep inside the run
+            if value and Path(value).exists() and not Path(value).is_dir():
+                raise ConfigError(f"{flag} {value!r} is a file, not a directory: give a directory (created if missing).")
 
     def _validate_settings(self) -> None:
         if self.weights_root and not Path(self.weights_root).is_dir():

@@ -736,6 +736,19 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     return lines, ok
 
 
+def unreadable_reason(path: str | os.PathLike) -> str:
+    """Why the file at ``path`` cannot be read, in a few words (a broken symbolic link names its
+    target): for the rows whose content could not be hashed."""
+    try:
+        if os.path.islink(path) and not os.path.exists(path):
+            return f"broken symbolic link to {os.readlink(path)}"
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return "the file cannot be read"
+
+
 def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
     """(rows whose image cannot be decoded, rows whose size the preprocessing guard refuses).
 
@@ -748,6 +761,9 @@ def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
 
     bad, too_large = [], []
     for row in rows:
+        if os.path.islink(row.image_path) and not os.path.exists(row.image_path):
+            bad.append(f"{row.rel_path}: {unreadable_reason(row.image_path)}")
+            continue
         if not os.path.isfile(row.image_path):
             continue  # already reported as "file not found"
         try:

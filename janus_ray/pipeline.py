@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from janus_ray import __version__
 from janus_ray.cache import ResultCache, WeightHashes, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
-from janus_ray.errors import ConfigError, Interrupted
+from janus_ray.errors import ConfigError, InputError, Interrupted
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
@@ -119,38 +118,21 @@ def plan_metrics(config: RunConfig, cluster_gpus: int, cluster_cpus: float, gpu_
     return [p for phase in plan.phases for p in metric_plans(phase, config)]
 
 
-#: the background ``ray.shutdown`` of the embedded Ray an ``evaluate`` started (``shutdown_embedded_ray``)
-_ray_shutdown: threading.Thread | None = None
-
-
 def ray_is_up() -> bool:
-    """Whether this process already has Ray initialised (never imports ``ray`` to find out). Waits
-    for a background shutdown of an earlier run's embedded Ray first: a Ray going down is not up."""
-    wait_for_ray_shutdown()
+    """Whether this process already has Ray initialised (never imports ``ray`` to find out)."""
     ray = sys.modules.get("ray")
     return ray is not None and bool(ray.is_initialized())
 
 
-def wait_for_ray_shutdown() -> None:
-    """Join the background shutdown ``shutdown_embedded_ray`` started, if any (at once when none)."""
-    global _ray_shutdown
-    if _ray_shutdown is not None:
-        _ray_shutdown.join()
-        _ray_shutdown = None
-
-
 def shutdown_embedded_ray() -> None:
-    """Shut down, in a background thread, the embedded Ray this process started: its processes take
-    a second or two to stop (Ray gives each one a graceful second), which overlaps the assembly and
-    the result files instead of delaying the process's exit. The thread is not a daemon, so the
-    interpreter waits for it at exit (before Ray's own atexit shutdown, then a no-op); ``ray_is_up``
-    and ``ensure_ray`` wait for it, so a later run in this process starts a fresh Ray."""
-    global _ray_shutdown
+    """Shut down the embedded Ray this process started, on the calling thread, once its stream is
+    done: a later run in this process starts a fresh one. Not in a background thread: the main
+    thread then still dropped Ray objects (ObjectRefs, Ray Data's iterator) while the core worker
+    went down, and about one run in 30 ended with Ray's fatal "The core worker has already been
+    shutdown" and exit code 1 after writing every result (a new user's trial)."""
     from janus_ray.stream import disconnect
 
-    wait_for_ray_shutdown()
-    _ray_shutdown = threading.Thread(target=disconnect, name="janus-ray-shutdown")
-    _ray_shutdown.start()
+    disconnect()
 
 
 def runs_locally(config: RunConfig) -> bool:
@@ -201,7 +183,7 @@ def settings_key(plan: MetricPlan, weights_root: Path) -> str:
         "options": plan.options,
         "device": plan.device,
         "dtype": plan.dtype,
-        "weights": weights_fingerprint(files),
+        "weights": weights_fingerprint(files, weights_root),
         "janus_ray": __version__,
     }
     if plan.tf32:  # only when on: the keys of default runs stay what they were
@@ -331,7 +313,7 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     (resume cache) -> stream each phase (Ray started only now, and only if something is left) ->
     assemble -> write. When Ray is sure to be needed (``starts_ray_early``: this machine alone, no
     resume-cache part to read) the embedded Ray starts at once, on this thread, while another one
-    scans, hashes and plans; an embedded Ray started here is shut down in the background once the
+    scans, hashes and plans; an embedded Ray started here is shut down once the
     stream is done (``shutdown_embedded_ray``). ``config`` is validated in place (names resolved)
     but its folders are not rewritten: the run works on a copy with absolute folders. ``stages``:
     see ``Stages``.
@@ -421,7 +403,7 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
     the main thread: it installs a SIGTERM handler there). Ray's start is mostly waiting for its
     processes, the scan is one busy thread: on 2 CPUs they overlap. Returns (the prepared run,
     whether this call started the embedded Ray). An error of the scan (bad input) is raised as is,
-    once Ray is up, and that Ray is shut down in the background; if Ray fails to start, the scan is
+    once Ray is up, and that Ray is shut down; if Ray fails to start, the scan is
     waited for and its hashing stopped."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:
         future = pool.submit(prepare_run, config, stream, stages, local=True, checked=True)
@@ -466,6 +448,9 @@ def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) 
         print(f"[janus-ray] {scan.folder}: {scan.convention}, {len(scan.rows)} image(s)", file=stream)
         for warning in scan.warnings:
             print(f"[janus-ray]   warning: {warning}", file=stream)
+    if not any(scan.rows for scan in scans):  # before any Ray work: an empty run would write empty files
+        raise InputError(f"No images found in any input folder ({', '.join(config.folders)}): nothing to score. "
+                         "`janus-ray validate FOLDER...` shows what janus-ray finds in each folder.")
     return config, scans
 
 
@@ -498,7 +483,8 @@ def plan_phases(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
 
 def cache_directory(config: RunConfig, output_root: Path) -> Path:
     """The resume cache's directory: ``config.cache_dir`` or ``<output root>/.janus_ray_cache``."""
-    return Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache"
+    # absolute: the crash journal under it is written by actors, whose working directory may differ
+    return (Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache").resolve()
 
 
 def metric_weight_files(metric: str, weights_root: Path, options: dict[str, Any]) -> list[Path]:
@@ -537,7 +523,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     every result batch to the resume cache as it arrives (flushed even when a phase fails).
 
     ``owns_ray``: the caller started the embedded Ray. An embedded Ray started by the caller or
-    here is shut down in the background once every phase streamed (``shutdown_embedded_ray``);
+    here is shut down once every phase streamed (``shutdown_embedded_ray``);
     after a failure it is left to Ray's exit handler, as before.
 
     Returns a ``StreamOutcome``.

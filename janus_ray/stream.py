@@ -84,6 +84,28 @@ def join_address(explicit: str | None) -> str | None:
     return None if address == "local" else address
 
 
+#: seconds to wait for a TCP connection to a given cluster's address before refusing it
+REACH_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse a ``host:port`` cluster address nothing answers on: ``ray.init`` would retry for
+    minutes (a new user's trial: 207 s of Ray's "Failed to connect to GCS" lines, then killed).
+    'auto' and ``ray://`` addresses are left to Ray.
+
+    Raises ConfigError naming the address and the connection error."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"Cannot reach a Ray cluster at {address} ({exc.strerror or exc}): is its head node "
+                          f"running and the port open? (`ray status --address {address}` on a node of it)") from None
+
+
 def read_autoscaler_config() -> dict[str, Any] | None:
     """The cluster-launcher config the head's autoscaler runs with, when this machine has it."""
     path = Path(os.environ.get(AUTOSCALER_CONFIG_ENV, DEFAULT_AUTOSCALER_CONFIG)).expanduser()
@@ -103,6 +125,7 @@ def connect(address: str | None) -> Connection:
     if ray.is_initialized():
         joined = True
     elif target:
+        check_reachable(target)
         ray.init(address=target, log_to_driver=True)
         joined = True
     else:

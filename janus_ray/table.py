@@ -21,12 +21,11 @@ import pyarrow as pa
 from janus_ray.actors.decode_stage import stage_error_column, todo_column
 from janus_ray.actors.metric_actor import output_column
 from janus_ray.cache import ERROR_COLUMN, score_column
-from janus_ray.manifest import FolderScan
+from janus_ray.manifest import FolderScan, unreadable_reason
 
 if TYPE_CHECKING:  # only for annotations: the plan class lives with the planning code
     from janus_ray.pipeline import MetricPlan
 
-UNREADABLE = "unreadable image: the file cannot be read"
 MISSING_PROMPT = "missing prompt"
 FRAME_COLUMNS = ["folder", "prompt_idx", "prompt", "image_path", "abs_path", "sample", "error"]
 
@@ -107,7 +106,8 @@ def manifest_frame(scans: list[FolderScan], sha256: np.ndarray | HashJob | None 
     if len(digests) != len(frame):
         raise ValueError(f"manifest_frame: {len(digests)} hashes for {len(frame)} rows")
     frame["image_sha256"] = pd.Series(digests, dtype=object)
-    error[(digests == "") & pd.isna(error)] = UNREADABLE
+    for i in np.flatnonzero((digests == "") & pd.isna(error)):  # unreadable files only: few
+        error[i] = f"unreadable image: {unreadable_reason(frame['abs_path'].iat[i])}"
     # keep None (not NaN) for absent text: results and tests read `is None`
     frame["error"] = pd.Series(np.where(pd.isna(error), None, error), dtype=object)
     return frame

@@ -103,6 +103,11 @@ def test_a_changed_weight_file_changes_the_settings_key_and_misses_the_cache(tmp
     cache.append(BatchRecorder(frame, [plan], todo).record(pd.DataFrame(batch)))
     cache.flush()
     assert select_todo(frame, [plan], ResultCache(tmp_path / "cache").load())[2] == 1  # a hit, same weights
+    # the same weights root copied elsewhere with its times (cp -a, rsync -a, another mount): still a hit
+    # (a new user's trial: an identical copy at another path rescored everything)
+    copy = tmp_path / "moved" / "weights"
+    shutil.copytree(root, copy, copy_function=shutil.copy2)
+    assert settings_key(_clip_plan(), copy) == key
 
     weights = root / "clip-vit-large-patch14-336" / "model.safetensors"
     stat = weights.stat()

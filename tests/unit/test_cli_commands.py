@@ -52,6 +52,17 @@ def test_validate_exits_1_and_names_an_unreadable_image(variant_folders, capsys)
     assert "unreadable images: 1" in out and broken.name in out and "PROBLEMS FOUND" in out
 
 
+def test_validate_names_a_broken_symbolic_link(variant_folders, capsys):
+    """A new user's trial: a symlink to a missing file passed validate ("unreadable images: 0")."""
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    image = next(variant_folders[0].rglob("*.jpg"))
+    image.unlink()
+    image.symlink_to(variant_folders[0] / "nowhere.jpg")
+    assert main(["validate", str(variant_folders[0]), "--prompt-json", str(prompt_json)]) == 1
+    out = capsys.readouterr().out
+    assert "unreadable images: 1" in out and f"broken symbolic link to {variant_folders[0] / 'nowhere.jpg'}" in out
+
+
 @pytest.mark.parametrize(("strict", "n_failed", "code"), [(False, 2, 0), (True, 2, 1), (True, 0, 0)])
 def test_strict_exits_1_only_when_rows_failed(variant_folders, monkeypatch, capsys, strict, n_failed, code):
     seen = {}

@@ -477,3 +477,12 @@ def test_pixel_store_must_be_a_bool(dirs, write_yaml, run):
         RunConfig(folders=[str(folder)], weights_root=str(weights), pixel_store="no").validate()
     with pytest.raises(ConfigError, match="pixel_store"):  # the YAML type check names the key first
         run("--config", str(write_yaml({"pixel_store": "no"})))
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--cache-dir"])
+def test_an_output_or_cache_dir_that_is_a_file_is_refused_before_the_run(run, tmp_path, flag):
+    """A new user's trial: an existing file there gave 336 lines of Ray tracebacks (NotADirectoryError)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{flag} '.*afile' is a file, not a directory"):
+        run(flag, str(afile))

@@ -76,10 +76,14 @@ def test_an_image_that_cannot_be_read_becomes_a_failed_row_with_its_reason(tmp_p
         ManifestRow(folder=str(tmp_path), prompt_idx=0, prompt="p", image_path=str(good), rel_path="a.png", sample=0),
         ManifestRow(folder=str(tmp_path), prompt_idx=1, prompt="q", image_path=str(tmp_path / "gone.png"),
                     rel_path="gone.png", sample=0),
+        ManifestRow(folder=str(tmp_path), prompt_idx=2, prompt="r", image_path=str(tmp_path / "link.png"),
+                    rel_path="link.png", sample=0),
     ]
+    (tmp_path / "link.png").symlink_to(tmp_path / "nowhere.png")  # a broken symbolic link
     frame = manifest_frame([FolderScan(folder=str(tmp_path), convention="sidecar-txt", rows=rows, warnings=[])])
     assert frame.loc[0, "error"] is None and len(frame.loc[0, "image_sha256"]) == 64
-    assert frame.loc[1, "error"] == "unreadable image: the file cannot be read"
+    assert frame.loc[1, "error"] == "unreadable image: FileNotFoundError: No such file or directory"
+    assert frame.loc[2, "error"] == f"unreadable image: broken symbolic link to {tmp_path / 'nowhere.png'}"
 
 
 def test_phase_results_merge_into_one_row_per_pair():

@@ -42,9 +42,8 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(ray_side, "connect", connect)
     monkeypatch.setattr(ray_side, "disconnect", disconnect)
     monkeypatch.setattr(ray_side, "stream_scores", stream_in_process)
-    monkeypatch.setattr(pipeline, "ray_is_up", lambda: pipeline.wait_for_ray_shutdown() or up[0])
+    monkeypatch.setattr(pipeline, "ray_is_up", lambda: up[0])
     yield calls
-    pipeline.wait_for_ray_shutdown()
 
 
 def config_for(inputs, **overrides) -> RunConfig:
@@ -77,12 +76,12 @@ def test_a_new_local_run_starts_ray_on_the_main_thread_while_the_folders_are_sca
     assert " to score, resume cache hits: 0" in log.getvalue()
 
 
-def test_an_embedded_ray_the_run_started_is_shut_down_in_the_background(tmp_path, fake_ray):
+def test_an_embedded_ray_the_run_started_is_shut_down_on_the_main_thread_after_the_stream(tmp_path, fake_ray):
     inputs = build_inputs(tmp_path)
     evaluate(config_for(inputs), io.StringIO(), stages=Stages())  # a new cache: Ray starts early
-    pipeline.wait_for_ray_shutdown()
     assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
-    assert fake_ray[1][1] == "janus-ray-shutdown"
+    # not a background thread: the main thread must not touch Ray objects while it goes down
+    assert fake_ray[1][1] == threading.main_thread().name
     # a partly cached rerun starts Ray after reading the cache (in the stream) and stops it too
     fake_ray.clear()
     evaluate(config_for(inputs), io.StringIO(), stages=Stages())
@@ -90,22 +89,7 @@ def test_an_embedded_ray_the_run_started_is_shut_down_in_the_background(tmp_path
     log = io.StringIO()
     evaluate(config_for(inputs, metrics=["dummy", "pickscore"]), log, stages=Stages())
     assert "resume cache hits: " in log.getvalue() and " 0 to score" not in log.getvalue()
-    pipeline.wait_for_ray_shutdown()
     assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
-
-
-def test_ray_is_up_waits_for_a_background_shutdown(monkeypatch):
-    stopped = threading.Event()
-
-    def slow_disconnect():
-        time.sleep(0.3)
-        stopped.set()
-
-    monkeypatch.setattr(ray_side, "disconnect", slow_disconnect)
-    pipeline.shutdown_embedded_ray()
-    assert not stopped.is_set()
-    pipeline.ray_is_up()
-    assert stopped.is_set()
 
 
 def test_ray_is_started_early_only_when_it_is_sure_to_be_needed_on_this_machine(tmp_path, monkeypatch):
@@ -157,5 +141,32 @@ def test_a_scan_error_after_the_early_start_stops_that_ray_again(tmp_path, fake_
     inputs["prompt_json"].write_text("{not json", encoding="utf-8")  # read by the scan, not by validate()
     with pytest.raises(JanusRayError):
         evaluate(config_for(inputs, resume=False), io.StringIO(), stages=Stages())
-    pipeline.wait_for_ray_shutdown()
     assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
+
+
+def test_a_cluster_address_nothing_answers_on_is_refused_at_once(tmp_path):
+    """A new user's trial: --ray-address 127.0.0.1:1 left Ray retrying for minutes ("Failed to connect
+    to GCS"); now one error naming the address, before ray.init."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on (bound, then released)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(JanusRayError, match=rf"Cannot reach a Ray cluster at 127.0.0.1:{port} \("):
+        ray_side.check_reachable(f"127.0.0.1:{port}")
+    inputs = build_inputs(tmp_path)
+    with pytest.raises(JanusRayError, match="Cannot reach a Ray cluster"):
+        evaluate(config_for(inputs, ray_address=f"127.0.0.1:{port}"), io.StringIO(), stages=Stages())
+    for address in ("auto", "ray://head:10001"):  # left to Ray
+        ray_side.check_reachable(address)
+
+
+def test_input_folders_without_any_image_are_refused_and_stop_the_early_ray(tmp_path, fake_ray):
+    """A new user's trial: eval on an empty folder started Ray, exited 0 (even with --strict) and wrote
+    a CSV holding only the AVERAGE row."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = RunConfig(folders=[str(empty)], weights_root=str(WEIGHTS_ROOT), metrics=["dummy"], resume=False)
+    with pytest.raises(JanusRayError, match=r"No images found in any input folder \(.*empty\): nothing to score"):
+        evaluate(config, io.StringIO(), stages=Stages())
+    assert [name for name, _ in fake_ray] in ([], ["connect", "disconnect"])  # an early Ray is stopped again
