@@ -227,10 +227,12 @@ class Progress:
         elapsed = max(1e-9, time.perf_counter() - self.started)
         for plan in self.plans:
             m = plan.metric
+            if not self.totals[m]:  # all cached (a rerun that adds a metric): no "0/0 0.00 img/s" line
+                continue
             actor_rate = self.done[m] / self.busy[m] if self.busy[m] else 0.0
             print(
                 f"[janus-ray] {m:<12} {self.done[m]:>6}/{self.totals[m]:<6} {self.done[m] / elapsed:8.2f} img/s"
-                f" (actors busy: {actor_rate:.2f} img/s per replica)  failed {self.failed[m]}"
+                f" (actors busy: {actor_rate:.2f} img/s per replica)  failed {self.failed[m]} of those scored"
                 + (f"  out-of-memory: batch halved {self.oom[m]}x" if self.oom[m] else ""),
                 file=self.stream,
                 flush=True,
@@ -243,6 +245,10 @@ def output_dirs(config: RunConfig) -> tuple[Path, dict[str, Path]]:
     if config.output_dir:
         root = Path(config.output_dir).resolve()
         names = [f.name for f in folders]
+        for i, folder in enumerate(folders):  # the same folder twice ('a' and 'a/'): say that, not "share a name"
+            if folder in folders[:i]:
+                raise ConfigError(f"Input folder {config.folders[i]} is given twice (same as "
+                                  f"{config.folders[folders.index(folder)]}).")
         if len(set(names)) != len(names):
             raise ConfigError(f"Input folders share a name ({names}); cannot map them into one --output-dir.")
         return root, {str(f): root / f.name for f in folders}

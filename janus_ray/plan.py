@@ -218,9 +218,14 @@ class Plan:
             + (", autoscaling" if self.autoscale else "")
         ]
         gpu = self.layout == "gpu"  # CPU layouts: no GPU share or GPU memory to show
+        fused = self.layout == "cpu-fused"  # one pool of actors running every metric: no per-metric pools
         for i, phase in enumerate(self.phases, 1):
             fullest = f", fullest GPU ~{phase.gpu_memory_gb_per_gpu:.1f} GB" if gpu else ""
             lines.append(f"phase {i}/{len(self.phases)}: ~{phase.images_per_s:.3g} img/s{fullest}")
+            if fused:
+                lines.append(f"  {'metric':<12} {'batch':>5}")
+                lines += [f"  {m:<12} {p.batch_size:>5}" for m, p in phase.pools.items()]
+                continue
             gpu_head = f" {'GPU':>7}" if gpu else ""
             mem_head = f" {'GB/actor':>8}" if gpu else ""
             lines.append(f"  {'metric':<12} {'replicas':>8}{gpu_head} {'CPU':>5} {'batch':>5}{mem_head} {'img/s/replica':>13}")
@@ -232,9 +237,11 @@ class Plan:
                     f"  {m:<12} {p.replicas:>8}{gpu_cells} {p.num_cpus:>5g} {p.batch_size:>5}{mem_cell} "
                     f"{p.images_per_s:>13.3g}{extra}"
                 )
-        if self.layout == "cpu-fused":
-            replicas = max((p.replicas for ph in self.phases for p in ph.pools.values()), default=0)
-            lines.append(f"decode: inside the fused actors ({replicas} actor(s), each decoding and running every metric)")
+        if fused:
+            pool = next((p for ph in self.phases for p in ph.pools.values()), None)
+            replicas, cpus = (pool.replicas, pool.num_cpus) if pool else (0, 0.0)
+            lines.append(f"fused: {replicas} actor(s) x {cpus:g} CPU, each decoding an image once and running "
+                         "every metric above on it")
         else:
             lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
         # The estimate uses each model's real size (FLOPs), whatever the weight files hold (tiny test ones too).
@@ -698,8 +705,19 @@ def make_plan(shape: ClusterShape, demands: list[MetricDemand], *, device: str =
 
 
 def _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total) -> Plan:
-    """No GPUs (or --device cpu): fused actors (decode + every metric) or one pool per metric."""
+    """No GPUs (or --device cpu): fused actors (decode + every metric) or one pool per metric.
+    Overrides this layout has no use for are named in the plan's warnings, not dropped silently."""
     per_image_s = sum(1.0 / d.images_per_s_cpu for d in demands)
+    warnings = []
+    if cpu_layout == "fused":
+        per_metric = [d.metric for d in demands if d.replicas is not None]
+        if per_metric:
+            warnings.append(f"--replicas for {', '.join(per_metric)} ignored: the fused CPU actors run every "
+                            "metric (--cpu-replicas N sets how many; --cpu-layout per-metric for one pool per metric)")
+        demands = [dataclasses.replace(d, replicas=None) for d in demands]
+    elif cpu_replicas:
+        warnings.append("--cpu-replicas ignored: it sets the fused CPU actors, and this layout is per-metric "
+                        "(--replicas METRIC=N sets a metric's pool)")
     if cpu_layout == "fused":
         replicas = cpu_replicas or max(1, int(cpus_total))
         num_cpus = round(max(0.1, (cpus_total - 1.0) / replicas), 2)  # 1 CPU left for Ray Data's own tasks
@@ -719,7 +737,7 @@ def _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total) -> Plan:
             pools[d.metric].replicas = d.replicas
     phase = Phase(pools=pools, gpu_memory_gb_per_gpu=0.0, images_per_s=rate)
     return Plan(phases=[phase], decode=decode, layout=f"cpu-{cpu_layout}", gpus_total=shape.gpus_total,
-                cpus_total=cpus_total, autoscale=shape.can_autoscale)
+                cpus_total=cpus_total, autoscale=shape.can_autoscale, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,8 +813,15 @@ def demands_from_config(config, shape: ClusterShape, *, use_weight_files: bool =
 def plan_run(config, shape: ClusterShape, *, use_weight_files: bool = True, measured=None) -> Plan:
     """The plan for a validated RunConfig on ``shape`` (raises ConfigError when none fits)."""
     demands = demands_from_config(config, shape, use_weight_files=use_weight_files, measured=measured)
-    return make_plan(shape, demands, device=config.device, cpu_layout=config.cpu_layout,
+    plan = make_plan(shape, demands, device=config.device, cpu_layout=config.cpu_layout,
                      cpu_replicas=config.cpu_replicas)
+    if plan.layout != "gpu":  # a GPU share asked for on CPU is dropped by demands_from_config: say so
+        shares = [m for m in config.metrics if config.spec(m).num_gpus]
+        if shares:
+            plan.warnings.insert(0, f"--num-gpus for {', '.join(shares)} ignored: no GPU is used (CPU layout)")
+    elif config.cpu_replicas:
+        plan.warnings.append("--cpu-replicas ignored: GPUs are used (it sets the fused actors of CPU-only runs)")
+    return plan
 
 
 def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] | None = None) -> ClusterShape:

@@ -145,7 +145,17 @@ def check_required(files: list[RequiredFile], scorer_name: str) -> None:
 
 
 def load_failure(scorer_name: str, path: Path, exc: BaseException) -> WeightsError:
-    """Wrap an exception raised while reading a weight file into a WeightsError naming the file."""
+    """Wrap an exception raised while reading a weight file into a WeightsError naming the file.
+    A tensor of another shape than the model's config describes (torch's "size mismatch") names
+    both files: the weights may be fine and the config.json beside them another model's."""
+    text = str(exc)
+    if "size mismatch" in text or "ignore_mismatched_sizes" in text:  # torch / transformers 5's wording
+        detail = next((line.strip() for line in text.splitlines() if "size mismatch" in line),
+                      "tensor shapes differ; transformers printed which above")
+        return WeightsError(
+            f"Cannot load scorer {scorer_name!r}: {path} does not match the model that "
+            f"{path.parent / 'config.json'} describes ({detail}): is config.json from another checkpoint?\n{LAYOUT_HELP}"
+        )
     return WeightsError(
         f"Cannot load scorer {scorer_name!r}: {path} is corrupt or not in the expected format "
         f"({type(exc).__name__}: {exc}).\n{LAYOUT_HELP}"

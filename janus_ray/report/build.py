@@ -9,6 +9,7 @@ byte budget is spent.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -117,6 +118,9 @@ def compare(
         for metric in metrics:
             values = _values(folder, metric)
             summary = summarize(values, _keys(folder))
+            if metric.column not in folder.table:  # never run on this folder: nothing failed, nothing to show
+                summary = dataclasses.replace(summary, n_failed=0,
+                                              ci_note=f"not computed: {metric.column} was not scored for this folder")
             rows.append({
                 "folder": folder.name, "metric": metric.name, "column": metric.column,
                 "higher_is_better": metric.higher_is_better, "baseline": baseline,
@@ -507,7 +511,9 @@ def render_html(output_root: Path, table: pd.DataFrame, folders: list[Folder], m
     bars, boxes = charts_html(table, folders, metrics, baseline)
     sections = [
         ("Mean over prompts per folder and metric, with 95% t-CI", summary_html(table, folders, metrics)
-         + '<p class="small">Green: best mean of the metric. ↑ higher is better, ↓ lower is better.</p>'),
+         + '<p class="small">Green: rank 1 of the metric on the prompts every ranked folder shares (the '
+           'ranking below); the mean shown is over each folder\'s own prompts, so with prompts missing in '
+           'some folder a green cell need not hold the largest mean. ↑ higher is better, ↓ lower is better.</p>'),
         ("Means with 95% CI", bars),
         (f"Paired difference vs baseline {baseline} (folder − baseline, per prompt)", paired_html(table, folders, metrics, baseline)
          + f'<p class="small">Green / red: significantly better / worse than the baseline (Holm-corrected sign-flip p &lt; {ALPHA} '

@@ -486,3 +486,13 @@ def test_an_output_or_cache_dir_that_is_a_file_is_refused_before_the_run(run, tm
     afile.write_text("x", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"{flag} '.*afile' is a file, not a directory"):
         run(flag, str(afile))
+
+
+def test_a_folder_given_twice_with_an_output_dir_says_so(dirs, tmp_path):
+    """A new user's trial: `in/C in/C/ --output-dir out` said "Input folders share a name"."""
+    from janus_ray.pipeline import output_dirs
+
+    folder, weights = dirs
+    config = RunConfig(folders=[str(folder), str(folder) + "/"], weights_root=str(weights), output_dir=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match=r"Input folder .*variant_a/ is given twice \(same as .*variant_a\)"):
+        output_dirs(config)

@@ -198,8 +198,10 @@ def test_the_fused_cpu_plan_says_decoding_runs_inside_the_fused_actors(tmp_path)
     config = RunConfig(folders=[str(tmp_path)], weights_root=str(WEIGHTS_ROOT), metrics=["pickscore", "clipscore"])
     config.validate()
     text = plan_run(config, ClusterShape.uniform(0, 0.0, 4), use_weight_files=False, measured=False).table()
-    assert "decode: inside the fused actors (4 actor(s)" in text
+    assert "fused: 4 actor(s) x 0.75 CPU, each decoding an image once and running every metric" in text
     assert "decode: up to 0 actor(s)" not in text
+    # a new user's trial: every metric's row said "replicas 4, CPU 0.75", as if 8 actors ran
+    assert "replicas" not in text
 
 
 def test_a_rerun_with_fewer_metrics_warns_that_the_files_lose_the_earlier_scores(tmp_path):

@@ -343,3 +343,20 @@ def test_a_cpu_plan_table_shows_no_gpu_columns():
     assert "on CPU, float32" in table.splitlines()[-1]
     gpu_table = plan_for(1, 80, 8).table()
     assert "fullest GPU" in gpu_table and "GB/actor" in gpu_table
+
+
+def test_overrides_a_layout_has_no_use_for_are_named_in_warnings():
+    """A new user's trial: --cpu-replicas with --cpu-layout per-metric and --num-gpus without GPUs were
+    ignored without a word; per-metric --replicas showed in the fused table as if they applied."""
+    fused = plan_for(0, 80, 4, metrics=["clipscore", "pickscore"], clipscore={"replicas": 3, "num_gpus": 0.5})
+    assert any(w.startswith("--num-gpus for clipscore ignored") for w in fused.warnings)
+    assert any(w.startswith("--replicas for clipscore ignored") for w in fused.warnings)
+    assert {p.replicas for p in fused.phases[0].pools.values()} == {4}  # the fused actors, one per CPU
+    config = cfg(["clipscore"])
+    config.cpu_layout, config.cpu_replicas = "per-metric", 2
+    per_metric = plan_run(config, ClusterShape.uniform(0, 80, 4), measured=False)
+    assert any(w.startswith("--cpu-replicas ignored") for w in per_metric.warnings)
+    config.cpu_layout = "fused"
+    on_gpus = plan_run(config, ClusterShape.uniform(1, 80, 8), measured=False)
+    assert any(w.startswith("--cpu-replicas ignored: GPUs are used") for w in on_gpus.warnings)
+    assert not plan_for(0, 80, 4).warnings and not plan_for(1, 80, 8).warnings

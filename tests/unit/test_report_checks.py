@@ -232,3 +232,13 @@ def test_percentile_bootstrap_would_undercover_at_n3_but_the_t_interval_does_not
     low, high = t_interval(samples)
     t_cover = np.mean((low <= 0) & (0 <= high))
     assert boot_cover < 0.85 and 0.93 <= t_cover <= 0.97
+
+
+def test_a_metric_never_run_on_a_folder_is_not_computed_not_failed():
+    """A new user's trial: a folder scored without ImageReward showed "0 scored, 14 failed" for it."""
+    a = _folder("a", [(f"p{i}", 0, float(i)) for i in range(4)])
+    b = _folder("b", [(f"p{i}", 0, float(i) + 1) for i in range(4)]).table.drop(columns=["S"])
+    table = compare([a, Folder("b", b, {})], [METRIC], "a", n_resamples=99).set_index("folder")
+    assert (table.loc["b", "n_scored"], table.loc["b", "n_failed"]) == (0, 0)
+    assert table.loc["b", "ci_note"].startswith("not computed")
+    assert (table.loc["a", "n_scored"], table.loc["a", "n_failed"]) == (4, 0)

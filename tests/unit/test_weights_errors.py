@@ -133,6 +133,19 @@ def test_corrupt_file_raises_weights_error_naming_it(name, rel, damage, tmp_path
     assert_names_file(info.value, bad)
 
 
+def test_a_config_of_another_model_names_the_config_not_a_corrupt_weights_file(tmp_path):
+    """A new user's trial: projection_dim doubled in config.json gave "model.safetensors is corrupt"."""
+    import json
+
+    root = linked_root(tmp_path)
+    rel = "clip-vit-large-patch14-336/config.json"
+    config = json.loads((root / rel).read_text(encoding="utf-8"))
+    config["projection_dim"] *= 2
+    replace_file(root, rel, json.dumps(config).encode())
+    with pytest.raises(WeightsError, match=r"model.safetensors does not match the model that .*config.json describes"):
+        load_scorer("clipscore", root)
+
+
 def test_corrupt_bpe_merges_file_is_the_one_named(tmp_path):
     root = linked_root(tmp_path)
     bad = replace_file(root, "clip-vit-large-patch14-336/merges.txt", GARBAGE)
