@@ -17,6 +17,9 @@ from janus_ray.errors import JanusRayError
 
 ROW_ID = "row_id"
 DECODE_ERROR = "decode_error"
+#: per row: sha256 (hex) of the bytes the decode stage read and decoded ('' = not read): the resume
+#: cache's key when the driver did not hash the images (a first run: ``pipeline.hashes_deferred``)
+IMAGE_SHA256 = "image_sha256"
 
 
 def pixel_column(metric: str) -> str:
@@ -86,7 +89,7 @@ class ResultBatchError(JanusRayError):
 
 def result_columns(plans: Iterable[PlannedMetric]) -> list[str]:
     """The columns of a result batch for these metrics, in order (what the stream projects)."""
-    columns = [ROW_ID, DECODE_ERROR]
+    columns = [ROW_ID, DECODE_ERROR, IMAGE_SHA256]
     for plan in plans:
         columns += [output_column(k) for k in plan.columns]
         columns += [stage_error_column(plan.metric), time_column(plan.metric), oom_column(plan.metric)]
@@ -102,7 +105,7 @@ def check_result_batch(batch: Any, plans: Sequence[PlannedMetric]) -> None:
         if column not in present:
             missing.append(column)
     for plan in plans:
-        for column in result_columns([plan])[2:]:
+        for column in result_columns([plan])[3:]:
             if column not in present:
                 missing.append(f"{column} ({plan.metric})")
     if missing:

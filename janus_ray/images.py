@@ -12,6 +12,7 @@ image is 10 Gpx. Such an image fails its row with the reason instead of killing 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -70,12 +71,14 @@ def check_image_size(width: int, height: int, max_pixels: int | None,
 
 def open_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
                side: int = DEFAULT_TRANSFORM_SIDE, square_pad: bool = True,
-               decode: bool = True) -> Image.Image:
+               decode: bool = True, data: bytes | None = None) -> Image.Image:
     """Open and fully decode an image (no EXIF transpose, original mode kept).
 
     The size guard (``check_image_size``) runs on the header first; by default it bounds every
     transform of every scorer (``side`` 336, square padding). ``max_pixels=None`` disables it.
     ``decode=False`` only reads the header (the guard alone; the returned image is closed).
+    ``data``: the file's bytes, already read (the decode stage hashes them): decoded from memory,
+    ``source`` then only names the file in messages.
 
     Raises:
         OSError / PIL.UnidentifiedImageError: unreadable or truncated file.
@@ -84,7 +87,14 @@ def open_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, 
     if isinstance(source, Image.Image):
         check_image_size(source.width, source.height, max_pixels, side, square_pad)
         return source
-    with Image.open(Path(source)) as img:
+    try:
+        opened = Image.open(io.BytesIO(data) if data is not None else Path(source))
+    except Image.UnidentifiedImageError:
+        if data is None:
+            raise
+        # from memory Pillow names the buffer object: name the file, as it does when it opens a path
+        raise Image.UnidentifiedImageError(f"cannot identify image file {str(source)!r}") from None
+    with opened as img:
         try:
             check_image_size(img.width, img.height, max_pixels, side, square_pad)
         except ImageSizeError as exc:

@@ -377,7 +377,10 @@ def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
     # overlapping the planning, the cache load, the Ray start and the stream
     weight_hashes = WeightHashes(cache_directory(config, output_root), weight_files(config, weights_root))
     try:
-        hashes = HashJob([row.image_path for scan in scans for row in scan.rows])
+        paths = [row.image_path for scan in scans for row in scan.rows]
+        # Content hashes key the resume cache. With nothing to reuse the driver need not read the
+        # images: the decode stage hashes the bytes it reads anyway (columns.IMAGE_SHA256).
+        hashes = np.full(len(paths), None, dtype=object) if hashes_deferred(config, output_root) else HashJob(paths)
         plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages, local=local)
         frame = manifest_frame(scans, hashes)
         work = select_work(config, frame, plans, output_root, stream)
@@ -389,6 +392,13 @@ def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
                        plans=plans, frame=frame, work=work)
 
 
+def hashes_deferred(config: RunConfig, output_root: Path) -> bool:
+    """Whether nothing can come from the resume cache (resume off, or a cache directory without
+    parts): then the images' content hashes are not computed on the driver but by the decode stage,
+    from the bytes it reads and decodes (each image is read once, on a worker, not also here)."""
+    return not config.resume or not ResultCache(cache_directory(config, output_root)).parts()
+
+
 def starts_ray_early(config: RunConfig, stages: Stages) -> bool:
     """Whether Ray is sure to be needed before the folders are even scanned, so that ``evaluate``
     starts it while they are: the default (Ray) stream and planning, an embedded Ray on this
@@ -398,9 +408,7 @@ def starts_ray_early(config: RunConfig, stages: Stages) -> bool:
     ``config`` must be validated (``check_inputs``)."""
     if stages.stream_scores is not None or stages.plan is not None or not runs_locally(config):
         return False
-    if not config.resume:
-        return True
-    return not ResultCache(cache_directory(config, output_dirs(config)[0])).parts()
+    return hashes_deferred(config, output_dirs(config)[0])
 
 
 def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from janus_ray.actors.decode_stage import stage_error_column, todo_column
+from janus_ray.columns import IMAGE_SHA256
 from janus_ray.actors.metric_actor import output_column
 from janus_ray.cache import ERROR_COLUMN, score_column
 from janus_ray.manifest import FolderScan, unreadable_reason
@@ -278,7 +279,9 @@ class BatchRecorder:
     ``record(batch)`` -> a pyarrow table (image_sha256, prompt, settings, ``score:<key>``...) of
     the batch's successful scores of metrics that were to do for those rows, and (scores null,
     ``error`` set) its rows whose image bytes cannot be decoded (``cacheable_decode_errors``), when
-    their sha256 is known. Cost: O(batch).
+    their sha256 is known: the driver's (the frame's ``image_sha256``) or, where the driver did not
+    hash (None: a first run, ``pipeline.hashes_deferred``), the decode stage's ``IMAGE_SHA256`` of
+    the bytes it decoded. Cost: O(batch).
     """
 
     def __init__(self, frame: pd.DataFrame, plans: list[MetricPlan], todo: dict[str, np.ndarray]):
@@ -290,21 +293,28 @@ class BatchRecorder:
     def record(self, batch: pd.DataFrame) -> pa.Table | None:
         row_ids = batch["row_id"].to_numpy(dtype=np.int64)
         decode_error = batch["decode_error"].to_numpy(dtype=object) if "decode_error" in batch else None
+        shas = self.shas[row_ids]
+        deferred = pd.isna(shas)  # not hashed on the driver (a first run): the decode stage's hash
+        if deferred.any():
+            from_stage = (batch[IMAGE_SHA256].to_numpy(dtype=object) if IMAGE_SHA256 in batch
+                          else np.full(len(row_ids), "", dtype=object))
+            shas = np.where(deferred, from_stage, shas)
+        known = _non_empty(shas)  # a row is cached only under the sha256 of its bytes
         failed = np.zeros(len(row_ids), dtype=bool)
         if decode_error is not None and len(row_ids):
             failed = cacheable_decode_errors(decode_error)
             if failed.any():  # and only under a known sha256
-                failed &= _non_empty(self.shas[row_ids])
+                failed &= known
         tables = []
         for plan in self.plans:
             primary = batch[output_column(plan.metric)].to_numpy(dtype=np.float64, na_value=np.nan)
             todo = self.todo[plan.metric][row_ids]
-            keep = todo & (~np.isnan(primary) | failed)
+            keep = todo & (~np.isnan(primary) | failed) & known
             if not keep.any():
                 continue
             ids = row_ids[keep]
             columns: dict[str, Any] = {
-                "image_sha256": pa.array(self.shas[ids], pa.string()),
+                "image_sha256": pa.array(shas[keep], pa.string()),
                 "prompt": pa.array(self.prompts[ids], pa.string()),
                 "settings": pa.array(np.full(len(ids), plan.settings_key, dtype=object), pa.string()),
             }

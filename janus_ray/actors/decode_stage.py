@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
 from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
+    IMAGE_SHA256,
     pending_column,
     pixel_column,
     pixel_key_column,
@@ -85,6 +87,7 @@ class DecodeStage:
         self._shapes = {m: np.zeros((n, 3), dtype=np.int64) for m in metrics}
         self._sources: dict[str, list[str]] = {m: [""] * n for m in metrics}
         self._errors: dict[str, list[str]] = {m: [""] * n for m in metrics}
+        self._sha256 = [""] * n
         todo = [i for i in range(n) if not self._decode_errors[i] and any(batch[todo_column(m)][i] for m in metrics)]
         run_journaled(self.journal, batch.get("row_id"), todo,
                       lambda rows: [self._decode_row(batch, i) for i in rows],
@@ -92,6 +95,7 @@ class DecodeStage:
                       lambda i: self._decode_errors.__setitem__(i, f"decoding: {KILLED_TWICE}"))
         out = dict(batch)
         out["decode_error"] = np.array(self._decode_errors, dtype=object)
+        out[IMAGE_SHA256] = np.array(self._sha256, dtype=object)
         for metric in metrics:
             out[pixel_column(metric)] = _bytes_column(self._payload[metric])
             out[shape_column(metric)] = self._shapes[metric]
@@ -129,8 +133,13 @@ class DecodeStage:
 
     def _decode_row(self, batch: dict[str, np.ndarray], i: int) -> None:
         wanted = [m for m in self.transforms if batch[todo_column(m)][i]]
+        path = str(batch["image_path"][i])
         try:
-            image = open_image(str(batch["image_path"][i]), max_pixels=self.max_pixels, **self.guard)
+            # read once: the bytes decoded are the bytes hashed (the resume cache's key; on a first
+            # run the driver does not read the images at all)
+            data = Path(path).read_bytes()
+            self._sha256[i] = hashlib.sha256(data).hexdigest()
+            image = open_image(path, max_pixels=self.max_pixels, data=data, **self.guard)
         except ImageSizeError as exc:
             self._decode_errors[i] = f"image too large (DecompressionBombError): {exc}"
             return

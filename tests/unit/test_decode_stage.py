@@ -102,3 +102,19 @@ def test_score_uint8_equals_scoring_the_reference_float_pixels():
         got = scorer.score_uint8(arrays, prompts)
         expected = scorer.score_pixels(scorer.preprocess(paths), prompts)
         np.testing.assert_allclose(got[metric], expected[metric], atol=1e-6)
+
+
+def test_the_decode_stage_hashes_the_bytes_it_decodes(tmp_path):
+    """The resume cache's key on a first run (the driver no longer reads the images): the sha256 of
+    the bytes decoded, '' for a file that could not be read; Pillow's error names the file."""
+    from janus_ray.cache import file_sha256
+    from janus_ray.columns import IMAGE_SHA256
+
+    corrupt = tmp_path / "bad.jpg"
+    corrupt.write_bytes(b"not an image")
+    good = IMAGES_DIR / "astronaut.jpg"
+    out = stage()(batch([str(good), str(corrupt), str(tmp_path / "gone.jpg")]))
+    assert list(out[IMAGE_SHA256]) == [file_sha256(good), file_sha256(corrupt), ""]
+    assert out["decode_error"][0] == ""
+    assert out["decode_error"][1] == f"unreadable image: UnidentifiedImageError: cannot identify image file {str(corrupt)!r}"
+    assert out["decode_error"][2].startswith("unreadable image: FileNotFoundError")

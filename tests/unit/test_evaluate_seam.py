@@ -307,3 +307,32 @@ def test_a_cached_failure_names_the_rows_own_file_not_the_first_one_seen(tmp_pat
     text = row["error"].iloc[0]
     assert text.startswith("unreadable image: ") and str(corrupt.resolve()) in text
     assert str(inputs["corrupt"].resolve()) not in text
+
+
+def test_a_first_run_does_not_hash_on_the_driver_and_its_cache_keys_are_the_images_sha256(tmp_path, monkeypatch):
+    """Nothing to reuse from the cache: the driver does not read the images (the decode stage hashes
+    the bytes it decodes). The records carry each image's sha256, so a rerun (hashed on the driver,
+    as there is a cache now) finds every pair."""
+    import janus_ray.pipeline as pipeline
+    from janus_ray.cache import ResultCache, file_sha256
+
+    inputs = build_inputs(tmp_path)
+    real_job = pipeline.HashJob
+
+    def no_driver_hashing(paths):
+        raise AssertionError("the driver hashed the images on a first run")
+
+    monkeypatch.setattr(pipeline, "HashJob", no_driver_hashing)
+    first = evaluate(config_for(inputs), io.StringIO(), stages=NO_RAY)
+    known = ResultCache(first.output_root / ".janus_ray_cache").load()
+    expected = {file_sha256(p) for p in first.table["abs_path"][first.table["error"].isna()]}
+    assert set(known["image_sha256"]) == expected and len(expected) > 1
+    monkeypatch.setattr(pipeline, "HashJob", real_job)
+    streamed = []
+
+    def counting(rows, plans, config, on_batch, **kw):
+        streamed.append(len(rows))
+        stream_in_process(rows, plans, config, on_batch)
+
+    again = evaluate(config_for(inputs), io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
+    assert sum(streamed) == 0 and again.n_cached == len(expected)
