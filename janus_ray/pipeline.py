@@ -125,11 +125,11 @@ def ray_is_up() -> bool:
 
 
 def shutdown_embedded_ray() -> None:
-    """Shut down the embedded Ray this process started, on the calling thread, once its stream is
-    done: a later run in this process starts a fresh one. Not in a background thread: the main
-    thread then still dropped Ray objects (ObjectRefs, Ray Data's iterator) while the core worker
-    went down, and about one run in 30 ended with Ray's fatal "The core worker has already been
-    shutdown" and exit code 1 after writing every result (a new user's trial)."""
+    """Shut down the embedded Ray this process started, on the calling thread, once the run's
+    result files are written: a later run in this process starts a fresh one. See
+    ``stream.disconnect`` for the wait on Ray Data's threads: without it, a thread still using
+    Ray after the shutdown ended a finished run with Ray's fatal "The core worker has already been
+    shutdown" and exit code 1 (new users' trials: ~1 run in 30 fused, 1 in 3 per-metric)."""
     from janus_ray.stream import disconnect
 
     disconnect()
@@ -293,11 +293,12 @@ class Stages:
 class StreamOutcome:
     """What ``stream_phases`` returns: ``results`` (the result frames, one per row across phases),
     ``oom_halvings`` (batch halvings per metric), ``pixel_stores`` (the stream's pixel-store
-    summaries, one per phase whose pixels went through stores)."""
+    summaries, one per phase whose pixels went through stores), ``owns_ray``."""
 
     results: list[pd.DataFrame]
     oom_halvings: dict[str, int]
     pixel_stores: list[dict[str, Any]]
+    owns_ray: bool = False  # an embedded Ray this run started (the caller's, or one the stream started)
 
 
 @dataclass
@@ -343,6 +344,8 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
                                         out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
     result.pixel_stores = streamed.pixel_stores
+    if streamed.owns_ray:  # after the files: whatever Ray's shutdown does, the results are on disk
+        shutdown_embedded_ray()
     return result
 
 
@@ -536,9 +539,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     """Stream each phase's rows through ``stages.stream_scores``, one phase after another, appending
     every result batch to the resume cache as it arrives (flushed even when a phase fails).
 
-    ``owns_ray``: the caller started the embedded Ray. An embedded Ray started by the caller or
-    here is shut down once every phase streamed (``shutdown_embedded_ray``);
-    after a failure it is left to Ray's exit handler, as before.
+    ``owns_ray``: the caller started the embedded Ray; the outcome's ``owns_ray`` is also True when
+    this call started it (``evaluate`` shuts it down once the result files are written).
 
     Returns a ``StreamOutcome``.
     """
@@ -594,9 +596,7 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
         raise Interrupted(received[0], str(cache.directory)) from exc
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
-    if owns_ray:
-        shutdown_embedded_ray()
-    return StreamOutcome(_merge_phases(results_by_phase), oom_halvings, pixel_stores)
+    return StreamOutcome(_merge_phases(results_by_phase), oom_halvings, pixel_stores, owns_ray)
 
 
 def sweep_dead_journals(inflight: Path) -> list[Path]:

@@ -149,11 +149,40 @@ def quiet_ray_notices() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: Ray Data's driver-side threads of a finished stream (the executor's loop, the batch prefetchers,
+#: the metadata fetcher): they may still call into Ray for a moment after the last batch
+RAY_DATA_THREADS = ("StreamingExecutor-", "iter_threaded", "Prefetcher", "ray-data-metadata-prefetch",
+                    "map_tp_")
+#: seconds ``disconnect`` waits for them in all
+QUIESCE_S = 15.0
+
+
+def quiesce_ray_data(timeout_s: float = QUIESCE_S) -> list[str]:
+    """Wait (at most ``timeout_s`` in all) for Ray Data's threads of finished streams to end, then
+    collect garbage: reference cycles holding ObjectRefs or actor handles are freed while Ray is
+    still up, not by a later collection after ``ray.shutdown``. Returns the threads still alive."""
+    import gc
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and thread.name.startswith(RAY_DATA_THREADS):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    gc.collect()
+    return [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(RAY_DATA_THREADS)]
+
+
 def disconnect() -> None:
-    """``ray.shutdown()``: the embedded Ray's processes are stopped (a joined cluster's driver only
-    disconnects). Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
+    """``ray.shutdown()`` once Ray Data's threads are done (``quiesce_ray_data``): the embedded Ray's
+    processes are stopped (a joined cluster's driver only disconnects). A thread using Ray after the
+    shutdown kills the process (Ray's fatal "The core worker has already been shutdown", exit 1).
+    Unlike Ray's exit handler, it does not first sleep half a second for log lines."""
     import ray
 
+    left = quiesce_ray_data()
+    if left:
+        print(f"janus_ray: Ray Data threads still running at shutdown: {', '.join(left)}", file=sys.stderr)
     ray.shutdown()
 
 
