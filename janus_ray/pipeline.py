@@ -441,6 +441,9 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
 def check_inputs(config: RunConfig) -> None:
     """Validate ``config`` (in place: names resolved) and check every run metric's weight files.
 
+    Then create the output root (``--output-dir``) and the resume cache's directory: one that
+    cannot be created or written fails here, in one line, not in the actors' tracebacks.
+
     Raises ConfigError / WeightsError (missing weight file)."""
     config.validate()
     weights_root = Path(config.weights_root).resolve()
@@ -448,6 +451,17 @@ def check_inputs(config: RunConfig) -> None:
         cls = get_scorer_class(metric)
         cls.check_dtype(config.spec(metric).dtype or config.dtype)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
+    output_root = output_dirs(config)[0]
+    for what, directory in (("--output-dir", output_root if config.output_dir else None),
+                            ("--cache-dir" if config.cache_dir else "the resume cache", cache_directory(config, output_root))):
+        if directory is None:
+            continue
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create {what} directory {directory}: {exc.strerror or exc}.") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"Cannot write to {what} directory {directory}: permission denied.")
 
 
 def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) -> tuple[RunConfig, list]:

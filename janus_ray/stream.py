@@ -88,17 +88,28 @@ def join_address(explicit: str | None) -> str | None:
 REACH_TIMEOUT_S = 5.0
 
 
-def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
-    """Refuse a ``host:port`` cluster address nothing answers on: ``ray.init`` would retry for
-    minutes (a new user's trial: 207 s of Ray's "Failed to connect to GCS" lines, then killed).
-    'auto' and ``ray://`` addresses are left to Ray.
+ADDRESS_HELP = ("a Ray cluster is joined by 'auto' (the cluster started on this machine), HOST:PORT (its head's "
+                "GCS address, port 6379 by default) or ray://HOST:10001 (Ray Client)")
 
-    Raises ConfigError naming the address and the connection error."""
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse a cluster address that is malformed, an HTTP one (the dashboard's, which `ray job
+    submit` takes, not a driver), or a ``host:port`` nothing answers on: ``ray.init`` would raise a
+    traceback or retry for minutes (new users' trials: 207 s of "Failed to connect to GCS").
+    'auto' and ``ray://`` addresses are left to Ray (``connect`` turns its errors into one line).
+
+    Raises ConfigError naming the address and what is wrong."""
     import socket
 
-    host, sep, port = address.rpartition(":")
-    if address == "auto" or "://" in address or not sep or not port.isdigit():
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(f"Ray address {address!r} is an HTTP (dashboard) address, the one `ray job submit` "
+                          f"takes; {ADDRESS_HELP}. To run on that cluster as a job: scripts/submit_job.sh (README, "
+                          "'Cluster'), which passes it to `ray job submit`.")
+    if address == "auto" or address.startswith("ray://"):
         return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or any(c.isspace() for c in address):
+        raise ConfigError(f"Ray address {address!r} is not an address: {ADDRESS_HELP}.")
     try:
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
     except OSError as exc:
@@ -126,7 +137,11 @@ def connect(address: str | None) -> Connection:
         joined = True
     elif target:
         check_reachable(target)
-        ray.init(address=target, log_to_driver=True)
+        try:
+            ray.init(address=target, log_to_driver=True)
+        except (ConnectionError, TimeoutError, ValueError) as exc:  # Ray's own words, without its traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"Cannot join the Ray cluster at {target}: {first} ({ADDRESS_HELP}).") from None
         joined = True
     else:
         # address="local": a new instance, never one that `ray start` left running on this machine

@@ -496,3 +496,23 @@ def test_a_folder_given_twice_with_an_output_dir_says_so(dirs, tmp_path):
     config = RunConfig(folders=[str(folder), str(folder) + "/"], weights_root=str(weights), output_dir=str(tmp_path / "o"))
     with pytest.raises(ConfigError, match=r"Input folder .*variant_a/ is given twice \(same as .*variant_a\)"):
         output_dirs(config)
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--cache-dir"])
+def test_an_output_or_cache_dir_that_cannot_be_created_is_refused_before_ray(dirs, tmp_path, flag):
+    """A second new user's trial: `--output-dir afile/sub` or `/proc/x` gave hundreds of lines of the
+    actors' NotADirectoryError tracebacks and no janus-ray error line."""
+    from janus_ray.pipeline import check_inputs
+    from tests.conftest import PARITY_DIR
+
+    folder, _ = dirs
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    key = "output_dir" if flag == "--output-dir" else "cache_dir"
+    config = RunConfig(folders=[str(folder)], weights_root=str(PARITY_DIR / "weights"), metrics=["clipscore"],
+                       **{key: str(tmp_path / "afile" / "sub")})
+    with pytest.raises(ConfigError, match=rf"Cannot create {flag} directory .*afile/sub: Not a directory"):
+        check_inputs(config)
+    config = RunConfig(folders=[str(folder)], weights_root=str(PARITY_DIR / "weights"), metrics=["clipscore"],
+                       **{key: str(tmp_path / "new" / "dir")})
+    check_inputs(config)
+    assert (tmp_path / "new" / "dir").is_dir()

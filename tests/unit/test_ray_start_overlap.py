@@ -161,6 +161,23 @@ def test_a_cluster_address_nothing_answers_on_is_refused_at_once(tmp_path):
         ray_side.check_reachable(address)
 
 
+@pytest.mark.parametrize(("address", "message"), [
+    ("http://127.0.0.1:8265", "is an HTTP \\(dashboard\\) address, the one `ray job submit` takes"),
+    ("not a address::", "is not an address: a Ray cluster is joined by 'auto'"),
+    ("head-node", "is not an address"),
+    (":6379", "is not an address"),
+])
+def test_a_malformed_or_http_cluster_address_is_one_line_not_rays_traceback(address, message, tmp_path, monkeypatch):
+    """A second new user's trial: these gave Ray's ValueError tracebacks (RAY_ADDRESS=http://HEAD:8265 is
+    what the README has users export for submit_job.sh)."""
+    with pytest.raises(JanusRayError, match=message):
+        ray_side.check_reachable(address)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    inputs = build_inputs(tmp_path)
+    with pytest.raises(JanusRayError, match=message):
+        evaluate(config_for(inputs), io.StringIO(), stages=Stages())
+
+
 def test_input_folders_without_any_image_are_refused_and_stop_the_early_ray(tmp_path, fake_ray):
     """A new user's trial: eval on an empty folder started Ray, exited 0 (even with --strict) and wrote
     a CSV holding only the AVERAGE row."""
@@ -170,3 +187,40 @@ def test_input_folders_without_any_image_are_refused_and_stop_the_early_ray(tmp_
     with pytest.raises(JanusRayError, match=r"No images found in any input folder \(.*empty\): nothing to score"):
         evaluate(config, io.StringIO(), stages=Stages())
     assert [name for name, _ in fake_ray] in ([], ["connect", "disconnect"])  # an early Ray is stopped again
+
+
+def test_the_shutdown_waits_for_ray_datas_threads_of_the_stream():
+    """A new user's trial: 67 ms after the last batch a Ray Data thread (not the main one) used Ray
+    after ray.shutdown, and Ray's fatal "core worker has already been shutdown" ended the run (exit 1)."""
+    done = threading.Event()
+
+    def executor_finishing(seconds):
+        time.sleep(seconds)
+        done.set()
+
+    threading.Thread(target=executor_finishing, args=(0.3,), name="StreamingExecutor-dataset_x", daemon=True).start()
+    assert ray_side.quiesce_ray_data(timeout_s=5) == [] and done.is_set()
+    stuck = threading.Thread(target=time.sleep, args=(2,), name="ray-data-metadata-prefetch", daemon=True)
+    stuck.start()
+    assert ray_side.quiesce_ray_data(timeout_s=0.1) == ["ray-data-metadata-prefetch"]  # bounded: never a hang
+
+
+def test_rays_own_connection_errors_become_one_line(monkeypatch):
+    """Something answers on the port but it is no Ray head (or Ray Client times out): Ray raises
+    ConnectionError after ~20-30 s; janus-ray says so in one line instead of Ray's traceback."""
+    import socket
+
+    import ray
+
+    def refuse(**kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at the address given.\nmore lines")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(JanusRayError, match=rf"Cannot join the Ray cluster at {address}: Failed to connect to Ray "
+                                                r"cluster at the address given. \(a Ray cluster is joined by"):
+            ray_side.connect(address)
