@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,30 @@ def _values(folder: Folder, metric: Metric) -> np.ndarray:
     if metric.column not in folder.table:
         return np.full(len(folder.table), np.nan)
     return folder.table[metric.column].to_numpy(dtype=float, na_value=np.nan)
+
+
+def computed(folder: Folder, metric: Metric) -> bool:
+    """Whether ``folder``'s run scored ``metric``. Result files carry every metric's column (the
+    earlier tool's schema), NaN where a metric was not run, so the column alone does not say: the
+    JSON meta lists the metrics the run scored; without meta, any value in the column counts."""
+    listed = folder.meta.get("metrics") if isinstance(folder.meta, dict) else None
+    if isinstance(listed, dict) and listed:
+        for entry in listed.values():
+            if isinstance(entry, dict) and (entry.get("column") == metric.column
+                                            or metric.column in (entry.get("columns") or {}).values()):
+                return True
+        return False
+    return metric.column in folder.table and bool(folder.table[metric.column].notna().any())
+
+
+NOT_COMPUTED = "not computed"
+
+
+def _counts(r: Any) -> str:
+    """A summary row's counts for the tables: sd, prompts, scored, failed; or that it was not run."""
+    if str(r["ci_note"]).startswith(NOT_COMPUTED):
+        return NOT_COMPUTED
+    return f"sd {_num(r['std'])}, {r['n_prompts']} prompts, {r['n_scored']} scored, {r['n_failed']} failed"
 
 
 def _keys(folder: Folder) -> np.ndarray:
@@ -118,9 +143,9 @@ def compare(
         for metric in metrics:
             values = _values(folder, metric)
             summary = summarize(values, _keys(folder))
-            if metric.column not in folder.table:  # never run on this folder: nothing failed, nothing to show
+            if not computed(folder, metric):  # never run on this folder: nothing failed, nothing to show
                 summary = dataclasses.replace(summary, n_failed=0,
-                                              ci_note=f"not computed: {metric.column} was not scored for this folder")
+                                              ci_note=f"{NOT_COMPUTED}: {metric.column} was not scored for this folder")
             rows.append({
                 "folder": folder.name, "metric": metric.name, "column": metric.column,
                 "higher_is_better": metric.higher_is_better, "baseline": baseline,
@@ -371,7 +396,7 @@ def render_markdown(table: pd.DataFrame, folders: list[Folder], metrics: list[Me
     summary = per_folder(lambda r: f"{_num(r['mean'])} {_ci(r)}", names)
     for row in summary:
         row.append(_num(ranks[row[0]], ".2f"))
-    counts = per_folder(lambda r: f"sd {_num(r['std'])}, {r['n_prompts']} prompts, {r['n_scored']} scored, {r['n_failed']} failed", names)
+    counts = per_folder(_counts, names)
     paired = per_folder(lambda r: f"{_paired_text(r)} → **{r['verdict']}**", [n for n in names if n != baseline])
     ranks_rows = per_folder(lambda r: _num(r["rank"], "g"), names)
     for row in ranks_rows:
@@ -446,7 +471,7 @@ def summary_html(table: pd.DataFrame, folders: list[Folder], metrics: list[Metri
             tds.append(
                 f'<td{css}><div class="v">{_num(r["mean"])}</div>'
                 f'<div class="ci">{escape(_ci(r))}</div>'
-                f'<div class="small">sd {_num(r["std"])} · {r["n_prompts"]} prompts · {r["n_scored"]} images · failed {r["n_failed"]}</div></td>'
+                f'<div class="small">{escape(_counts(r)).replace(", ", " · ")}</div></td>'
             )
         rows.append(f'<tr><th>{escape(f.name)}</th>{"".join(tds)}<td class="num">{_num(ranks[f.name], ".2f")}</td></tr>')
     return _scroll(f'<table id="summary"><tr><th>folder</th>{_th_metrics(metrics)}<th>mean rank</th></tr>{"".join(rows)}</table>')

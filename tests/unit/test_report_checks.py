@@ -235,10 +235,18 @@ def test_percentile_bootstrap_would_undercover_at_n3_but_the_t_interval_does_not
 
 
 def test_a_metric_never_run_on_a_folder_is_not_computed_not_failed():
-    """A new user's trial: a folder scored without ImageReward showed "0 scored, 14 failed" for it."""
+    """New users' trials: a folder scored without ImageReward showed "0 scored, 14 failed" for it. Its
+    result files hold the column (every metric's, the earlier tool's schema), all NaN: the JSON meta
+    says which metrics the run scored; without meta an all-NaN column reads as not computed."""
     a = _folder("a", [(f"p{i}", 0, float(i)) for i in range(4)])
-    b = _folder("b", [(f"p{i}", 0, float(i) + 1) for i in range(4)]).table.drop(columns=["S"])
-    table = compare([a, Folder("b", b, {})], [METRIC], "a", n_resamples=99).set_index("folder")
+    b = _folder("b", [(f"p{i}", 0, float("nan")) for i in range(4)])
+    b.meta = {"metrics": {"other": {"column": "T", "columns": {"other": "T"}}}}  # its run scored another metric
+    c = _folder("c", [(f"p{i}", 0, float("nan")) for i in range(4)])
+    c.meta = {"metrics": {"s": {"column": "S", "columns": {"s": "S"}}}}  # scored S: every row failed
+    d = _folder("d", [(f"p{i}", 0, float("nan")) for i in range(4)])  # no meta, no value
+    table = compare([a, b, c, d], [METRIC], "a", n_resamples=99).set_index("folder")
     assert (table.loc["b", "n_scored"], table.loc["b", "n_failed"]) == (0, 0)
-    assert table.loc["b", "ci_note"].startswith("not computed")
+    assert table.loc["b", "ci_note"].startswith("not computed") and table.loc["d", "ci_note"].startswith("not computed")
+    assert (table.loc["c", "n_scored"], table.loc["c", "n_failed"]) == (0, 4)
     assert (table.loc["a", "n_scored"], table.loc["a", "n_failed"]) == (4, 0)
+    assert build._counts(table.loc["b"]) == "not computed"
