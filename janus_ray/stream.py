@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,21 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
                           f"running and the port open? (`ray status --address {address}` on a node of it)") from None
 
 
+def describe_joined(target: str) -> str:
+    """Which cluster ``--ray-address`` / RAY_ADDRESS joined ('auto' may find one another user
+    started on this machine): its GCS address, nodes, CPUs and GPUs."""
+    import ray
+
+    try:
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        total = ray.cluster_resources()
+        where = ray.get_runtime_context().gcs_address
+    except Exception as exc:  # noqa: BLE001 - a description only
+        return f"joined the Ray cluster at {target} ({type(exc).__name__} describing it)"
+    return (f"joined the Ray cluster at {where} (address given: {target}): {alive} node(s), "
+            f"{total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s)")
+
+
 def read_autoscaler_config() -> dict[str, Any] | None:
     """The cluster-launcher config the head's autoscaler runs with, when this machine has it."""
     path = Path(os.environ.get(AUTOSCALER_CONFIG_ENV, DEFAULT_AUTOSCALER_CONFIG)).expanduser()
@@ -143,6 +159,7 @@ def connect(address: str | None) -> Connection:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"Cannot join the Ray cluster at {target}: {first} ({ADDRESS_HELP}).") from None
         joined = True
+        print(f"[janus-ray] {describe_joined(target)}", file=sys.stderr, flush=True)
     else:
         # address="local": a new instance, never one that `ray start` left running on this machine
         quiet_ray_notices()
@@ -296,6 +313,9 @@ def stream_scores(
     """
     import ray
 
+    # Ray Data's advice when a pool has more actors than blocks (a small input): the block count is
+    # janus-ray's choice (table.rows_per_block), so the advice to change it is noise to the user
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     context = ray.data.DataContext.get_current()
     fused = use_fused_layout(plans, config)
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive"))

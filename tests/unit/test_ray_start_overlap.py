@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -224,3 +225,15 @@ def test_rays_own_connection_errors_become_one_line(monkeypatch):
         with pytest.raises(JanusRayError, match=rf"Cannot join the Ray cluster at {address}: Failed to connect to Ray "
                                                 r"cluster at the address given. \(a Ray cluster is joined by"):
             ray_side.connect(address)
+
+
+def test_joining_a_cluster_says_which_one(monkeypatch):
+    """A second new user's trial: `--ray-address auto` joined a cluster someone else had started on
+    the machine and nothing said so."""
+    import ray
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}, {"Alive": True}])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 48.0, "GPU": 8.0})
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(gcs_address="10.0.0.5:6379"))
+    assert ray_side.describe_joined("auto") == (
+        "joined the Ray cluster at 10.0.0.5:6379 (address given: auto): 2 node(s), 48 CPU(s), 8 GPU(s)")
