@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,6 +34,27 @@ from janus_ray.results import atomic_write
 KEY_COLUMNS = ("image_sha256", "prompt", "settings")
 #: a record whose image bytes cannot be decoded: scores null, this column the row's error text
 ERROR_COLUMN = "error"
+
+
+#: a cache record's file, as the driver stat'ed it before its bytes were read: its path
+#: (``MEMO_PATH``) and ``STAT_FIELDS`` (size, mtime_ns, inode; null when unknown). A file whose
+#: path and stat are unchanged holds the same bytes; a copy, a rewrite (rsync writes a new
+#: inode, even when it keeps the time) or a touch changes them.
+MEMO_PATH = "file_path"
+STAT_FIELDS = ("file_size", "file_mtime_ns", "file_ino")
+
+
+def image_memo(known: pd.DataFrame | None) -> dict[str, tuple[int, int, int, str]]:
+    """path -> (size, mtime_ns, inode, sha256) of the files behind the cached records (``ResultCache.load()``),
+    for ``table.HashJob``: a file whose stat still matches is not read again. Records written
+    before these columns existed (or of files that could not be stat'ed) give no entry."""
+    if known is None or known.empty or MEMO_PATH not in known or not all(c in known for c in STAT_FIELDS):
+        return {}
+    rows = known[[MEMO_PATH, *STAT_FIELDS, "image_sha256"]].dropna()
+    rows = rows.drop_duplicates(MEMO_PATH, keep="last")
+    stats = [rows[c].to_numpy(dtype=np.int64) for c in STAT_FIELDS]
+    return dict(zip(rows[MEMO_PATH].to_numpy(dtype=object).tolist(),
+                    zip(*(s.tolist() for s in stats), rows["image_sha256"].to_numpy(dtype=object).tolist())))
 
 
 def score_column(key: str) -> str:
@@ -100,7 +122,11 @@ class ResultCache:
         tables, legacy = [], False
         for part in parts:
             try:
-                table = pq.read_table(part)
+                # the file path as a dictionary (pandas categorical): one record per (image, metric)
+                # repeats each path once per metric, and a million paths as Python strings each
+                # time would cost the driver ~1 GB
+                names = pq.read_schema(part).names
+                table = pq.read_table(part, read_dictionary=[MEMO_PATH] if MEMO_PATH in names else None)
             except (OSError, pa.ArrowInvalid):
                 continue
             if "scores" in table.column_names:  # format of janus_ray <= 0.1.0: one JSON text per record
@@ -109,7 +135,8 @@ class ResultCache:
         if not tables:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in KEY_COLUMNS})
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        frame = table.to_pandas()
+        # int64 columns (the files' stat) as nullable Int64: float64 would round a mtime in ns
+        frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
         frame = frame.drop_duplicates(list(KEY_COLUMNS), keep="last", ignore_index=True)
         if compact and (len(parts) > 1 or legacy):
             self._write(pa.Table.from_pandas(frame, preserve_index=False))

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray.cache import ResultCache, WeightHashes, weights_fingerprint
+from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
 from janus_ray.errors import ConfigError, InputError, Interrupted
@@ -380,13 +380,22 @@ def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
     # overlapping the planning, the cache load, the Ray start and the stream
     weight_hashes = WeightHashes(cache_directory(config, output_root), weight_files(config, weights_root))
     try:
-        paths = [row.image_path for scan in scans for row in scan.rows]
+        rows = [row for scan in scans for row in scan.rows]
         # Content hashes key the resume cache. With nothing to reuse the driver need not read the
-        # images: the decode stage hashes the bytes it reads anyway (columns.IMAGE_SHA256).
-        hashes = np.full(len(paths), None, dtype=object) if hashes_deferred(config, output_root) else HashJob(paths)
+        # images: the decode stage hashes the bytes it reads anyway (columns.IMAGE_SHA256); the
+        # files are only stat'ed (their records remember it). Otherwise the cache is read first:
+        # its records say which files (path, size, mtime, inode) were hashed already. A row that
+        # cannot be scored (no prompt, a scan error) needs no hash.
+        deferred = hashes_deferred(config, output_root)
+        known = None if deferred else ResultCache(cache_directory(config, output_root)).load()
+        hashes = HashJob([row.image_path for row in rows], memo=image_memo(known),
+                         read=[not deferred and row.error is None and row.prompt is not None for row in rows])
         plan, autoscale, phase_plans, plans = plan_phases(config, stream, stages, local=local)
         frame = manifest_frame(scans, hashes)
-        work = select_work(config, frame, plans, output_root, stream)
+        if not deferred:
+            print(f"[janus-ray] image hashes: {hashes.reads} image(s) read on the driver, {hashes.memo_hits} "
+                  "unchanged since the resume cache recorded them (path, size, mtime, inode)", file=stream)
+        work = select_work(config, frame, plans, output_root, stream, known=known)
     except BaseException:
         weight_hashes.cancel()
         raise
@@ -532,11 +541,15 @@ def weight_files(config: RunConfig, weights_root: Path) -> list[Path]:
 
 
 def select_work(config: RunConfig, frame: pd.DataFrame, plans: list[MetricPlan], output_root: Path,
-                stream=sys.stderr) -> Work:
+                stream=sys.stderr, known: pd.DataFrame | None = None) -> Work:
     """Open the resume cache (``cache_directory``) and pick, per metric, the rows it does not
-    already hold (all rows when ``config.resume`` is off)."""
+    already hold (all rows when ``config.resume`` is off). ``known``: the cache's records, when
+    already loaded (else they are loaded here)."""
     cache = ResultCache(cache_directory(config, output_root))
-    known = cache.load() if config.resume else None
+    if not config.resume:
+        known = None
+    elif known is None:
+        known = cache.load()
     todo, cached, n_cached = select_todo(frame, plans, known)
     del known
     n_todo = int(np.logical_or.reduce(list(todo.values())).sum()) if todo else 0

@@ -21,7 +21,7 @@ import pyarrow as pa
 from janus_ray.actors.decode_stage import stage_error_column, todo_column
 from janus_ray.columns import IMAGE_SHA256
 from janus_ray.actors.metric_actor import output_column
-from janus_ray.cache import ERROR_COLUMN, score_column
+from janus_ray.cache import ERROR_COLUMN, MEMO_PATH, STAT_FIELDS, score_column
 from janus_ray.manifest import FolderScan, unreadable_reason
 
 if TYPE_CHECKING:  # only for annotations: the plan class lives with the planning code
@@ -34,27 +34,63 @@ FRAME_COLUMNS = ["folder", "prompt_idx", "prompt", "image_path", "abs_path", "sa
 # ---------------------------------------------------------------------------------------------
 # Content hashes, off the driver's serial loop
 # ---------------------------------------------------------------------------------------------
-def _hash_chunk(paths: Sequence[str]) -> list[str]:
+def _hash_chunk(paths: Sequence[str], memo: dict | None, read: Sequence[bool]) -> tuple[list, np.ndarray, int, int]:
+    """(sha256 per path, (n, 3) int64 STAT_FIELDS, files read, memo hits). A path whose stat matches its memo
+    entry is not read. ``read[i]`` False: stat only, the sha256 None."""
     from janus_ray.cache import file_sha256
 
-    return [file_sha256(Path(p)) for p in paths]
+    shas: list = []
+    stats = np.full((len(paths), len(STAT_FIELDS)), -1, dtype=np.int64)
+    reads = hits = 0
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            shas.append("" if read[i] else None)  # unreadable: the row fails as such
+            continue
+        stats[i] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        entry = memo.get(path) if memo else None
+        if entry is not None and entry[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+            shas.append(entry[3])
+            hits += 1
+        elif read[i]:
+            shas.append(file_sha256(Path(path)))
+            reads += 1
+        else:
+            shas.append(None)
+    return shas, stats, reads, hits
 
 
 class HashJob:
-    """sha256 of every file, computed by a thread pool (hashlib and file reads release the GIL).
+    """sha256 of every file, computed by a thread pool (hashlib, reads and stat release the GIL).
 
-    Started before Ray so hashing overlaps the Ray start; ``result()`` -> object array of hex
-    digests, '' for a file that cannot be read. Chunks of a few hundred paths keep the per-task
-    overhead negligible at a million files.
+    Started before Ray so hashing overlaps the Ray start. Each file is stat'ed first (its
+    ``STAT_FIELDS``, recorded with its cache records); one whose path, size, mtime and inode match
+    ``memo`` (``cache.image_memo``: an earlier run's records) is not read, so a rerun over
+    unchanged files reads no image byte on the driver. ``read`` False: stat only (a first run, the
+    decode stage hashes the bytes it decodes); one flag per path: stat only where False (a row
+    that cannot be scored anyway, e.g. without a prompt). Chunks of a few hundred paths keep the
+    per-task overhead negligible at a million files.
+
+    ``result()`` -> object array of hex digests ('' for a file that cannot be read; None where not
+    read); then ``stats()`` -> (n, 3) int64, ``reads``: files read here, ``memo_hits``: files not
+    read as unchanged.
     """
 
-    def __init__(self, paths: Sequence[str], workers: int | None = None, chunk: int = 256):
+    def __init__(self, paths: Sequence[str], workers: int | None = None, chunk: int = 256, *,
+                 memo: dict | None = None, read: bool | Sequence[bool] = True):
         paths = list(paths)
         self.n = len(paths)
+        read = [bool(read)] * self.n if isinstance(read, (bool, np.bool_)) else list(read)
+        if len(read) != self.n:
+            raise ValueError(f"HashJob: {len(read)} read flags for {self.n} paths")
+        self.reads = self.memo_hits = 0
+        self._stats = np.full((self.n, len(STAT_FIELDS)), -1, dtype=np.int64)
         workers = workers or min(32, 4 * (os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="janus-ray-hash")
         self._futures: list[Future] = [
-            self._pool.submit(_hash_chunk, paths[i : i + chunk]) for i in range(0, self.n, chunk)
+            self._pool.submit(_hash_chunk, paths[i : i + chunk], memo, read[i : i + chunk])
+            for i in range(0, self.n, chunk)
         ]
 
     def result(self) -> np.ndarray:
@@ -62,12 +98,19 @@ class HashJob:
         position = 0
         try:
             for future in self._futures:
-                digests = future.result()
+                digests, stats, reads, hits = future.result()
                 out[position : position + len(digests)] = digests
+                self._stats[position : position + len(digests)] = stats
+                self.reads += reads
+                self.memo_hits += hits
                 position += len(digests)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return out
+
+    def stats(self) -> np.ndarray:
+        """(n, 3) int64 ``STAT_FIELDS`` per path (-1: not stat'ed); complete after ``result()``."""
+        return self._stats
 
 
 def hash_files(paths: Sequence[str], workers: int | None = None) -> np.ndarray:
@@ -82,7 +125,8 @@ def manifest_frame(scans: list[FolderScan], sha256: np.ndarray | HashJob | None 
     """One row per image-text pair of every folder, with a stable ``row_id`` and its content hash.
 
     ``sha256``: the digests in row order (or a running ``HashJob``); None hashes here, in threads.
-    Columns: FRAME_COLUMNS + ``row_id`` (int64 = position) + ``image_sha256`` (str, '' unreadable).
+    Columns: FRAME_COLUMNS + ``row_id`` (int64 = position) + ``image_sha256`` (str, '' unreadable,
+    None where not read: see ``HashJob``) + ``STAT_FIELDS`` (int64, -1 unknown).
     """
     rows = [row for scan in scans for row in scan.rows]
     columns = {
@@ -107,6 +151,9 @@ def manifest_frame(scans: list[FolderScan], sha256: np.ndarray | HashJob | None 
     if len(digests) != len(frame):
         raise ValueError(f"manifest_frame: {len(digests)} hashes for {len(frame)} rows")
     frame["image_sha256"] = pd.Series(digests, dtype=object)
+    stats = sha256.stats() if isinstance(sha256, HashJob) else np.full((len(frame), len(STAT_FIELDS)), -1, np.int64)
+    for j, name in enumerate(STAT_FIELDS):
+        frame[name] = stats[:, j]
     for i in np.flatnonzero((digests == "") & pd.isna(error)):  # unreadable files only: few
         error[i] = f"unreadable image: {unreadable_reason(frame['abs_path'].iat[i])}"
     # keep None (not NaN) for absent text: results and tests read `is None`
@@ -287,6 +334,8 @@ class BatchRecorder:
     def __init__(self, frame: pd.DataFrame, plans: list[MetricPlan], todo: dict[str, np.ndarray]):
         self.shas = frame["image_sha256"].to_numpy(dtype=object)
         self.paths = frame["abs_path"].to_numpy(dtype=object)
+        self.stats = (np.stack([frame[name].to_numpy(dtype=np.int64) for name in STAT_FIELDS], axis=1)
+                      if all(name in frame for name in STAT_FIELDS) else np.full((len(frame), len(STAT_FIELDS)), -1))
         self.prompts = frame["prompt"].to_numpy(dtype=object)
         self.plans, self.todo = plans, todo
 
@@ -317,7 +366,13 @@ class BatchRecorder:
                 "image_sha256": pa.array(shas[keep], pa.string()),
                 "prompt": pa.array(self.prompts[ids], pa.string()),
                 "settings": pa.array(np.full(len(ids), plan.settings_key, dtype=object), pa.string()),
+                # the file the sha256 came from, as stat'ed before it was read: a rerun's memo
+                # (cache.image_memo), so unchanged files are not read again on the driver
+                MEMO_PATH: pa.array(self.paths[ids], pa.string()),
             }
+            for j, name in enumerate(STAT_FIELDS):
+                values = self.stats[ids, j]
+                columns[name] = pa.array(values, pa.int64(), mask=values < 0)
             for key in plan.columns:
                 values = batch[output_column(key)].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
                 columns[score_column(key)] = pa.array(values, pa.float64())

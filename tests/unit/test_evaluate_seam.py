@@ -311,23 +311,23 @@ def test_a_cached_failure_names_the_rows_own_file_not_the_first_one_seen(tmp_pat
 
 def test_a_first_run_does_not_hash_on_the_driver_and_its_cache_keys_are_the_images_sha256(tmp_path, monkeypatch):
     """Nothing to reuse from the cache: the driver does not read the images (the decode stage hashes
-    the bytes it decodes). The records carry each image's sha256, so a rerun (hashed on the driver,
-    as there is a cache now) finds every pair."""
-    import janus_ray.pipeline as pipeline
+    the bytes it decodes), it only stats them. The records carry each image's sha256, so a rerun
+    finds every pair."""
+    import janus_ray.cache as cache_module
     from janus_ray.cache import ResultCache, file_sha256
 
     inputs = build_inputs(tmp_path)
-    real_job = pipeline.HashJob
+    real_sha256 = cache_module.file_sha256
 
-    def no_driver_hashing(paths):
-        raise AssertionError("the driver hashed the images on a first run")
+    def no_driver_hashing(path, *args, **kwargs):
+        raise AssertionError(f"the driver read {path} on a first run")
 
-    monkeypatch.setattr(pipeline, "HashJob", no_driver_hashing)
+    monkeypatch.setattr(cache_module, "file_sha256", no_driver_hashing)
     first = evaluate(config_for(inputs), io.StringIO(), stages=NO_RAY)
+    monkeypatch.setattr(cache_module, "file_sha256", real_sha256)
     known = ResultCache(first.output_root / ".janus_ray_cache").load()
     expected = {file_sha256(p) for p in first.table["abs_path"][first.table["error"].isna()]}
     assert set(known["image_sha256"]) == expected and len(expected) > 1
-    monkeypatch.setattr(pipeline, "HashJob", real_job)
     streamed = []
 
     def counting(rows, plans, config, on_batch, **kw):
@@ -336,3 +336,82 @@ def test_a_first_run_does_not_hash_on_the_driver_and_its_cache_keys_are_the_imag
 
     again = evaluate(config_for(inputs), io.StringIO(), stages=Stages(stream_scores=counting, plan=plan_without_ray))
     assert sum(streamed) == 0 and again.n_cached == len(expected)
+
+
+def _driver_reads(monkeypatch) -> list[str]:
+    """Paths the driver's HashJob reads (cache.file_sha256), recorded from now on."""
+    import janus_ray.cache as cache_module
+
+    reads: list[str] = []
+    real = cache_module.file_sha256
+
+    def recording(path, *args, **kwargs):
+        reads.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "file_sha256", recording)
+    return reads
+
+
+def _streaming_paths(into: list[str]) -> Stages:
+    def recording(rows, plans, config, on_batch, **kw):
+        into.extend(rows["image_path"].tolist())
+        stream_in_process(rows, plans, config, on_batch)
+
+    return Stages(stream_scores=recording, plan=plan_without_ray)
+
+
+def test_a_rerun_reads_no_unchanged_image_on_the_driver_and_rereads_a_changed_one(tmp_path, monkeypatch):
+    """The resume cache's records remember each file's path, size, mtime and inode as stat'ed
+    before it was read: a rerun over unchanged files only stats them (a resumed million-image run
+    does not read every byte again on the driver). A file replaced by other bytes, even with its
+    size and time kept, is read and scored again."""
+    import os
+    import shutil
+
+    inputs = build_inputs(tmp_path)
+    first = evaluate(config_for(inputs), io.StringIO(), stages=NO_RAY)
+    scored = first.table["abs_path"][first.table["error"].isna()].tolist()
+    reads, streamed = _driver_reads(monkeypatch), []
+    text = io.StringIO()
+    again = evaluate(config_for(inputs), text, stages=_streaming_paths(streamed))
+    assert reads == [] and streamed == [] and again.n_cached == len(scored)
+    assert f"image hashes: 0 image(s) read on the driver, {len(scored)} unchanged" in text.getvalue()
+
+    changed = scored[0]
+    stat = os.stat(changed)
+    replacement = tmp_path / "replacement.png"
+    shutil.copyfile(scored[1], replacement)  # other bytes under a new inode, as rsync writes a file
+    os.replace(replacement, changed)
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    evaluate(config_for(inputs), io.StringIO(), stages=_streaming_paths(streamed))
+    assert reads == [changed] and streamed == [changed]
+
+
+def test_a_rerun_after_a_killed_first_run_reads_only_what_it_did_not_score(tmp_path, monkeypatch):
+    """The file memo travels in the cache records, so a first run that dies after its first batch
+    (the cache flushed, no result file written) spares its rerun the reads of what it scored."""
+    from janus_ray.cache import ResultCache
+    from janus_ray.errors import Interrupted
+
+    inputs = build_inputs(tmp_path)
+    first_batch: list[str] = []
+
+    def dying(rows, plans, config, on_batch, **kw):
+        def once(batch):  # the driver dies after half of the first result batch
+            half = batch.iloc[: len(batch) // 2]
+            first_batch.extend(half["row_id"].tolist())
+            on_batch(half)
+            raise KeyboardInterrupt
+
+        stream_in_process(rows, plans, config, once)
+
+    with pytest.raises(Interrupted):
+        evaluate(config_for(inputs, cache_dir=str(tmp_path / "cache")), io.StringIO(),
+                 stages=Stages(stream_scores=dying, plan=plan_without_ray))
+    assert 0 < len(ResultCache(tmp_path / "cache").load()) == len(first_batch)
+    reads, streamed = _driver_reads(monkeypatch), []
+    again = evaluate(config_for(inputs, cache_dir=str(tmp_path / "cache")), io.StringIO(),
+                     stages=_streaming_paths(streamed))
+    assert again.n_cached == len(first_batch)
+    assert sorted(reads) == sorted(streamed) and len(streamed) > 0

@@ -57,6 +57,52 @@ def test_hashes_are_the_file_sha256_in_order_and_empty_when_unreadable(tmp_path)
     assert digests[600] == ""
 
 
+def test_a_hash_job_skips_files_whose_stat_matches_the_memo_and_reads_the_others(tmp_path):
+    import os
+
+    from janus_ray.table import HashJob
+
+    paths = []
+    for i in range(300):  # more than one chunk
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(str(i).encode())
+        paths.append(str(path))
+    first = HashJob(paths, workers=2)
+    digests, stats = first.result(), first.stats()
+    assert first.reads == 300 and first.memo_hits == 0
+    st = os.stat(paths[0])
+    assert tuple(stats[0]) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    memo = {p: (*map(int, stats[i]), "memo-" + str(i)) for i, p in enumerate(paths)}
+    memo[paths[5]] = (int(stats[5][0]) + 1, *map(int, stats[5][1:]), "stale")  # the size differs
+    again = HashJob(paths, workers=2, memo=memo)
+    out = again.result()
+    assert again.reads == 1 and again.memo_hits == 299
+    assert out[5] == digests[5] and out[6] == "memo-6"
+    flags = [i % 2 == 0 for i in range(300)]
+    partial = HashJob(paths, workers=2, read=flags)
+    out = partial.result()
+    assert partial.reads == 150 and out[1] is None and out[0] == digests[0]
+    assert (partial.stats()[:, 0] > 0).all()  # every file is stat'ed, read or not
+    with pytest.raises(ValueError, match="HashJob: 2 read flags for 300 paths"):
+        HashJob(paths, read=[True, False])
+
+
+def test_the_image_memo_comes_from_records_with_the_files_stat_and_ignores_older_records():
+    from janus_ray.cache import image_memo
+
+    mtime = 1_796_102_913_123_456_789  # beyond float64's exact integers: must stay exact
+    known = pd.DataFrame({
+        "image_sha256": ["a", "b", "c"], "prompt": ["p", "q", "p"], "settings": ["s"] * 3,
+        "file_path": ["/x.png", "/y.png", "/x.png"],
+        "file_size": pd.array([10, None, 12], dtype="Int64"),
+        "file_mtime_ns": pd.array([mtime, 5, mtime + 1], dtype="Int64"),
+        "file_ino": pd.array([7, 8, 9], dtype="Int64"),
+    })
+    assert image_memo(known) == {"/x.png": (12, mtime + 1, 9, "c")}  # the last record of a path; no null stat
+    assert image_memo(known.drop(columns=["file_ino"])) == {}
+    assert image_memo(None) == {}
+
+
 def test_manifest_frame_columns_missing_prompt_and_row_ids(tmp_path):
     scans = _scans(tmp_path, n_folders=1, prompts=("p", None))
     frame = manifest_frame(scans)
