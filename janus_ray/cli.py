@@ -188,6 +188,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError("--gpu-memory-gb is required with --gpus > 0 (memory of each GPU, in GB).")
         if args.cpus is None:
             raise ConfigError("--cpus is required with --gpus (CPUs per node).")
+        if args.cpus <= 0:  # a node without a CPU cannot decode (nor run Ray's own tasks)
+            raise ConfigError(f"--cpus must be > 0 (CPUs per node), got {args.cpus:g}.")
         shape = ClusterShape.uniform(args.gpus, config.gpu_memory_gb or 0.0, args.cpus, args.nodes)
     else:
         if args.cpus is not None or args.nodes != 1:  # else silently ignored: the plan was for this machine
@@ -220,9 +222,9 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
 
     root = Path(args.weights_root)
     names = args.metrics or [*DEFAULT_METRICS, "hpsv2.1"]
+    classes = {name: get_scorer_class(name) for name in names}  # an unknown name fails before any check
     bad = 0
-    for name in names:
-        cls = get_scorer_class(name)
+    for name, cls in classes.items():
         print(f"{name}:")
         for item in cls.required_files(root, **scorer_options(name)):
             found = item.resolve()

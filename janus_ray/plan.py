@@ -721,7 +721,10 @@ def _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total) -> Plan:
     if cpu_layout == "fused":
         replicas = cpu_replicas or max(1, int(cpus_total))
         num_cpus = round(max(0.1, (cpus_total - 1.0) / replicas), 2)  # 1 CPU left for Ray Data's own tasks
-        rate = max(1.0, cpus_total - 1.0) / per_image_s
+        # the Ray reservation leaves a CPU free, but the actors compute on every core their torch
+        # threads cover (stream._fused_stage: cpus // replicas threads each)
+        cores = min(cpus_total, replicas * max(1, int(cpus_total // replicas)))
+        rate = max(1.0, cores) / per_image_s
         pools = {d.metric: Pool(d.metric, replicas, 0.0, num_cpus, d.batch_size or CPU_BATCH_SIZE, 0.0, rate / replicas)
                  for d in demands}
         decode = DecodePool(max_replicas=0, num_cpus=0.0)

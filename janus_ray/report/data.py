@@ -228,9 +228,15 @@ def load_selection(selection: Selection, baseline: str | None) -> tuple[list[Fol
     names = [f.name for f in folders]
     if baseline is None:
         return folders, names[0]
-    if baseline not in names:
-        raise ConfigError(f"Report: baseline {baseline!r} is not a result folder; folders: {', '.join(names)}.")
-    return folders, baseline
+    if baseline in names:
+        return folders, baseline
+    # a path, as users give folders everywhere else: the result folder, or the image folder it scored
+    wanted = Path(baseline).expanduser().resolve()
+    for result_dir, name in zip(selection.result_dirs, selection.names):
+        if wanted in (Path(result_dir).resolve(), *(Path(r).resolve() for r in selection.image_roots.get(result_dir, []))):
+            return folders, name
+    raise ConfigError(f"Report: baseline {baseline!r} is not a result folder; folders: {', '.join(names)} "
+                      "(give one of these names, or the path of a result folder or of the image folder it scored).")
 
 
 def load_all(output_root: Path, baseline: str | None) -> tuple[list[Folder], str]:

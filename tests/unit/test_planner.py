@@ -103,6 +103,18 @@ def test_without_gpus_every_metric_runs_fused_on_cpu():
     assert all(p.num_gpus == 0 and p.replicas == 4 for p in plan.phases[0].pools.values())
 
 
+def test_the_fused_cpu_estimate_follows_the_cores_the_actors_compute_on():
+    """New user's trial: `--cpus 1` and `--cpus 2` printed the same estimate (max(1, cpus - 1) cores)."""
+    def rate(cpus, replicas=None):
+        config = cfg()
+        config.cpu_replicas = replicas
+        return plan_run(config, ClusterShape.uniform(0, 0, cpus), measured=False).phases[0].images_per_s
+
+    assert rate(2) == pytest.approx(2 * rate(1))
+    assert rate(4, replicas=1) == pytest.approx(rate(4))  # one actor, 4 torch threads
+    assert rate(4, replicas=3) == pytest.approx(3 * rate(1))  # 3 actors of 1 thread: a core idle
+
+
 def test_per_metric_cpu_layout_leaves_cpus_for_decoding():
     config = cfg()
     config.cpu_layout = "per-metric"

@@ -79,3 +79,9 @@ def test_plan_table_and_described_cluster_flags(capsys):
     assert "--gpu-memory-gb is required" in capsys.readouterr().err
     assert main(["plan", "--gpus", "1", "--gpu-memory-gb", "80"]) == 2
     assert "--cpus is required" in capsys.readouterr().err
+
+
+def test_plan_refuses_a_described_node_without_cpus(capsys):
+    """New user's trial: `plan --gpus 0 --cpus 0` printed a plan for CPU-less nodes."""
+    assert main(["plan", "--gpus", "0", "--cpus", "0"]) == 2
+    assert "--cpus must be > 0 (CPUs per node), got 0." in capsys.readouterr().err

@@ -139,3 +139,19 @@ def test_reporting_some_of_a_runs_folders_into_its_root_warns_that_the_runs_repo
     with pytest.warns(UserWarning, match="replacing .*report.html.*, the report of the run's 2 folder.*with a report of 1 folder.*--out"):
         selection = select([a])
     assert selection.out_dir == tmp_path.resolve()
+
+
+def test_the_baseline_may_be_given_as_a_path_of_the_result_or_image_folder(tmp_path):
+    """New user's trial: `--baseline runs/x` (a path, as folders are given everywhere else) was
+    refused; only the bare name was accepted."""
+    from janus_ray.errors import ConfigError
+
+    root = tmp_path / "root"
+    inputs = tmp_path / "images"
+    a, b = _results(root / "a"), _results(root / "b", 0.01)
+    write_run_record(root, [(inputs / "a", a), (inputs / "b", b)])
+    assert load_all(root, "b")[1] == "b"
+    assert load_all(root, str(b) + "/")[1] == "b"
+    assert load_all(root, str(inputs / "b"))[1] == "b"
+    with pytest.raises(ConfigError, match=r"baseline 'c' is not a result folder; folders: a, b \(give one of these"):
+        load_all(root, "c")

@@ -295,3 +295,11 @@ def test_truncated_safetensors_is_unreadable_without_reading_it(tmp_path):
     header_len = int.from_bytes(data[:8], "little")
     path = replace_file(root, rel, data[: 8 + header_len + 16])  # header intact, tensors cut
     assert file_status(path) == "UNREADABLE"
+
+
+def test_check_weights_rejects_an_unknown_metric_before_checking_any(capsys):
+    """New user's trial: the valid metrics' files were listed before the unknown name was refused."""
+    code = main(["check-weights", "--weights-root", str(FIXTURE_ROOT), "--metrics", "clipscore", "nosuchmetric"])
+    captured = capsys.readouterr()
+    assert code == 2 and "nosuchmetric" in captured.err
+    assert "clipscore:" not in captured.out
