@@ -601,7 +601,7 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
             "node more CPUs or ask for fewer replicas."
         )
     for c, share, left in options:
-        if left >= need_decode:
+        if decode_capacity(left) >= need_decode:  # the whole decode actors, not the fraction left
             return c, share, left, None
     c, share, left = options[-1]
     if decode_capacity(left) * DECODE_IMAGES_PER_CPU_S >= plan_rate:  # under 1 CPU left, but enough for this rate

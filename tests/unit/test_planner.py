@@ -372,3 +372,14 @@ def test_overrides_a_layout_has_no_use_for_are_named_in_warnings():
     on_gpus = plan_run(config, ClusterShape.uniform(1, 80, 8), measured=False)
     assert any(w.startswith("--cpu-replicas ignored: GPUs are used") for w in on_gpus.warnings)
     assert not plan_for(0, 80, 4).warnings and not plan_for(1, 80, 8).warnings
+
+
+def test_a_gpu_node_short_of_whole_decode_actors_is_warned_about(capsys):
+    """New user's trial: 8 GPUs / 4 CPUs left 2.8 CPUs, enough on paper for the 2.2 the rate needs,
+    but only 2 whole decode actors (50 img/s against the GPUs' 56): the plan said nothing."""
+    from janus_ray.cli import main
+
+    assert main(["plan", "--gpus", "8", "--gpu-memory-gb", "80", "--cpus", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "decode: up to 2 actor(s)" in out
+    assert "2 decode actor(s), ~50 img/s, cannot keep the GPUs fed (~56 img/s): decoding limits the run" in out
