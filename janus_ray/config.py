@@ -267,7 +267,11 @@ def _metric_spec_from_mapping(metric: str, value: Any) -> MetricSpec:
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file into a dict of RunConfig fields (unknown keys are an error)."""
+    """Read a YAML config file into a dict of RunConfig fields (unknown keys are an error).
+
+    Relative paths are kept as written, so they are taken from the working directory like the
+    command line's (a `ray job submit --working-dir .` job runs the same file), not from the
+    YAML's folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")

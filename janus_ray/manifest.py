@@ -680,16 +680,18 @@ def validate_report(scans: Sequence[FolderScan], check_images: bool = True,
     lines, ok = [], not failed
     for folder, error in failed:
         lines += [f"== {folder}", f"  error: {error}", "  status: PROBLEMS", ""]
-    with_problems = len(failed)
+    with_problems, n_to_score = len(failed), 0
     for scan in scans:
-        folder_lines, folder_ok = _folder_report(scan, check_images)
+        folder_lines, folder_ok, folder_to_score = _folder_report(scan, check_images)
         lines += folder_lines + [""]
         ok &= folder_ok
         with_problems += not folder_ok
+        n_to_score += folder_to_score
     n_rows = sum(len(scan.rows) for scan in scans)
     total = len(scans) + len(failed)
     head = "OK: " if ok else f"PROBLEMS FOUND in {with_problems} of "
-    lines.append(f"{head}{total} folder(s), {n_rows} row(s) to score.")
+    failing = f" ({n_rows - n_to_score} of {n_rows} row(s) will be recorded as failed)" if n_rows > n_to_score else ""
+    lines.append(f"{head}{total} folder(s), {n_to_score} row(s) to score{failing}.")
     return "\n".join(lines), ok
 
 
@@ -697,7 +699,8 @@ _ALWAYS_REPORTED = {"images without a prompt", "prompt indices out of range", "d
                     "unreadable images", "images too large to preprocess"}
 
 
-def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], bool]:
+def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], bool, int]:
+    """(report lines, whether the folder is ready, rows that will be scored)."""
     groups = _problem_rows(scan)
     dropped = scan.dropped
     checks = [  # (label, items, is a problem); "always" ones print even at 0, the rest only if any
@@ -714,12 +717,17 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("extra samples ignored", dropped.get("extra sample", []), False),
         ("sub-folder names unlike their prompt (wrong --prompt-json?)", scan.slug_mismatches, False),
     ]
+    # rows that will fail (no prompt, scan errors, undecodable): the run records them, scores nothing
+    failing = {row.rel_path for row in scan.rows if row.error or row.prompt is None}
     if check_images:
-        unreadable, too_large = _unreadable(scan.rows)
+        unreadable, too_large, undecodable = _unreadable(scan.rows)
         checks.append(("unreadable images", unreadable, True))
         checks.append(("images too large to preprocess", too_large, True))
+        failing |= undecodable
     lines = [f"== {scan.folder}", f"  convention: {scan.convention}",
-             f"  images found: {scan.images_found}", f"  rows to score: {len(scan.rows)}"]
+             f"  images found: {scan.images_found}",
+             f"  rows: {len(scan.rows)}, to score: {len(scan.rows) - len(failing)}"
+             + (f", recorded as failed: {len(failing)}" if failing else "")]
     if scan.prompts_without_image is not None:
         lines.append(f"  prompts without an image: {scan.prompts_without_image}"
                      + (f" (indices {_examples(scan.prompts_without_image_idx)})" if scan.prompts_without_image else ""))
@@ -733,7 +741,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
             lines.append(f"  {label}: {len(items)}" + (f" ({_examples(items)})" if items else ""))
         ok &= not (items and is_problem)
     lines.append(f"  status: {'ok' if ok else 'PROBLEMS'}")
-    return lines, ok
+    return lines, ok, len(scan.rows) - len(failing)
 
 
 def unreadable_reason(path: str | os.PathLike) -> str:
@@ -749,8 +757,9 @@ def unreadable_reason(path: str | os.PathLike) -> str:
     return "the file cannot be read"
 
 
-def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
-    """(rows whose image cannot be decoded, rows whose size the preprocessing guard refuses).
+def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str], set[str]]:
+    """(rows whose image cannot be decoded, rows whose size the preprocessing guard refuses, the
+    rel paths of both).
 
     The size check reads only the header, before any decoding, as the pipeline does.
     PIL is imported only when checking.
@@ -759,10 +768,11 @@ def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
 
     from janus_ray.images import ImageSizeError, open_image
 
-    bad, too_large = [], []
+    bad, too_large, failing = [], [], set()
     for row in rows:
         if os.path.islink(row.image_path) and not os.path.exists(row.image_path):
             bad.append(f"{row.rel_path}: {unreadable_reason(row.image_path)}")
+            failing.add(row.rel_path)
             continue
         if not os.path.isfile(row.image_path):
             continue  # already reported as "file not found"
@@ -773,6 +783,8 @@ def _unreadable(rows: Sequence[ManifestRow]) -> tuple[list[str], list[str]]:
             open_image(row.image_path)  # full decode, as the pipeline does: catches truncation
         except ImageSizeError as exc:
             too_large.append(f"{row.rel_path}: {exc}")
+            failing.add(row.rel_path)
         except Exception as exc:  # noqa: BLE001  (any decoder failure means unreadable)
             bad.append(f"{row.rel_path}: {type(exc).__name__}: {exc}")
-    return bad, too_large
+            failing.add(row.rel_path)
+    return bad, too_large, failing

@@ -327,7 +327,10 @@ def test_validate_report_flags_corrupt_image_and_missing_prompt(tmp_path):
     assert "images without a prompt: 1 (c.png)" in text
     assert "unreadable images: 2 (b.jpg: UnidentifiedImageError" in text and "d.png: " in text
     assert text.count("status: ok") == 1 and text.count("status: PROBLEMS") == 1
-    assert text.endswith("PROBLEMS FOUND in 1 of 2 folder(s), 5 row(s) to score.")
+    # new user's trial: the unreadable and prompt-less rows were counted as rows to score
+    assert text.endswith("PROBLEMS FOUND in 1 of 2 folder(s), 2 row(s) to score (3 of 5 row(s) will be "
+                         "recorded as failed).")
+    assert "rows: 4, to score: 1, recorded as failed: 3" in text
     good_text, good_ok = validate_report(build_manifest([good], None))
     assert good_ok and good_text.endswith("OK: 1 folder(s), 1 row(s) to score.")
     _, unchecked_ok = validate_report(build_manifest([bad], None), check_images=False)
