@@ -45,8 +45,9 @@ _DROP_REASONS = {
     "duplicate": ("duplicate image(s) dropped (same prompt index and sample; the first in path "
                   "order is kept)", True),
     "duplicate entry": ("metadata line(s) dropped: their file_name is already listed", True),
-    "extra sample": ("extra sample(s) ignored: only the first (lowest-numbered) sample of each "
-                     "prompt is scored unless all samples are requested", False),
+    "extra sample": ("extra sample(s) ignored: only the first sample of each prompt (the "
+                     "lowest-numbered; in metadata and sidecar folders the first listed / by path) is "
+                     "scored unless all samples are requested", False),
     "outside prompt dirs": ("image(s) ignored: not directly inside a prompt_<idx>/ or "
                             "<idx>_<slug>/ sub-folder", True),
     "no sample number": ("image(s) ignored: the file name does not end with a sample number "
@@ -197,7 +198,7 @@ def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
         scan.warnings.append(f"{folder}: the prompt list is not used for pairing: the {convention} layout "
                              "carries its own prompts (the list only counts which of its prompts have no image here).")
     _SCANNERS[convention](scan, root, files, images, prompts, all_samples)
-    _finish(scan, prompts)
+    _finish(scan, prompts, all_samples)
     return scan
 
 
@@ -590,11 +591,17 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
     return missing
 
 
-def _finish(scan: FolderScan, prompts: Sequence[str] | None) -> None:
+def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool = False) -> None:
     """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
     n_prompts = len(prompts) if prompts is not None else None
     if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
         _number_by_prompt(scan)
+        if not all_samples:  # as in prompt folders: the first sample of each prompt (listing / path order)
+            extra = [row for row in scan.rows if row.sample > 0 and row.prompt is not None]
+            for row in extra:
+                _drop(scan, "extra sample", row.rel_path)
+            if extra:
+                scan.rows = [row for row in scan.rows if not (row.sample > 0 and row.prompt is not None)]
     scan.rows.sort(key=_row_key)
     missing = _count_prompts_without_image(scan, prompts)
     if scan.slug_mismatches:

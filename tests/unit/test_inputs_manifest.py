@@ -140,10 +140,16 @@ def test_repeated_prompts_are_numbered_as_samples_in_every_self_describing_layou
         "\n".join(json.dumps({"file_name": f"x{i}.jpg", "prompt": t}) for i, t in enumerate(texts)))
     (csv_dir / "metadata.csv").write_text("file_name,text\n" + "".join(f"x{i}.jpg,{t}\n" for i, t in enumerate(texts)))
     for folder, convention in ((side, SIDECAR), (jsonl, HF_JSONL), (csv_dir, HF_CSV)):
-        scan = scan_folder(folder, None)
+        scan = scan_folder(folder, None, all_samples=True)
         assert scan.convention == convention
         got = sorted((r.prompt, r.sample) for r in scan.rows)
         assert got == [("a blue ball", 0), ("a red cube", 0), ("a red cube", 1), ("a red cube", 2)], folder
+        # new user's trial: without --all-samples these layouts scored every sample, unlike prompt
+        # folders and the README: now the first of each prompt (listing order, path order for sidecars)
+        first = scan_folder(folder, None)
+        assert sorted((r.prompt, r.sample) for r in first.rows) == [("a blue ball", 0), ("a red cube", 0)], folder
+        assert len(first.dropped["extra sample"]) == 2
+        assert min(r.rel_path for r in scan.rows if r.prompt == "a red cube") in {r.rel_path for r in first.rows}
 
 
 def test_metadata_sample_order_is_listing_order(tmp_path):
@@ -151,8 +157,9 @@ def test_metadata_sample_order_is_listing_order(tmp_path):
         img(tmp_path / name)
     (tmp_path / "metadata.jsonl").write_text(
         '{"file_name": "z.png", "prompt": "p"}\n{"file_name": "a.png", "prompt": "p"}\n')
-    scan = scan_folder(tmp_path, None)
+    scan = scan_folder(tmp_path, None, all_samples=True)
     assert {r.rel_path: r.sample for r in scan.rows} == {"z.png": 0, "a.png": 1}
+    assert [r.rel_path for r in scan_folder(tmp_path, None).rows] == ["z.png"]  # the first listed
 
 
 # --- case 5: 1-based sample numbers ----------------------------------------------------------------
