@@ -174,7 +174,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         path = Path(args.cluster_yaml)
         if not path.is_file():
             raise ConfigError(f"--cluster-yaml {path} does not exist.")
-        shape = shape_from_cluster_yaml(yaml.safe_load(path.read_text(encoding="utf-8")))
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--cluster-yaml {path} is not valid YAML: {str(exc).splitlines()[0]}.") from None
+        shape = shape_from_cluster_yaml(document)
         if config.gpu_memory_gb:  # one size for every GPU node type
             nodes = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.nodes]
             types = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.node_types]

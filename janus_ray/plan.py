@@ -833,11 +833,22 @@ def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] 
 
     memory_gb: GPU memory per node type name; default: from the instance type (INSTANCE_GPU_MEMORY_GB).
     """
+    if not isinstance(config, dict):
+        raise ConfigError(f"A Ray cluster-launcher config is a YAML mapping, got {type(config).__name__}.")
+    missing = [key for key in ("available_node_types", "head_node_type") if key not in config]
+    if missing:
+        raise ConfigError(f"Not a Ray cluster-launcher config: no {' / '.join(missing)} "
+                          "(see ray.io's cluster YAML: available_node_types, head_node_type, per type resources).")
     types = config["available_node_types"]
     head = config["head_node_type"]
+    if not isinstance(types, dict) or head not in types:
+        raise ConfigError(f"Cluster config: head_node_type {head!r} is not one of available_node_types "
+                          f"({', '.join(map(str, types)) if isinstance(types, dict) else 'not a mapping'}).")
 
     def node(name: str, count: int) -> NodeShape:
         spec = types[name]
+        if not isinstance(spec, dict):
+            raise ConfigError(f"Cluster config: node type {name!r} is not a mapping.")
         res = dict(spec.get("resources", {}))
         gpus = int(res.pop("GPU", 0))
         cpus = float(res.pop("CPU", 1))

@@ -30,7 +30,8 @@ def build_report(
         output_root: an eval run's output root (its ``run.json`` lists the run's folders; an older
             root without one: its sub-directories holding results, with a StaleDiscoveryWarning),
             or a list of result folders (directories holding ``janus_eval_scores.parquet``).
-        baseline: folder name every other folder is compared with (default: the first, sorted by name).
+        baseline: folder name every other folder is compared with (default: the first, sorted by
+            name, that has a row).
         seed: seed of the Monte Carlo sign-flip test (used above 16 untied prompts; same seed, same p).
         n_resamples: random sign patterns of that Monte Carlo test.
         out_dir: where the files go (default: the output root, or the folders' common parent).
@@ -59,7 +60,8 @@ def add_report_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Ar
         help="the output root of an eval run (its run.json lists the folders), or result folders "
              "(directories holding janus_eval_scores.parquet)",
     )
-    parser.add_argument("--baseline", help="folder to compare every other folder with (default: first by name)")
+    parser.add_argument("--baseline", help="folder to compare every other folder with: its name or path (default: the first by "
+                             "name that has a row)")
     parser.add_argument("--resamples", type=int, default=9999,
                         help="random sign patterns of the Monte Carlo sign-flip test, used above 16 untied prompts (default: 9999)")
     parser.add_argument("--seed", type=int, default=0, help="seed of that Monte Carlo test (default: 0)")

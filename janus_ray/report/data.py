@@ -226,8 +226,8 @@ def load_selection(selection: Selection, baseline: str | None) -> tuple[list[Fol
         key=lambda f: f.name,
     )
     names = [f.name for f in folders]
-    if baseline is None:
-        return folders, names[0]
+    if baseline is None:  # the first folder (by name) with a row, so that something pairs with it
+        return folders, next((f.name for f in folders if len(f.table)), names[0])
     if baseline in names:
         return folders, baseline
     # a path, as users give folders everywhere else: the result folder, or the image folder it scored

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from janus_ray.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,3 +87,18 @@ def test_plan_refuses_a_described_node_without_cpus(capsys):
     """New user's trial: `plan --gpus 0 --cpus 0` printed a plan for CPU-less nodes."""
     assert main(["plan", "--gpus", "0", "--cpus", "0"]) == 2
     assert "--cpus must be > 0 (CPUs per node), got 0." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("available_node_types: {}\n", "no head_node_type"),
+    ("head_node_type: head\n", "no available_node_types"),
+    ("head_node_type: h\navailable_node_types: {w: {resources: {CPU: 4}}}\n", "head_node_type 'h' is not one of"),
+    ("a: [1, 2\n", "is not valid YAML"),
+    ("- 1\n- 2\n", "is a YAML mapping, got list"),
+], ids=["no-head", "no-types", "head-not-a-type", "broken-yaml", "a-list"])
+def test_plan_refuses_a_file_that_is_not_a_cluster_config_in_one_line(tmp_path, capsys, text, message):
+    """New user's trial: these printed a KeyError / ParserError traceback."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    assert main(["plan", "--cluster-yaml", str(path)]) == 2
+    assert message in capsys.readouterr().err

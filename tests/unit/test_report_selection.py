@@ -155,3 +155,14 @@ def test_the_baseline_may_be_given_as_a_path_of_the_result_or_image_folder(tmp_p
     assert load_all(root, str(inputs / "b"))[1] == "b"
     with pytest.raises(ConfigError, match=r"baseline 'c' is not a result folder; folders: a, b \(give one of these"):
         load_all(root, "c")
+
+
+def test_the_default_baseline_is_the_first_folder_with_rows(tmp_path):
+    """New user's trial: an empty folder (0 images) sorted first became the baseline, and every
+    comparison read 'no paired data'."""
+    root = tmp_path / "root"
+    empty = _results(root / "a_empty", n=0)
+    b, c = _results(root / "b"), _results(root / "c", 0.01)
+    write_run_record(root, [(empty, empty), (b, b), (c, c)])
+    folders, baseline = load_all(root, None)
+    assert [f.name for f in folders] == ["a_empty", "b", "c"] and baseline == "b"
