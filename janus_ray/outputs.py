@@ -6,6 +6,7 @@ metric output) and writes what results.py formats; it returns the ``RunResult``.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 from janus_ray.manifest import FolderScan
 from janus_ray.results import (
     RESULT_STEM,
+    RUN_RECORD,
     column_means,
     format_summary_table,
     score_columns,
@@ -98,6 +100,7 @@ def write_outputs(request: WriteRequest) -> RunResult:
              "means": column_means(part, columns)}
         )
     summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], request.output_root)
+    warn_replaced_run_record(request.output_root, [out_dirs[scan.folder] for scan in scans], stream)
     write_run_record(request.output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
     shown = [c for c in columns if c in table and table[c].notna().any()]
     print("\n" + format_summary_table(summary_rows, shown), file=stream)
@@ -115,6 +118,25 @@ def write_outputs(request: WriteRequest) -> RunResult:
         n_cached=request.n_cached,
         metric_counts=all_counts,
     )
+
+
+def warn_replaced_run_record(root: Path, result_dirs: list[Path], stream) -> list[str]:
+    """Warn when the output root's run.json (an earlier run's) lists result folders this run does
+    not write: the new run.json, summary and report leave them out. Returns those folders."""
+    try:
+        document = json.loads((Path(root) / RUN_RECORD).read_text(encoding="utf-8"))
+        earlier = [str(f["results"]) for f in document["folders"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = {str(Path(d).resolve()) for d in result_dirs}
+    left_out = [d for d in earlier if str(Path(d).resolve()) not in now]
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (f", ... ({len(left_out) - 3} more)" if len(left_out) > 3 else "")
+        print(f"[janus-ray] warning: {Path(root) / RUN_RECORD} of an earlier run listed {len(left_out)} result "
+              f"folder(s) this run does not score ({shown}): this run's summary and report leave them out (their "
+              "files stay; `janus-ray report FOLDER...` compares any result folders, or use another --output-dir).",
+              file=stream)
+    return left_out
 
 
 def dropped_score_columns(parquet_path: Path, columns: list[str]) -> list[str]:

@@ -149,7 +149,11 @@ def _warn_over_the_runs_report(out: Path, chosen: list[Path]) -> None:
 def _from_run_record(record: Path) -> tuple[list[Path], dict[Path, list[Path]]]:
     try:
         document = json.loads(record.read_text(encoding="utf-8"))
-        entries = [(Path(f["results"]), Path(f["input"])) for f in document["folders"]]
+        recorded_root = Path(document.get("output_root") or record.parent)
+        # result folders under the recorded root are read beside run.json: a moved or copied
+        # output root reports its own folders (not the original's, nor nothing)
+        entries = [(_relocated(Path(f["results"]), recorded_root, record.parent.resolve()), Path(f["input"]))
+                   for f in document["folders"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"Report: {record} is not a janus-ray run record ({type(exc).__name__}: {exc}).") from exc
     if not entries:
@@ -161,6 +165,14 @@ def _from_run_record(record: Path) -> tuple[list[Path], dict[Path, list[Path]]]:
             "(moved or deleted since the run?). Pass the result folders to compare instead."
         )
     return [r for r, _ in entries], {r: [i] for r, i in entries}
+
+
+def _relocated(path: Path, recorded_root: Path, root: Path) -> Path:
+    """``path`` under ``root`` where it was under ``recorded_root``; as recorded when outside it."""
+    try:
+        return root / path.relative_to(recorded_root)
+    except ValueError:
+        return path
 
 
 def unique_names(dirs: Sequence[Path]) -> list[str]:

@@ -5,6 +5,7 @@ and fresh rows end to end, that the caller's config keeps its folders, and the r
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -415,3 +416,22 @@ def test_a_rerun_after_a_killed_first_run_reads_only_what_it_did_not_score(tmp_p
                      stages=_streaming_paths(streamed))
     assert again.n_cached == len(first_batch)
     assert sorted(reads) == sorted(streamed) and len(streamed) > 0
+
+
+def test_a_run_into_an_output_root_of_another_run_says_which_folders_leave_its_summary(tmp_path):
+    """New user's trial: `eval A B --output-dir out`, then `eval C --output-dir out` silently
+    rewrote run.json and summary.csv with C alone."""
+    inputs = build_inputs(tmp_path)
+    out = tmp_path / "out"
+    first = [str(f) for f in inputs["folders"][:2]]
+    common = dict(weights_root=str(WEIGHTS_ROOT), prompt_json=str(inputs["prompt_json"]), metrics=["dummy"],
+                  output_dir=str(out))
+    evaluate(RunConfig(folders=first, **common), io.StringIO(), stages=NO_RAY)
+    again = io.StringIO()
+    evaluate(RunConfig(folders=first[:1], **common), again, stages=NO_RAY)
+    text = again.getvalue()
+    assert "run.json of an earlier run listed 1 result folder(s) this run does not score" in text
+    assert Path(first[1]).name in text
+    same = io.StringIO()
+    evaluate(RunConfig(folders=first[:1], **common), same, stages=NO_RAY)
+    assert "earlier run listed" not in same.getvalue()

@@ -166,3 +166,24 @@ def test_the_default_baseline_is_the_first_folder_with_rows(tmp_path):
     write_run_record(root, [(empty, empty), (b, b), (c, c)])
     folders, baseline = load_all(root, None)
     assert [f.name for f in folders] == ["a_empty", "b", "c"] and baseline == "b"
+
+
+def test_a_moved_or_copied_output_root_reports_its_own_folders(tmp_path):
+    """New user's trial: run.json's absolute paths made `report` fail on a moved output root
+    ("lists result folder(s) without ...") and silently report the original's folders on a copy."""
+    import shutil
+
+    from janus_ray.errors import InputError
+
+    root = tmp_path / "root"
+    a, b = _results(root / "a"), _results(root / "b", 0.01)
+    outside = _results(tmp_path / "elsewhere" / "c", 0.02)
+    write_run_record(root, [(a, a), (b, b), (outside, outside)])
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)
+    assert select([moved]).result_dirs == [moved / "a", moved / "b", outside.resolve()]
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    shutil.rmtree(copy / "b")
+    with pytest.raises(InputError, match=str(copy / "b")):
+        select([copy])
