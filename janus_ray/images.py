@@ -94,6 +94,8 @@ def open_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, 
             raise
         # from memory Pillow names the buffer object: name the file, as it does when it opens a path
         raise Image.UnidentifiedImageError(f"cannot identify image file {str(source)!r}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, from the header: a size, not bad bytes
+        raise ImageSizeError(f"{source}: {exc}") from None
     with opened as img:
         try:
             check_image_size(img.width, img.height, max_pixels, side, square_pad)

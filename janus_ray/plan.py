@@ -720,6 +720,9 @@ def _cpu_plan(shape, demands, cpu_layout, cpu_replicas, cpus_total) -> Plan:
                         "(--replicas METRIC=N sets a metric's pool)")
     if cpu_layout == "fused":
         replicas = cpu_replicas or max(1, int(cpus_total))
+        if replicas > cpus_total:
+            warnings.append(f"--cpu-replicas {replicas} > {cpus_total:g} CPU(s): more fused actors than cores, "
+                            "each a process holding every model; they share the cores and add no speed")
         num_cpus = round(max(0.1, (cpus_total - 1.0) / replicas), 2)  # 1 CPU left for Ray Data's own tasks
         # the Ray reservation leaves a CPU free, but the actors compute on every core their torch
         # threads cover (stream._fused_stage: cpus // replicas threads each)

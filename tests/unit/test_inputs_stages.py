@@ -263,3 +263,32 @@ def test_rows_that_fail_to_decode_ship_no_pixels(tmp_path):
     out = make_stage(["pickscore"])(make_batch([str(bad)], ["pickscore"]))
     assert out["decode_error"][0].startswith("unreadable image")
     assert out[pixel_column("pickscore")][0] == b"" and not out[shape_column("pickscore")].any()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG with its IHDR size and no pixel data: what Pillow reads to size the image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_an_image_past_pillows_own_bomb_limit_is_too_large_not_unreadable(tmp_path):
+    """New user's trial: a 100000x100000 PNG header raised Pillow's DecompressionBombError from
+    Image.open, before janus-ray's size guard, so it was listed and cached as unreadable bytes
+    (never retried) while a 1x100000 one was "too large" (retried under another limit)."""
+    from janus_ray.images import ImageSizeError, open_image
+    from janus_ray.manifest import validate_folders
+
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(_png_header(100_000, 100_000))
+    (folder / "a.txt").write_text("a red cube")
+    with pytest.raises(ImageSizeError, match="a.png"):
+        open_image(folder / "a.png")
+    text, ok = validate_folders([folder], None)
+    assert not ok and "images too large to preprocess: 1 (a.png: " in text and "unreadable images: 0" in text

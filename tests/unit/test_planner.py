@@ -383,3 +383,13 @@ def test_a_gpu_node_short_of_whole_decode_actors_is_warned_about(capsys):
     out = capsys.readouterr().out
     assert "decode: up to 2 actor(s)" in out
     assert "2 decode actor(s), ~50 img/s, cannot keep the GPUs fed (~56 img/s): decoding limits the run" in out
+
+
+def test_more_fused_cpu_replicas_than_cores_is_warned_about():
+    """New user's trial: `--cpu-replicas 100` on 2 CPUs planned 100 actors x 0.1 CPU, silently."""
+    config = cfg()
+    config.cpu_replicas = 100
+    plan = plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False)
+    assert any(w.startswith("--cpu-replicas 100 > 2 CPU(s): more fused actors than cores") for w in plan.warnings)
+    config.cpu_replicas = 2
+    assert not plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False).warnings
