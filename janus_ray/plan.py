@@ -245,7 +245,7 @@ class Plan:
         else:
             lines.append(f"decode: up to {self.decode.max_replicas} actor(s) x {self.decode.num_cpus:g} CPU")
         # The estimate uses each model's real size (FLOPs), whatever the weight files hold (tiny test ones too).
-        where = "" if gpu else " on CPU, float32"
+        where = "" if gpu else " on CPU, from float32 costs whatever --dtype says"
         lines.append(f"estimated: ~{self.images_per_s:.3g} images/s for the whole run{where} "
                      "(at the real models' sizes, whatever the weight files hold)")
         lines += [f"warning: {w}" for w in self.warnings]
