@@ -149,6 +149,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 print(f"[janus-ray] report: {path}", file=sys.stderr)
         except JanusRayError as exc:  # a report problem must not turn a finished eval into a failure
             print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:  # the scores are written: say so, and how to get the report
+            print(f"janus-ray: interrupted while building the report; every score is written under "
+                  f"{result.output_root}: `janus-ray report {result.output_root}` builds it.", file=sys.stderr)
+            return 130
     if result.n_failed:
         print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column of janus_eval_scores.parquet "
               "or .json (the CSV keeps the earlier tool's columns).", file=sys.stderr)

@@ -144,7 +144,9 @@ class RunConfig:
         if not self.metrics:
             raise ConfigError(f"No metrics selected. Available: {', '.join(SCORERS)}.")
         if len(set(self.metrics)) != len(self.metrics):
-            raise ConfigError(f"Metric listed twice in {self.metrics}.")
+            twice = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
+            raise ConfigError(f"Metric listed twice: {', '.join(twice)} (after resolving aliases, e.g. "
+                              f"openai:ViT-L-14-336 is clipscore): {self.metrics}.")
         for metric in list(self.metric_specs):
             if metric not in self.metrics:
                 raise ConfigError(

@@ -198,16 +198,16 @@ class Plan:
                             "num_cpus": p.num_cpus,
                             "batch_size": p.batch_size,
                             "gpu_memory_gb": round(p.gpu_memory_gb, 2),
-                            "images_per_s": round(p.images_per_s, 2),
+                            "images_per_s": _rate(p.images_per_s),
                         }
                         for m, p in phase.pools.items()
                     },
                     "gpu_memory_gb_per_gpu": round(phase.gpu_memory_gb_per_gpu, 2),
-                    "images_per_s": round(phase.images_per_s, 2),
+                    "images_per_s": _rate(phase.images_per_s),
                 }
                 for phase in self.phases
             ],
-            "images_per_s": round(self.images_per_s, 2),
+            "images_per_s": _rate(self.images_per_s),
             "warnings": list(self.warnings),
         }
 
@@ -583,8 +583,9 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
     if not fitting:
         i = max(worst, key=lambda i: worst[i] / max(nodes[i].cpus, 1e-9))
         raise ConfigError(
-            f"Node {nodes[i].name} has {nodes[i].cpus:g} CPU(s) for up to {worst[i]} GPU actor(s), which need at "
-            f"least {GPU_ACTOR_CPUS[-1]:g} CPU each: give the node more CPUs or ask for fewer replicas."
+            f"{_node_label(nodes[i])} has {nodes[i].cpus:g} CPU(s) for up to {worst[i]} GPU actor(s) (every "
+            f"metric's replicas on its GPUs), which need at least {GPU_ACTOR_CPUS[-1]:g} CPU each: give the node "
+            "more CPUs, or use fewer GPUs or fewer replicas (--replicas METRIC=N)."
         )
     options = []  # (GPU actor CPUs, decode actor CPUs, CPUs left), largest GPU actor share first
     for c in fitting:
@@ -596,9 +597,9 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
         c = fitting[-1]
         i = min(worst, key=lambda i: nodes[i].cpus - worst[i] * c)  # the node left with the fewest CPUs
         raise ConfigError(
-            f"Node {nodes[i].name} has {nodes[i].cpus:g} CPU(s) for up to {worst.get(i, 0)} GPU actor(s) at "
+            f"{_node_label(nodes[i])} has {nodes[i].cpus:g} CPU(s) for up to {worst.get(i, 0)} GPU actor(s) at "
             f"{c:g} CPU each and nothing left for a decode actor, which Ray may place on any node: give the "
-            "node more CPUs or ask for fewer replicas."
+            "node more CPUs, or use fewer GPUs or fewer replicas (--replicas METRIC=N)."
         )
     for c, share, left in options:
         if decode_capacity(left) >= need_decode:  # the whole decode actors, not the fraction left
@@ -609,6 +610,16 @@ def _cpus_for_gpu_actors(phases: list[Phase], nodes: list[NodeShape], gpus: list
     return c, share, left, (f"{left:g} CPU(s) left for decoding: {decode_actors(left)} decode actor(s), "
                             f"~{decode_capacity(left) * DECODE_IMAGES_PER_CPU_S:.0f} img/s, cannot keep the GPUs fed "
                             f"(~{plan_rate:.0f} img/s): decoding limits the run")
+
+
+def _node_label(node: NodeShape) -> str:
+    """How a message names a node: a described uniform cluster's nodes have no name of their own."""
+    return "Each node" if node.name == "node" else f"Node {node.name}"
+
+
+def _rate(value: float) -> float:
+    """A rate for the JSON plan: 4 significant digits (a CPU rate of 0.0104 img/s is not 0.0)."""
+    return float(f"{value:.4g}")
 
 
 def decode_actors(left: float) -> int:

@@ -97,3 +97,31 @@ def test_output_dirs_refuse_two_folders_with_one_name(tmp_path):
     config = RunConfig(folders=[str(tmp_path / "x" / "same"), str(tmp_path / "y" / "same")], output_dir=str(tmp_path / "out"))
     with pytest.raises(ConfigError, match="Input folders share a name"):
         output_dirs(config)
+
+
+def test_ctrl_c_while_the_report_is_built_says_the_scores_are_written(variant_folders, monkeypatch, capsys):
+    """New user's trial: SIGINT during the report step printed only "interrupted", though every
+    score and summary file was written."""
+    import janus_ray.report
+
+    root = variant_folders[0].parent
+    monkeypatch.setattr(janus_ray.pipeline, "evaluate",
+                        lambda config: types.SimpleNamespace(n_failed=0, output_root=root))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(janus_ray.report, "build_report", interrupted)
+    argv = ["eval", str(variant_folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted while building the report; every score is written under {root}" in err
+    assert f"`janus-ray report {root}` builds it" in err
+
+
+def test_a_described_cluster_short_of_cpus_names_no_node_node(capsys):
+    """New user's trial: 'Node node has 4 CPU(s) ... ask for fewer replicas' (none were asked)."""
+    assert main(["plan", "--gpus", "64", "--gpu-memory-gb", "80", "--cpus", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "Each node has 4 CPU(s) for up to" in err and "Node node" not in err
+    assert "use fewer GPUs or fewer replicas (--replicas METRIC=N)" in err

@@ -74,7 +74,7 @@ def test_metric_aliases_are_resolved(run):
 
 @pytest.mark.parametrize("metrics", [["clipscore", "clipscore"], ["clipscore", "openai:ViT-L-14-336"]])
 def test_metric_listed_twice(run, metrics):
-    with pytest.raises(ConfigError, match="Metric listed twice"):
+    with pytest.raises(ConfigError, match=r"Metric listed twice: clipscore \(after resolving aliases"):
         run("--metrics", *metrics)
 
 

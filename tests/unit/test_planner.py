@@ -393,3 +393,15 @@ def test_more_fused_cpu_replicas_than_cores_is_warned_about():
     assert any(w.startswith("--cpu-replicas 100 > 2 CPU(s): more fused actors than cores") for w in plan.warnings)
     config.cpu_replicas = 2
     assert not plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False).warnings
+
+
+def test_the_json_plan_keeps_small_cpu_rates():
+    """New user's trial: `plan --json` rounded per-metric CPU rates (0.0104 img/s) to 0.0."""
+    config = cfg()
+    config.cpu_layout = "per-metric"
+    plan = plan_run(config, ClusterShape.uniform(0, 0, 2), measured=False)
+    document = plan.to_json()
+    for phase, shown in zip(plan.phases, document["phases"]):
+        for metric, pool in phase.pools.items():
+            assert 0 < pool.images_per_s < 0.05
+            assert shown["metrics"][metric]["images_per_s"] == pytest.approx(pool.images_per_s, rel=1e-3)
