@@ -597,11 +597,13 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool =
     if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
         _number_by_prompt(scan)
         if not all_samples:  # as in prompt folders: the first sample of each prompt (listing / path order)
-            extra = [row for row in scan.rows if row.sample > 0 and row.prompt is not None]
-            for row in extra:
-                _drop(scan, "extra sample", row.rel_path)
-            if extra:
-                scan.rows = [row for row in scan.rows if not (row.sample > 0 and row.prompt is not None)]
+            kept = []
+            for row in scan.rows:
+                if row.sample > 0 and row.prompt is not None:
+                    _drop(scan, "extra sample", row.rel_path)
+                else:
+                    kept.append(row)
+            scan.rows = kept
     scan.rows.sort(key=_row_key)
     missing = _count_prompts_without_image(scan, prompts)
     if scan.slug_mismatches:
