@@ -673,10 +673,9 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
     """Provenance written into every JSON result file (per-folder counts are added by the caller).
 
     ``weights_sha256``: {resolved weight path: sha256} (``WeightHashes.result()``). Imports neither
-    Ray nor transformers (a cached rerun loads no model): their versions come from the package metadata.
+    Ray, torch nor transformers (a cached rerun loads no model): their versions come from the package
+    metadata.
     """
-    import torch
-
     metrics = {}
     for plan in plans:
         cls = get_scorer_class(plan.metric)
@@ -693,7 +692,7 @@ def run_meta(config: RunConfig, plans: list[MetricPlan], weights_root: Path,
     return {
         "janus_ray_version": __version__,
         "metrics": metrics,
-        "versions": {"ray": _version("ray"), "torch": torch.__version__, "transformers": _version("transformers")},
+        "versions": {"ray": _version("ray"), "torch": _version("torch"), "transformers": _version("transformers")},
         "config": {k: v for k, v in asdict(config).items() if k != "metric_specs"},
     }
 

@@ -218,13 +218,27 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def local_shape(gpu_memory_gb: float | None) -> ClusterShape:
-    """This machine, before any Ray starts (an embedded Ray gets exactly these CPUs and GPUs)."""
-    import torch
+#: what a Linux machine has when torch.cuda may see a GPU: the NVIDIA driver, ROCm's kernel driver, WSL's GPU
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
+
+def may_have_gpus() -> bool:
+    """False when torch cannot see a GPU here: Linux without any of ``GPU_DRIVER_PATHS``. Then the
+    driver does not import torch (~1.6 s of CPU before the embedded Ray could start) to count none."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in GPU_DRIVER_PATHS)
+
+
+def local_shape(gpu_memory_gb: float | None) -> ClusterShape:
+    """This machine, before any Ray starts (an embedded Ray gets exactly these CPUs and GPUs). The
+    GPUs are counted by torch (imported only if ``may_have_gpus``)."""
     cpus = float(os.cpu_count() or 1)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    memory = 0.0
+    gpus, memory = 0, 0.0
+    if may_have_gpus():
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
         memory = gpu_memory_gb or min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 1e9
     return ClusterShape(nodes=(NodeShape(gpus=gpus, gpu_memory_gb=memory, cpus=cpus, name="local"),))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer, TextFeatureCache, non_negative_int
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
 
 #: CLIP's context length; the references tokenise with truncation=True, max_length=77.
 CLIP_MAX_TOKENS = 77
@@ -82,6 +83,7 @@ class HFCLIPScorer(Scorer):
 
     # ----- model ----------------------------------------------------------------------------
     def load(self) -> None:
+        import torch
         from transformers import CLIPModel, CLIPTokenizer
 
         folder = self.model_dir(self.weights_root)
@@ -151,6 +153,7 @@ class HFCLIPScorer(Scorer):
 
 def normalise(features: torch.Tensor) -> torch.Tensor:
     """x / ||x||, written as the references write it (not F.normalize, which clamps the norm)."""
+    import torch
     return features / torch.norm(features, dim=-1, keepdim=True)
 
 

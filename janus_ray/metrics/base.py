@@ -22,16 +22,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from janus_ray.errors import ConfigError, InputError
 from janus_ray.images import ImageInput, open_image, to_rgb
 from janus_ray.metrics.weights import RequiredFile, check_required
 from janus_ray.metrics.costs import ModelCost
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
 
 ImageTransform = Callable[[Image.Image], np.ndarray]
 
@@ -53,6 +55,7 @@ class PixelTransform:
 
     def normalise_arrays(self, arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
         """``to_uint8`` outputs -> one float32 (N, 3, h, w) tensor on ``device`` (copied as uint8)."""
+        import torch
         if not arrays:
             return torch.empty(0)
         if torch.device(device).type == "cuda" and all(a.shape == arrays[0].shape for a in arrays):
@@ -63,6 +66,7 @@ class PixelTransform:
         return torch.cat([self.normalise(_to_device(a[None], device)) for a in arrays])
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        import torch
         pixels = self.normalise(torch.from_numpy(np.ascontiguousarray(self.to_uint8(image)))[None])[0]
         return np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
 
@@ -86,6 +90,7 @@ class HFPilProcessorTransform(PixelTransform):
         return np.ascontiguousarray(pixels).astype(np.uint8, copy=False)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torch
         p = self.processor
         scale = p.rescale_factor if p.do_rescale else 1.0
         if p.do_normalize:
@@ -94,6 +99,7 @@ class HFPilProcessorTransform(PixelTransform):
 
 
 def _to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    import torch
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if torch.device(device).type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
@@ -103,6 +109,7 @@ def _to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
 def hf_rescale_normalise(pixels: torch.Tensor, scale: float, mean, std) -> torch.Tensor:
     """transformers' numpy ``rescale`` (x * scale in float64, then float32) and ``normalize``
     ((x - mean) / std in float32), on a uint8 (N, C, H, W) tensor: bit-identical on CPU."""
+    import torch
     x = (pixels.to(torch.float64) * scale).to(torch.float32)
     mean = torch.as_tensor(list(mean), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(list(std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
@@ -111,16 +118,19 @@ def hf_rescale_normalise(pixels: torch.Tensor, scale: float, mean, std) -> torch
 
 def tv_to_tensor_normalise(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     """torchvision ``to_tensor`` (x / 255 in float32) then ``normalize``, on uint8 (N, C, H, W)."""
+    import torch
     x = pixels.to(torch.float32).div(255)
     mean = torch.as_tensor(list(mean), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(list(std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: the dtypes a scorer runs in, by name (torch.float32 ...; looked up in torch when a scorer is built)
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """'cpu', 'cuda' or 'cuda:N' -> torch.device, with a clear error when CUDA is absent."""
+    import torch
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -134,15 +144,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, cuda_default: str) -> torch.dtype:
     """None -> the reference's own precision on CUDA, float32 on CPU."""
+    import torch
     if dtype is None:
         dtype = cuda_default if device.type == "cuda" else "float32"
     if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
+        if dtype not in [getattr(torch, name) for name in DTYPES]:
             raise ConfigError(f"Unsupported dtype {dtype}; choose one of {', '.join(DTYPES)}.")
         return dtype
     if dtype not in DTYPES:
         raise ConfigError(f"Unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-    return DTYPES[dtype]
+    return getattr(torch, dtype)
 
 
 def set_tf32(enabled: bool) -> None:
@@ -151,6 +162,7 @@ def set_tf32(enabled: bool) -> None:
     TF32 keeps float32's range with a 10-bit mantissa in the tensor cores: several times faster
     matmuls for the fp32 metrics, at the cost of ~1e-3 relative rounding. No effect on CPU.
     """
+    import torch
     torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
     torch.backends.cudnn.allow_tf32 = bool(enabled)
 
@@ -233,6 +245,7 @@ class Scorer(abc.ABC):
         dtype: str | torch.dtype | None = None,
         **options: Any,
     ):
+        import torch
         self.weights_root = Path(weights_root).expanduser()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, self.cuda_dtype)
@@ -289,6 +302,7 @@ class Scorer(abc.ABC):
     def autocast(self) -> AbstractContextManager:
         """The references' mixed precision: the forward under ``torch.autocast`` to ``self.dtype``
         (weights stay as loaded; autocast keeps LayerNorm / softmax in fp32); nothing in float32."""
+        import torch
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -296,11 +310,13 @@ class Scorer(abc.ABC):
     # ----- public API ---------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Open (if paths) and transform images into one stacked float32 pixel tensor on CPU."""
+        import torch
         arrays = [self.image_transform(open_image(img)) for img in images]
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0)
 
     def score_pixels(self, pixel_values: torch.Tensor | np.ndarray, prompts: Sequence[str]) -> dict[str, list[float]]:
         """Score pre-transformed pixels (from ``image_transform``) against prompts."""
+        import torch
         prompts = [str(p) for p in prompts]
         if len(pixel_values) != len(prompts):
             raise InputError(f"{self.name}: got {len(pixel_values)} images but {len(prompts)} prompts.")
@@ -318,6 +334,7 @@ class Scorer(abc.ABC):
 
     def score_uint8(self, arrays: Sequence[np.ndarray], prompts: Sequence[str]) -> dict[str, list[float]]:
         """Score ``image_transform.to_uint8`` outputs: normalised here, on this scorer's device."""
+        import torch
         if len(arrays) != len(prompts):
             raise InputError(f"{self.name}: got {len(arrays)} images but {len(prompts)} prompts.")
         if len(prompts) == 0:
@@ -360,6 +377,7 @@ class Scorer(abc.ABC):
 
 def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     """Deduplicate prompts: (unique list, index of each input prompt into it)."""
+    import torch
     position: dict[str, int] = {}
     index = [position.setdefault(p, len(position)) for p in prompts]
     return list(position), torch.tensor(index, dtype=torch.long)
@@ -379,6 +397,7 @@ class TextFeatureCache:
         self._rows: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+        import torch
         distinct, index = unique_prompts(prompts)
         missing = [p for p in distinct if p not in self._rows]
         fresh = dict(zip(missing, self.encode(missing))) if missing else {}

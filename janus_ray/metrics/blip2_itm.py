@@ -13,14 +13,15 @@ different head and NOT the ITM probability; it exists only for comparison with o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from janus_ray.errors import InputError, WeightsError
 from janus_ray.metrics.base import HFPilProcessorTransform, ImageTransform, Option, Scorer, boolean, unique_prompts
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 from janus_ray.metrics.costs import ModelCost
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
 
 MODEL_DIR = "blip2-itm-vit-g"
 #: t2v_metrics tokenises with padding='max_length', truncation=True, max_length=35 ([CLS] kept first)
@@ -115,6 +116,7 @@ class ITMScorer(Scorer):
         return BlipPixelTransform(processor)
 
     def load(self) -> None:
+        import torch
         from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
 
         folder = _model_dir(self.weights_root)
@@ -165,6 +167,7 @@ class ITMScorer(Scorer):
         That token has no embedding to score with, so the row fails with this reason (as
         VQAScore fails a prompt holding its ``<image>`` placeholder).
         """
+        import torch
         rows = self.model.embeddings.word_embeddings.num_embeddings
         bad = (input_ids >= rows) | (input_ids < 0)
         for i in torch.nonzero(bad.any(dim=1)).flatten().tolist():
@@ -193,6 +196,7 @@ class ITMScorer(Scorer):
         self, image_embeds: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
         """softmax(mean over queries of itm_head(joint query+text Q-Former pass)), P(class 1)."""
+        import torch
         model = self.model
         batch = image_embeds.shape[0]
         queries = model.query_tokens.expand(batch, -1, -1)
@@ -222,6 +226,7 @@ class ITMScorer(Scorer):
         tool did not truncate, so its values differ for prompts over 33 wordpieces. Follows the
         scorer's dtype: use dtype="float32" to reproduce the earlier tool's fp32 numbers.
         """
+        import torch
         model = self.model
         batch = image_embeds.shape[0]
         query_states = model.qformer(
@@ -248,4 +253,5 @@ class ITMScorer(Scorer):
 
     @staticmethod
     def _image_mask(image_embeds: torch.Tensor) -> torch.Tensor:
+        import torch
         return torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)

@@ -27,15 +27,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from janus_ray.errors import ConfigError
 from janus_ray.metrics.base import Option, PixelTransform, Scorer, non_negative_number, optional_text, positive_int
 from janus_ray.metrics.weights import RequiredFile
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
 
 DEFAULT_IMAGE_SIZE = 16
 
@@ -52,6 +54,7 @@ class DummyTransform(PixelTransform):
         return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torch
         return pixels.to(torch.float32) / 255.0
 
 
@@ -96,6 +99,7 @@ class DummyScorer(Scorer):
         return DummyTransform(cls.check_options(options)["image_size"])
 
     def load(self) -> None:
+        import torch
         if self.settings["load_s"]:
             time.sleep(self.settings["load_s"])
         # A simulated model: that many MB really allocated (and touched) on the device.
@@ -119,6 +123,7 @@ class DummyScorer(Scorer):
                 raise RuntimeError(f"dummy: fail_on_prompt {s['fail_on_prompt']!r} matched prompt {matched[0]!r}")
 
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        import torch
         self._inject_faults(prompts)
         n = len(prompts)
         if self.settings["sleep_s"]:

@@ -30,23 +30,29 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import open_clip
-import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from janus_ray.metrics.base import ImageTransform, PixelTransform, Scorer, TextFeatureCache
 from janus_ray.metrics.weights import RequiredFile, load_failure
 from janus_ray.metrics.costs import ModelCost
 
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import open_clip
+    import torch
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
 HPS_FOLDER = "HPSv2"
 #: optional architecture override (open_clip model_cfg JSON); absent = open_clip's ViT-H-14
 CONFIG_FILE = "open_clip_config.json"
 ARCHITECTURE = "ViT-H-14"
+#: open_clip.OPENAI_DATASET_MEAN / _STD (the reference's preprocess_val), written out so that importing
+#: this module does not import open_clip and torch (tests check they are open_clip's)
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 #: prompts whose text features are kept between batches (typical runs score many images per prompt)
 TEXT_CACHE_SIZE = 4096
 
@@ -61,8 +67,8 @@ class LetterboxTransform(PixelTransform):
     """
 
     size: int
-    mean: tuple[float, ...] = open_clip.OPENAI_DATASET_MEAN
-    std: tuple[float, ...] = open_clip.OPENAI_DATASET_STD
+    mean: tuple[float, ...] = OPENAI_DATASET_MEAN
+    std: tuple[float, ...] = OPENAI_DATASET_STD
 
     def to_uint8(self, image: Image.Image) -> np.ndarray:
         # Deviation: the reference keeps RGBA (4 channels) and crashes; every other mode -> RGB.
@@ -70,6 +76,9 @@ class LetterboxTransform(PixelTransform):
         return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        import torchvision.transforms.functional as TF
+        import torch
         pixels = pixels.to(torch.float32).div(255)  # TF.to_tensor
         height, width = pixels.shape[-2:]
         longest = max(height, width)
@@ -92,6 +101,7 @@ class LetterboxTransform(PixelTransform):
 
 def load_model_config(weights_root: Path, scorer_name: str) -> dict[str, Any]:
     """The open_clip model_cfg: ``HPSv2/open_clip_config.json`` if present, else built-in ViT-H-14."""
+    import open_clip
     path = weights_root / HPS_FOLDER / CONFIG_FILE
     if not path.exists():
         config = open_clip.get_model_config(ARCHITECTURE)
@@ -145,6 +155,8 @@ class HPSv2Scorer(Scorer):
         return LetterboxTransform(size=config["vision_cfg"].get("image_size", 224))
 
     def load(self) -> None:
+        import open_clip
+        import torch
         config = load_model_config(self.weights_root, self.name)
         context_length = config["text_cfg"].get("context_length", 77)
         # Built directly from the config (not create_model): no pretrained tag, no download, no
@@ -184,6 +196,7 @@ class HPSv2Scorer(Scorer):
         return self.model.encode_text(self.tokenize(prompts).to(self.device), normalize=True)
 
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        import torch
         with self.autocast():  # the reference's torch.cuda.amp.autocast() (fp16 on CUDA)
             image_features = self.model.encode_image(pixel_values, normalize=True)
             text_features = self._text_cache(prompts)  # each distinct prompt encoded once, then cached

@@ -11,20 +11,22 @@ keys are renamed and loaded strictly.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from janus_ray.errors import WeightsError
 from janus_ray.metrics.base import Option, PixelTransform, Scorer, tv_to_tensor_normalise, unique_prompts
 from janus_ray.metrics.weights import LAYOUT_HELP, RequiredFile, load_failure, read_json
 from janus_ray.metrics.costs import ModelCost
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
 
 CHECKPOINT_FILE = Path("ImageReward") / "ImageReward.pt"
 MED_CONFIG_FILE = Path("ImageReward") / "med_config.json"
@@ -102,6 +104,8 @@ class ImageRewardTransform(PixelTransform):
         self.image_size = image_size
 
     def to_uint8(self, image: Image.Image) -> np.ndarray:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
         image = TF.resize(image, self.image_size, interpolation=InterpolationMode.BICUBIC)
         image = TF.center_crop(image, self.image_size)  # torchvision's round-half-even offsets
         if image.mode != "RGB":
@@ -116,56 +120,73 @@ class ImageRewardTransform(PixelTransform):
         return f"{type(self).__name__}(image_size={self.image_size})"
 
 
-class RewardHead(nn.Module):
-    """ImageReward's MLP: Linear layers with Dropouts between them and NO activations.
+@functools.cache
+def _model_classes() -> dict[str, type]:
+    """``RewardHead`` and ``ImageRewardModel``, defined on first use: they subclass ``torch.nn.Module``,
+    and importing this module (the driver's checks and planning) must not import torch. Reached as
+    module attributes (``image_reward.ImageRewardModel``, PEP 562 ``__getattr__`` below)."""
+    import torch
+    from torch import nn
 
-    The ReLUs are commented out in the reference, so the head is affine; it is kept layer by layer
-    (rather than folded into one Linear) to round like the reference. The Dropouts keep the
-    checkpoint's Sequential indices.
-    """
+    class RewardHead(nn.Module):
+        """ImageReward's MLP: Linear layers with Dropouts between them and NO activations.
 
-    def __init__(self, input_size: int):
-        super().__init__()
-        sizes = (input_size, *HEAD_SIZES)
-        linears = [nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-        # Sequential(Linear, Dropout, Linear, Dropout, Linear, Dropout, Linear, Linear)
-        self.layers = nn.Sequential(
-            linears[0], nn.Dropout(0.2), linears[1], nn.Dropout(0.2),
-            linears[2], nn.Dropout(0.1), linears[3], linears[4],
-        )  # fmt: skip
+        The ReLUs are commented out in the reference, so the head is affine; it is kept layer by layer
+        (rather than folded into one Linear) to round like the reference. The Dropouts keep the
+        checkpoint's Sequential indices.
+        """
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
+        def __init__(self, input_size: int):
+            super().__init__()
+            sizes = (input_size, *HEAD_SIZES)
+            linears = [nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+            # Sequential(Linear, Dropout, Linear, Dropout, Linear, Dropout, Linear, Linear)
+            self.layers = nn.Sequential(
+                linears[0], nn.Dropout(0.2), linears[1], nn.Dropout(0.2),
+                linears[2], nn.Dropout(0.1), linears[3], linears[4],
+            )  # fmt: skip
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return self.layers(features)
+
+    class ImageRewardModel(nn.Module):
+        """BLIP ViT + cross-attending BERT + reward head."""
+
+        def __init__(self, vision_config, text_config):
+            super().__init__()
+            from transformers import BlipTextModel, BlipVisionModel
+
+            self.vision = BlipVisionModel(vision_config)
+            self.text = BlipTextModel(text_config, add_pooling_layer=False)
+            self.head = RewardHead(text_config.hidden_size)
+
+        def forward(
+            self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        ) -> torch.Tensor:
+            """Raw head output (before standardisation), shape (batch,), float32."""
+            image_embeds = self.vision(pixel_values=pixel_values).last_hidden_state
+            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+            # is_decoder=False: the bidirectional self-attention mask of med.py's 'multimodal' mode.
+            text_output = self.text(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                encoder_hidden_states=image_embeds,
+                encoder_attention_mask=image_mask,
+                is_decoder=False,
+            )
+            # The reference casts the [CLS] feature to float32 before its (float32) head.
+            features = text_output.last_hidden_state[:, 0, :].float()
+            return self.head(features).squeeze(-1)
+
+    for cls in (RewardHead, ImageRewardModel):
+        cls.__qualname__ = cls.__name__  # pickled by name, through the module's __getattr__
+    return {"RewardHead": RewardHead, "ImageRewardModel": ImageRewardModel}
 
 
-class ImageRewardModel(nn.Module):
-    """BLIP ViT + cross-attending BERT + reward head."""
-
-    def __init__(self, vision_config, text_config):
-        super().__init__()
-        from transformers import BlipTextModel, BlipVisionModel
-
-        self.vision = BlipVisionModel(vision_config)
-        self.text = BlipTextModel(text_config, add_pooling_layer=False)
-        self.head = RewardHead(text_config.hidden_size)
-
-    def forward(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Raw head output (before standardisation), shape (batch,), float32."""
-        image_embeds = self.vision(pixel_values=pixel_values).last_hidden_state
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        # is_decoder=False: the bidirectional self-attention mask of med.py's 'multimodal' mode.
-        text_output = self.text(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            encoder_hidden_states=image_embeds,
-            encoder_attention_mask=image_mask,
-            is_decoder=False,
-        )
-        # The reference casts the [CLS] feature to float32 before its (float32) head.
-        features = text_output.last_hidden_state[:, 0, :].float()
-        return self.head(features).squeeze(-1)
+def __getattr__(name: str) -> type:
+    if name in ("RewardHead", "ImageRewardModel"):
+        return _model_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rename_prefix(name: str, renames: dict[str, str]) -> str | None:
@@ -274,6 +295,7 @@ class ImageRewardScorer(Scorer):
 
     # ----- loading ------------------------------------------------------------------------
     def load(self) -> None:
+        import torch
         from transformers import BlipVisionConfig
 
         vision = vision_settings(self.weights_root, self.name)
@@ -295,7 +317,7 @@ class ImageRewardScorer(Scorer):
 
         # Built on the meta device: the checkpoint tensors are assigned (no random init, no copy).
         with torch.device("meta"):
-            model = ImageRewardModel(vision_config, text_config)
+            model = _model_classes()["ImageRewardModel"](vision_config, text_config)
         self.load_checkpoint(model, self.checkpoint_path(self.weights_root, self.settings["checkpoint"]))
         model.eval()
         # Encoders in the requested dtype; the head stays float32 like the reference's .float() + fp32 MLP.
@@ -368,6 +390,7 @@ class ImageRewardScorer(Scorer):
 
     def load_checkpoint(self, model: ImageRewardModel, path: Path) -> None:
         """Strict load: every checkpoint key consumed, every model tensor filled."""
+        import torch
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

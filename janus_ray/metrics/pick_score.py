@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from janus_ray.metrics._hf_clip import HFCLIPScorer
 from janus_ray.metrics.costs import ModelCost
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
 
 
 class PickScorer(HFCLIPScorer):

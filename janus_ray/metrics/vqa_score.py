@@ -14,17 +14,19 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from PIL import Image
-from torch import nn
 
 from janus_ray.errors import ConfigError, InputError, UnknownNameError, WeightsError
 from janus_ray.images import to_rgb
 from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer
 from janus_ray.metrics.weights import HF_WEIGHTS_FILES, RequiredFile, hf_weights_file, load_failure, read_json
 from janus_ray.metrics.costs import ModelCost
+
+if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
+    import torch
+    from torch import nn
 
 MODELS = ("clip-flant5-xxl", "clip-flant5-xl")
 DEFAULT_MODEL = "clip-flant5-xxl"
@@ -115,6 +117,7 @@ def listed_shards(model_dir: Path) -> list[Path]:
 
 def iter_tensors(path: Path, keep=None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of one checkpoint file, read as data only (safetensors or weights_only torch.load)."""
+    import torch
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -334,6 +337,7 @@ class VQAScorer(Scorer):
 
     # ----- loading -----------------------------------------------------------------------------
     def load(self) -> None:
+        import torch
         if self.dtype == torch.float16:
             self.check_dtype("float16")
         model_name = self.settings["model"]
@@ -386,6 +390,7 @@ class VQAScorer(Scorer):
 
     def _read_checkpoint(self, model_dir: Path) -> tuple[dict, dict, dict]:
         """Split the CLIP-FlanT5 state_dict into T5, vision tower and projector parts; every key is routed."""
+        import torch
         t5_state: dict[str, torch.Tensor] = {}
         tower_state: dict[str, torch.Tensor] = {}
         projector_state: dict[str, torch.Tensor] = {}
@@ -422,6 +427,7 @@ class VQAScorer(Scorer):
         model's __init__, then from_pretrained loads the CLIP-FlanT5 state_dict over it: tower keys in
         the checkpoint win. When the checkpoint has none, the CLIP folder's vision weights are used.
         """
+        import torch
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
         try:
@@ -456,6 +462,7 @@ class VQAScorer(Scorer):
         Checkpoints saved by older transformers also hold ``embeddings.position_ids``, a buffer that
         is non-persistent (rebuilt as arange) since 4.31; it is accepted only if it equals that arange.
         """
+        import torch
         mapped, unexpected = {}, []
         for name, tensor in state.items():
             target = name if name in expected or name in buffers else name.removeprefix("vision_model.")
@@ -476,6 +483,8 @@ class VQAScorer(Scorer):
 
     def _build_projector(self, config: dict, state: dict, model_dir: Path) -> nn.Module:
         """mlp2x_gelu: Linear(mm_hidden, d_model), exact-erf GELU, Linear(d_model, d_model)."""
+        from torch import nn
+        import torch
         d_model, mm_hidden = int(config["d_model"]), int(config.get("mm_hidden_size", 1024))
         with torch.device("meta"):
             projector = nn.Sequential(nn.Linear(mm_hidden, d_model), nn.GELU(), nn.Linear(d_model, d_model))
@@ -488,6 +497,7 @@ class VQAScorer(Scorer):
 
     def _build_t5(self, config: dict, state: dict, model_dir: Path) -> nn.Module:
         """FlanT5 from the clip_t5 config's T5 fields, loaded strictly with the vocabulary cut to len(tokenizer)."""
+        import torch
         from transformers import T5Config, T5ForConditionalGeneration
 
         t5_fields = set(T5Config().to_dict()) - {"model_type", "architectures", "transformers_version", "dtype"}
@@ -548,6 +558,7 @@ class VQAScorer(Scorer):
         return self.mm_projector(features.to(pixel_values.dtype))
 
     def forward(self, pixel_values: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        import torch
         rows = [self.input_ids(p) for p in prompts]
         image_slot = len(self.prefix_ids)  # the same column in every row: the prefix is fixed
         width = max(len(r) for r in rows)

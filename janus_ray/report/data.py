@@ -283,7 +283,7 @@ def metrics_of(folders: list[Folder]) -> list[Metric]:
 def registry_direction(name: str | None, column: str) -> bool:
     """higher_is_better of the registered scorer with this name or column (True when none matches).
 
-    Imported lazily: the registry pulls in torch, needed only for result files without meta.
+    Imported lazily: only result files without meta need the registry (PIL, numpy; no torch).
     """
     try:
         from janus_ray.metrics import get_scorer_class, list_scorers
