@@ -478,14 +478,14 @@ def _refuse_unplaceable(demands: list[MetricDemand], gpus: list[_Gpu]) -> None:
         need = d.memory_gb(1)
         capacity = max(g.capacity_gb for g in eligible)
         if need > capacity:
-            ways = [f"a GPU with more than {need / GPU_MEMORY_FRACTION:.0f} GB"]
+            ways = [f"a GPU with more than {need / GPU_MEMORY_FRACTION:.3g} GB"]
             if d.metric == "vqascore":
                 ways.insert(0, "the smaller VQA model (--metrics clip-flant5-xl ..., or --vqa_model clip-flant5-xl)")
             ways.append(f"--metrics without {d.metric}")
             raise ConfigError(
                 f"{d.metric} needs ~{need:.1f} GB of GPU memory ({d.weights_gb:.1f} GB weights in {d.dtype} + "
-                f"context + one image), but the largest GPU it may use has {capacity / GPU_MEMORY_FRACTION:.0f} GB "
-                f"({capacity:.1f} GB usable at {GPU_MEMORY_FRACTION:.0%}). Ways out: {'; '.join(ways)}."
+                f"context + one image), but the largest GPU it may use has {capacity / GPU_MEMORY_FRACTION:.3g} GB "
+                f"({capacity:.3g} GB usable at {GPU_MEMORY_FRACTION:.0%}). Ways out: {'; '.join(ways)}."
             )
 
 

@@ -405,3 +405,11 @@ def test_the_json_plan_keeps_small_cpu_rates():
         for metric, pool in phase.pools.items():
             assert 0 < pool.images_per_s < 0.05
             assert shown["metrics"][metric]["images_per_s"] == pytest.approx(pool.images_per_s, rel=1e-3)
+
+
+def test_a_small_gpu_refusal_states_its_memory_without_rounding_it_to_zero():
+    with pytest.raises(ConfigError) as err:
+        plan_for(1, 0.5, 8, metrics=["hpsv2"])
+    message = str(err.value)
+    assert "the largest GPU it may use has 0.5 GB (0.45 GB usable at 90%)" in message
+    assert " 0 GB" not in message
