@@ -210,7 +210,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             shape = local_shape(config.gpu_memory_gb)
     plan = plan_run(config, shape, use_weight_files=bool(config.weights_root))
-    print(json.dumps(plan.to_json(), indent=2) if args.json else plan.table())
+    document = plan.to_json()
+    text = plan.table()
+    if config.folders:  # the run's size: how long the plan's rate takes for these folders
+        from janus_ray.manifest import build_manifest, load_prompts
+        from janus_ray.plan import run_estimate
+
+        prompts = load_prompts(config.prompt_json) if config.prompt_json else None
+        scans = build_manifest(config.folders, prompts, all_samples=config.all_samples, limit=config.limit)
+        estimate = run_estimate(plan, [len(scan.rows) for scan in scans])
+        document["run"] = estimate.to_json()
+        text += "\n" + estimate.line()
+    print(json.dumps(document, indent=2) if args.json else text)
     return 0
 
 

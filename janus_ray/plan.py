@@ -617,6 +617,52 @@ def _node_label(node: NodeShape) -> str:
     return "Each node" if node.name == "node" else f"Node {node.name}"
 
 
+@dataclass(frozen=True)
+class RunEstimate:
+    """How long ``plan`` expects a run over some folders to take: ``images`` (rows the scan found,
+    after --limit, before the resume cache) at the plan's whole-run ``images_per_s``. Model loading
+    and Ray's start are not included (minutes for the real VQAScore checkpoint)."""
+
+    folders: int
+    images: int
+    images_per_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.images / self.images_per_s if self.images_per_s > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        seconds = self.seconds
+        return {"folders": self.folders, "images": self.images,
+                "estimated_seconds": _rate(seconds) if seconds != float("inf") else None}
+
+    def line(self) -> str:
+        return (f"run: {self.images} image(s) in {self.folders} folder(s) (before the resume cache): "
+                f"~{format_duration(self.seconds)} at the estimated rate, plus model loading")
+
+
+def run_estimate(plan: Plan, images_per_folder: list[int]) -> RunEstimate:
+    """``RunEstimate`` for folders holding ``images_per_folder`` rows to score under ``plan``."""
+    return RunEstimate(folders=len(images_per_folder), images=sum(images_per_folder), images_per_s=plan.images_per_s)
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 05 min', '2 d 4 h' (rounded: an estimate, not a measurement)."""
+    if seconds != seconds or seconds == float("inf"):
+        return "unknown time"
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
 def _rate(value: float) -> float:
     """A rate for the JSON plan: 4 significant digits (a CPU rate of 0.0104 img/s is not 0.0)."""
     return float(f"{value:.4g}")

@@ -125,3 +125,23 @@ def test_a_described_cluster_short_of_cpus_names_no_node_node(capsys):
     err = capsys.readouterr().err
     assert "Each node has 4 CPU(s) for up to" in err and "Node node" not in err
     assert "use fewer GPUs or fewer replicas (--replicas METRIC=N)" in err
+
+
+def test_plan_with_folders_counts_their_images_and_estimates_the_run_time(variant_folders, capsys):
+    prompt_json = str(variant_folders[0].parent / "prompt.json")
+    argv = ["plan", *map(str, variant_folders), "--prompt-json", prompt_json, "--weights-root", str(WEIGHTS_ROOT),
+            "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "16", "--metrics", "pickscore"]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    images = 3 * len(variant_folders)
+    assert last.startswith(f"run: {images} image(s) in {len(variant_folders)} folder(s) (before the resume cache): ~")
+    assert main([*argv, "--json", "--limit", "1"]) == 0
+    document = __import__("json").loads(capsys.readouterr().out)
+    run = document["run"]
+    assert run["folders"] == len(variant_folders) and run["images"] == len(variant_folders)  # --limit 1 per folder
+    assert run["estimated_seconds"] == pytest.approx(run["images"] / document["images_per_s"], rel=1e-2)
+
+
+def test_plan_without_folders_prints_no_run_estimate(capsys):
+    assert main(["plan", "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "16"]) == 0
+    assert "run:" not in capsys.readouterr().out

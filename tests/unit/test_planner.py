@@ -413,3 +413,23 @@ def test_a_small_gpu_refusal_states_its_memory_without_rounding_it_to_zero():
     message = str(err.value)
     assert "the largest GPU it may use has 0.5 GB (0.45 GB usable at 90%)" in message
     assert " 0 GB" not in message
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (45.4, "45 s"), (89, "89 s"), (90, "2 min"), (5340, "89 min"),
+                                           (5400, "1 h 30 min"), (3 * 3600 + 5 * 60, "3 h 05 min"),
+                                           (50 * 3600, "2 d 2 h"), (float("inf"), "unknown time")])
+def test_format_duration_rounds_to_the_unit_a_reader_wants(seconds, text):
+    from janus_ray.plan import format_duration
+
+    assert format_duration(seconds) == text
+
+
+def test_run_estimate_divides_the_images_by_the_plans_rate():
+    from janus_ray.plan import run_estimate
+
+    plan = plan_for(1, 80, 16)
+    estimate = run_estimate(plan, [100, 250])
+    assert (estimate.folders, estimate.images) == (2, 350)
+    assert estimate.seconds == pytest.approx(350 / plan.images_per_s)
+    assert estimate.to_json()["estimated_seconds"] == pytest.approx(350 / plan.images_per_s, rel=1e-3)
+    assert estimate.line().startswith("run: 350 image(s) in 2 folder(s)")
