@@ -41,15 +41,21 @@ def _resource(text: str) -> tuple[str, tuple[str, float]]:
     return metric, (name, float(amount or 1))
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``eval``; the earlier tool's snake_case flags are accepted as they were."""
+def add_eval_arguments(parser: argparse.ArgumentParser, for_plan: bool = False) -> None:
+    """Flags of ``eval``; the earlier tool's snake_case flags are accepted as they were. ``for_plan``:
+    the flags that cannot change a plan (outputs, resume, report, timeouts) are still accepted, so an
+    ``eval`` command line plans as is with ``plan`` in its place, but left out of ``plan --help``."""
+
+    def run_only(text: str) -> str:
+        return argparse.SUPPRESS if for_plan else text
+
     parser.add_argument("folders", nargs="*", help="variant folders to score")
     parser.add_argument("--config", help="YAML file with RunConfig keys (command-line flags override it)")
     parser.add_argument("--weights-root", "--weights_root", dest="weights_root", help="folder holding the checkpoints")
     parser.add_argument("--prompt-json", "--prompt_json", dest="prompt_json", help='prompt.json: {"prompts": [...]} or a list')
     parser.add_argument("--metrics", nargs="+", help="scorer names or model aliases (default: the six metrics)")
-    parser.add_argument("--output-dir", dest="output_dir", help="write results here (default: into each folder)")
-    parser.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help="resume cache (default: <output root>/.janus_ray_cache)")
+    parser.add_argument("--output-dir", dest="output_dir", help=run_only("write results here (default: into each folder)"))
+    parser.add_argument("--cache-dir", "--cache_dir", dest="cache_dir", help=run_only("resume cache (default: <output root>/.janus_ray_cache)"))
     parser.add_argument("--all-samples", dest="all_samples", action="store_true", default=None, help="score every sample, not only the first per prompt")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--dtype", action="append", type=_dtype, default=[], metavar="[METRIC=]DTYPE",
@@ -57,16 +63,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf32", action="store_true", default=None, help="opt-in TF32 matmuls for the fp32 metrics on CUDA (faster, ~1e-3 relative rounding)")
     parser.add_argument("--limit", type=int, help="score only the first N images per folder (smoke runs)")
     parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
-    parser.add_argument("--strict", action="store_true", default=None, help="exit non-zero if any row failed")
-    parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="ignore the resume cache")
+    parser.add_argument("--strict", action="store_true", default=None, help=run_only("exit non-zero if any row failed"))
+    parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help=run_only("ignore the resume cache"))
     parser.add_argument("--decode-batch-size", dest="decode_batch_size", type=int, help="images per decode-stage batch (default 16)")
     parser.add_argument("--cpu-layout", dest="cpu_layout", choices=["fused", "per-metric"], help="without GPUs: decode + all metrics in each actor (fused, default) or one actor pool per metric")
     parser.add_argument("--no-pixel-store", dest="pixel_store", action="store_false", default=None,
-                        help="one actor pool per metric: carry the decoded pixels in the rows instead of through the pixel stores (more object-store copies)")
+                        help=run_only("one actor pool per metric: carry the decoded pixels in the rows instead of through the pixel stores (more object-store copies)"))
     parser.add_argument("--cpu-replicas", dest="cpu_replicas", type=int, help="fused CPU actors (default: one per CPU, one torch thread each)")
     parser.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float, metavar="GB", help="memory of each GPU (default: probed on each GPU node)")
-    parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help="end the run when a metric's actors cannot start within this time (default 600)")
-    parser.add_argument("--no-report", dest="report", action="store_false", help="skip the comparison report at the end")
+    parser.add_argument("--pool-start-timeout", dest="pool_start_timeout_s", type=float, metavar="SECONDS", help=run_only("end the run when a metric's actors cannot start within this time (default 600)"))
+    parser.add_argument("--no-report", dest="report", action="store_false", help=run_only("skip the comparison report at the end"))
     parser.add_argument("--batch-size", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
     parser.add_argument("--num-gpus", action="append", type=_key_value(float), default=[], metavar="METRIC=F", help="GPU share per actor (fractional packs small models)")
     parser.add_argument("--replicas", action="append", type=_key_value(int), default=[], metavar="METRIC=N")
@@ -282,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score every folder's images with every metric on Ray")
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("plan", help="the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running")
-    add_eval_arguments(p)
+    p = sub.add_parser("plan", help="the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running",
+                       description="The placement plan for the cluster at hand or a described one, without running "
+                                   "anything. It takes eval's command line as is (flags that cannot change a plan, such "
+                                   "as --output-dir or --no-resume, are accepted and not listed here); with folders it "
+                                   "also estimates the run's time.")
+    add_eval_arguments(p, for_plan=True)
     p.add_argument("--gpus", type=int, help="describe a cluster instead of asking Ray: GPUs per node")
     p.add_argument("--cpus", type=float, help="CPUs per node (with --gpus)")
     p.add_argument("--nodes", type=int, default=1, help="identical nodes (with --gpus; default 1)")

@@ -145,3 +145,19 @@ def test_plan_with_folders_counts_their_images_and_estimates_the_run_time(varian
 def test_plan_without_folders_prints_no_run_estimate(capsys):
     assert main(["plan", "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "16"]) == 0
     assert "run:" not in capsys.readouterr().out
+
+
+RUN_ONLY_FLAGS = ("--output-dir", "--cache-dir", "--strict", "--no-resume", "--no-pixel-store", "--pool-start-timeout",
+                  "--no-report")
+
+
+def test_plan_help_leaves_out_the_flags_that_cannot_change_a_plan_and_still_accepts_them(capsys):
+    from janus_ray.cli import build_parser
+
+    plan_help = build_parser()._subparsers._group_actions[0].choices["plan"].format_usage()
+    eval_help = build_parser()._subparsers._group_actions[0].choices["eval"].format_usage()
+    for flag in RUN_ONLY_FLAGS:
+        assert f"[{flag}" not in plan_help and f"[{flag}" in eval_help, flag
+    argv = ["plan", "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "8", "--output-dir", "out", "--cache-dir", "c",
+            "--strict", "--no-resume", "--no-pixel-store", "--pool-start-timeout", "60", "--no-report"]
+    assert main(argv) == 0 and capsys.readouterr().out.startswith("plan: gpu layout")
