@@ -109,6 +109,10 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
         values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
     config = RunConfig(**values)
     config.resolve_names()  # aliases and the earlier tool's flags (validate() repeats it, idempotently)
+    if args.metrics and getattr(args, "config", None):
+        # --metrics narrows the YAML's list (flags win): its settings of the metrics left out do not apply
+        for metric in [m for m in config.metric_specs if m not in config.metrics]:
+            del config.metric_specs[metric]
     per_metric = [("batch_size", args.batch_size), ("num_gpus", args.num_gpus), ("replicas", args.replicas),
                   ("dtype", [(metric, dtype) for metric, dtype in args.dtype if metric is not None])]
     for attr, pairs in per_metric:
@@ -246,6 +250,10 @@ def cmd_check_weights(args: argparse.Namespace) -> int:
     from janus_ray.metrics.weights import file_status
 
     root = Path(args.weights_root)
+    if not root.is_dir():  # one line, as eval says it, not a MISSING line per file
+        from janus_ray.errors import ConfigError
+
+        raise ConfigError(f"--weights-root {args.weights_root!r} does not exist or is not a directory.")
     names = args.metrics or [*DEFAULT_METRICS, "hpsv2.1"]
     classes = {name: get_scorer_class(name) for name in names}  # an unknown name fails before any check
     bad = 0
@@ -318,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("demo", help="tiny random models + sample folders, scored end to end on local Ray")
     p.add_argument("--dir", default="janus_ray_demo", help="where to create the demo (default: ./janus_ray_demo)")
-    p.add_argument("--fresh", action="store_true", help="delete an earlier demo directory first")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier demo (its weights and variants) first; a directory holding anything else is refused")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -86,6 +86,31 @@ def make_weights_root(target: Path, seed: int = 0) -> Path:
     return write_tiny_weights_root(target, seed=seed)
 
 
+#: what ``run_demo`` writes into its directory (results and the cache go inside ``variants``)
+DEMO_ENTRIES = ("weights", "variants")
+
+
+def remove_demo(directory: Path) -> None:
+    """``demo --fresh``: delete an earlier demo's ``weights`` and ``variants``, and nothing else.
+
+    Raises ConfigError, deleting nothing, when ``directory`` is not an earlier demo: it holds other
+    entries, or its ``weights`` lacks the tiny weights' marker (``tiny_weights.MARKER``)."""
+    from janus_ray.errors import ConfigError
+    from janus_ray.tiny_weights import MARKER
+
+    if not directory.is_dir():
+        raise ConfigError(f"demo --fresh: {directory} is not a directory; give a new --dir.")
+    others = sorted(entry.name for entry in directory.iterdir() if entry.name not in DEMO_ENTRIES)
+    weights = directory / "weights"
+    if others or (weights.exists() and not (weights / MARKER).is_file()):
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "") if others else f"{weights} without {MARKER}"
+        raise ConfigError(f"demo --fresh deletes an earlier demo, and {directory} is not one (it holds {shown}): "
+                          "nothing was deleted. Give a new --dir, or delete the directory yourself.")
+    for name in DEMO_ENTRIES:
+        if (directory / name).exists():
+            shutil.rmtree(directory / name)
+
+
 def run_demo(directory: Path, fresh: bool = False) -> int:
     """Create the demo inputs, run the full pipeline on embedded local Ray, print where things are."""
     from janus_ray.config import RunConfig
@@ -93,7 +118,7 @@ def run_demo(directory: Path, fresh: bool = False) -> int:
 
     directory = directory.resolve()
     if fresh and directory.exists():
-        shutil.rmtree(directory)
+        remove_demo(directory)
     weights = make_weights_root(directory / "weights")
     folders = make_variant_folders(directory / "variants", PROMPTS)
     config = RunConfig(

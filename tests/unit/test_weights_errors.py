@@ -303,3 +303,13 @@ def test_check_weights_rejects_an_unknown_metric_before_checking_any(capsys):
     captured = capsys.readouterr()
     assert code == 2 and "nosuchmetric" in captured.err
     assert "clipscore:" not in captured.out
+
+
+def test_check_weights_on_a_root_that_does_not_exist_says_so_in_one_line(tmp_path, capsys):
+    """A new user's trial: a mistyped --weights-root printed 26 MISSING lines."""
+    from janus_ray.cli import main
+
+    assert main(["check-weights", "--weights-root", str(tmp_path / "nope")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"--weights-root '{tmp_path / 'nope'}' does not exist or is not a directory." in captured.err

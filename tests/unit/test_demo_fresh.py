@@ -1,0 +1,44 @@
+"""`janus-ray demo --fresh` deletes an earlier demo's files and nothing else (a new user's trial lost
+a directory of their own, and with `--dir .` the current directory, to it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from janus_ray.cli import main
+from janus_ray.demo import remove_demo
+from janus_ray.errors import ConfigError
+from janus_ray.tiny_weights import MARKER
+
+
+def demo_dir(root):
+    (root / "weights").mkdir(parents=True)
+    (root / "weights" / MARKER).write_text("{}")
+    (root / "variants" / "Janus_x").mkdir(parents=True)
+    return root
+
+
+def test_fresh_removes_the_demos_weights_and_variants_and_keeps_the_directory(tmp_path):
+    root = demo_dir(tmp_path / "demo")
+    remove_demo(root)
+    assert root.is_dir() and list(root.iterdir()) == []
+
+
+def test_fresh_refuses_a_directory_holding_anything_else_and_deletes_nothing(tmp_path, capsys):
+    root = demo_dir(tmp_path / "mine")
+    (root / "important.txt").write_text("precious")
+    with pytest.raises(ConfigError, match=r"is not one \(it holds important.txt\): nothing was deleted"):
+        remove_demo(root)
+    assert (root / "important.txt").read_text() == "precious" and (root / "weights" / MARKER).is_file()
+    assert main(["demo", "--dir", str(root), "--fresh"]) == 2  # refused before anything runs
+    assert "demo --fresh deletes an earlier demo" in capsys.readouterr().err
+    assert (root / "important.txt").is_file()
+
+
+def test_fresh_refuses_weights_that_are_not_the_demos(tmp_path):
+    root = tmp_path / "demo"
+    (root / "weights").mkdir(parents=True)
+    (root / "weights" / "model.safetensors").write_bytes(b"real")
+    with pytest.raises(ConfigError, match="without janus_ray_tiny_weights.json"):
+        remove_demo(root)
+    assert (root / "weights" / "model.safetensors").is_file()
