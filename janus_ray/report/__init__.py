@@ -75,6 +75,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be at least 1, got {args.resamples}.")
     paths = [Path(p) for p in args.paths]
+    if args.out:  # before any statistics: an --out that cannot hold the files fails in one line
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a directory.")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create --out directory {out}: {exc.strerror or exc}.") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         written = build_report(paths[0] if len(paths) == 1 else paths, args.baseline, args.seed, args.resamples,

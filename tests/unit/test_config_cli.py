@@ -6,6 +6,7 @@ imports Ray; no test starts Ray.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -516,3 +517,59 @@ def test_an_output_or_cache_dir_that_cannot_be_created_is_refused_before_ray(dir
                        **{key: str(tmp_path / "new" / "dir")})
     check_inputs(config)
     assert (tmp_path / "new" / "dir").is_dir()
+
+
+def _unwritable(directory) -> bool:
+    """Make ``directory`` refuse new files (chattr +i as root, else chmod 500); False if impossible here."""
+    import subprocess
+
+    if os.geteuid() == 0:
+        return subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0
+    directory.chmod(0o500)
+    return True
+
+
+def _writable(directory) -> None:
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+    directory.chmod(0o700)
+
+
+@pytest.mark.parametrize("which", ["folder", "parent"])
+def test_results_that_could_not_be_written_into_the_input_folders_are_refused_before_ray(tmp_path, which):
+    """A new user's trial: an input folder (or the common parent, where the summary goes) that cannot
+    take files crashed the run with a PermissionError after every image was scored."""
+    from janus_ray.pipeline import check_inputs
+    from tests.conftest import PARITY_DIR
+
+    parent = tmp_path / "inputs"
+    folders = [parent / "a", parent / "b"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    target = folders[1] if which == "folder" else parent
+    config = RunConfig(folders=[str(f) for f in folders], weights_root=str(PARITY_DIR / "weights"),
+                       metrics=["clipscore"], cache_dir=str(tmp_path / "cache"))
+    check_inputs(config)  # writable: no complaint
+    if not _unwritable(target):
+        pytest.skip("cannot make a directory unwritable here")
+    try:
+        with pytest.raises(ConfigError, match=rf"Cannot write the results into {target}: .*Give --output-dir DIR"):
+            check_inputs(config)
+        config.output_dir = str(tmp_path / "out")  # elsewhere: fine
+        check_inputs(config)
+    finally:
+        _writable(target)
+
+
+def test_metrics_on_the_command_line_narrow_a_yaml_config_with_settings_for_others(write_yaml, run):
+    """A new user's trial: `--config example.yaml --metrics pickscore` failed with "Settings given for
+    metric 'vqascore', which is not enabled" (the flag wins; the YAML's settings of metrics it drops go)."""
+    path = write_yaml({"metrics": ["vqascore", "pickscore"],
+                       "metric_specs": {"vqascore": {"batch_size": 16}, "pickscore": {"batch_size": 32}}})
+    config = run("--config", str(path), "--metrics", "pickscore")
+    assert config.metrics == ["pickscore"] and list(config.metric_specs) == ["pickscore"]
+    assert config.metric_specs["pickscore"].batch_size == 32
+    with pytest.raises(ConfigError, match="Settings given for metric 'vqascore', which is not enabled"):
+        run("--config", str(write_yaml({"metrics": ["pickscore"], "metric_specs": {"vqascore": {"batch_size": 16}}})))

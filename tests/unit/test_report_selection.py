@@ -187,3 +187,19 @@ def test_a_moved_or_copied_output_root_reports_its_own_folders(tmp_path):
     shutil.rmtree(copy / "b")
     with pytest.raises(InputError, match=str(copy / "b")):
         select([copy])
+
+
+def test_cli_refuses_an_out_that_is_a_file_in_one_line(tmp_path):
+    """A new user's trial: `report ROOT --out afile` ended in a FileExistsError traceback."""
+    from janus_ray.errors import ConfigError
+
+    x, y = _results(tmp_path / "x"), _results(tmp_path / "y", 0.01)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(x), str(y), "--out", str(tmp_path / "afile")])
+    with pytest.raises(ConfigError, match=r"--out .*afile is a file, not a directory"):
+        args.func(args)
+    args = parser.parse_args(["report", str(x), str(y), "--out", str(tmp_path / "afile" / "sub")])
+    with pytest.raises(ConfigError, match=r"Cannot create --out directory .*afile/sub: Not a directory"):
+        args.func(args)
