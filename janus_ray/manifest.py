@@ -32,6 +32,8 @@ JANUS, HF_JSONL, HF_CSV, GENEVAL, SIDECAR, EMPTY = (
 CONVENTIONS = (JANUS, HF_JSONL, HF_CSV, GENEVAL, SIDECAR, EMPTY)
 
 FILE_NOT_FOUND = "file not found"
+#: the error of a row whose prompt is empty or blank (nothing to score it against)
+EMPTY_PROMPT = "empty prompt"
 _PROMPT_DIR = re.compile(r"^prompt_(\d+)$", re.IGNORECASE)  # <run>/prompt_0007/
 _IDX_SLUG_DIR = re.compile(r"^(\d+)_.+$")  # generated_samples_batch/12_a-red-cat/
 _TRAILING_NUMBER = re.compile(r"(\d+)$")  # img_00, 00, img_20250101-120000_01
@@ -299,8 +301,9 @@ def _unknown_layout_message(folder: str | os.PathLike, images: list[str]) -> str
 
 def _row(scan: FolderScan, root: Path, rel: str, idx: int | None, prompt: str | None,
          sample: int = 0, error: str | None = None) -> None:
-    # An empty or blank prompt cannot be scored meaningfully: treat it as missing.
-    prompt = prompt if prompt is not None and prompt.strip() else None
+    # An empty or blank prompt cannot be scored meaningfully: no prompt, and the row says why.
+    if prompt is not None and not prompt.strip():
+        prompt, error = None, error or EMPTY_PROMPT
     scan.rows.append(ManifestRow(scan.folder, idx, prompt, os.path.abspath(root / rel), rel,
                                  sample, error))
 
@@ -585,7 +588,8 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
         missing = [i for i in range(len(prompts)) if i not in covered]
     else:
         texts = {row.prompt for row in scan.rows}
-        missing = [i for i, prompt in enumerate(prompts) if prompt not in texts]
+        # a blank prompt of the list matches no row by text (its rows read "empty prompt")
+        missing = [i for i, prompt in enumerate(prompts) if prompt not in texts and prompt.strip()]
     scan.prompts_without_image = len(missing)
     scan.prompts_without_image_idx = missing
     return missing
@@ -642,13 +646,15 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool =
 
 def _problem_rows(scan: FolderScan) -> dict[str, list[str]]:
     """Rows that will fail, grouped by cause (other errors are shown with their message)."""
-    groups: dict[str, list[str]] = {"out of range": [], "not found": [], "no prompt": [],
+    groups: dict[str, list[str]] = {"out of range": [], "not found": [], "no prompt": [], "empty prompt": [],
                                     "other": []}
     for row in scan.rows:
         if row.error and _OUT_OF_RANGE.match(row.error):
             groups["out of range"].append(row.rel_path)
         elif row.error == FILE_NOT_FOUND:
             groups["not found"].append(row.rel_path)
+        elif row.error == EMPTY_PROMPT:
+            groups["empty prompt"].append(row.rel_path)
         elif row.error:
             groups["other"].append(f"{row.rel_path} ({row.error})")
         elif row.prompt is None:
@@ -672,7 +678,13 @@ def validate_folders(folders: Sequence[str | os.PathLike], prompts: Sequence[str
     layouts, no known layout, a broken metadata file, images but no row) is reported with the
     other folders' problems instead of stopping at the first. No model is loaded."""
     scans, failed = [], []
+    seen: dict[str, str | os.PathLike] = {}
     for folder in folders:
+        key = os.path.realpath(folder)
+        if key in seen:  # as eval refuses it: the same folder's rows would count twice
+            failed.append((str(folder), f"Folder {folder} is given twice (same as {seen[key]})."))
+            continue
+        seen[key] = folder
         try:
             scans += build_manifest([folder], prompts, all_samples, raise_folder_errors=False)
         except InputError as exc:
@@ -714,6 +726,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
     dropped = scan.dropped
     checks = [  # (label, items, is a problem); "always" ones print even at 0, the rest only if any
         ("images without a prompt", groups["no prompt"] + dropped.get("not in metadata", []), True),
+        ("images with an empty prompt", groups["empty prompt"], True),
         # their prompt folder may well have a prompt (prompt_8/nested/img_00.png): say what eval says
         ("images ignored: not directly inside a prompt folder", dropped.get("outside prompt dirs", []), True),
         ("prompt indices out of range", groups["out of range"], True),

@@ -161,3 +161,13 @@ def test_plan_help_leaves_out_the_flags_that_cannot_change_a_plan_and_still_acce
     argv = ["plan", "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "8", "--output-dir", "out", "--cache-dir", "c",
             "--strict", "--no-resume", "--no-pixel-store", "--pool-start-timeout", "60", "--no-report"]
     assert main(argv) == 0 and capsys.readouterr().out.startswith("plan: gpu layout")
+
+
+def test_validate_refuses_a_folder_given_twice_as_eval_does(variant_folders, capsys):
+    """A new user's trial: `validate A A A/` counted A's rows three times."""
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    folder = str(variant_folders[0])
+    assert main(["validate", folder, folder + "/", "--prompt-json", str(prompt_json)]) == 1
+    out = capsys.readouterr().out
+    assert f"Folder {folder}/ is given twice (same as {folder})." in out
+    assert "3 row(s) to score" in out  # counted once

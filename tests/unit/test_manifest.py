@@ -335,3 +335,29 @@ def test_validate_report_flags_corrupt_image_and_missing_prompt(tmp_path):
     assert good_ok and good_text.endswith("OK: 1 folder(s), 1 row(s) to score.")
     _, unchecked_ok = validate_report(build_manifest([bad], None), check_images=False)
     assert not unchecked_ok  # the missing prompt alone is a problem
+
+
+def test_an_empty_or_blank_prompt_is_recorded_as_such_in_every_layout(tmp_path):
+    """A new user's trial: an empty prompt read "missing prompt", and a metadata folder counted the
+    list's empty prompt among the "prompts without an image"."""
+    prompts = ["a dog", "", "a cat"]
+    janus = tmp_path / "janus"
+    for i in range(3):
+        img(janus / "run" / f"prompt_{i}" / "img_00.png")
+    meta = tmp_path / "meta"
+    for i in range(3):
+        img(meta / f"{i}.png")
+    (meta / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"{i}.png", "prompt": p})
+                                                   for i, p in enumerate(["a dog", "  ", "a cat"])) + "\n")
+    sidecar = tmp_path / "sidecar"
+    img(sidecar / "x.png")
+    (sidecar / "x.txt").write_text("\n")
+    for folder in (janus, meta, sidecar):
+        scan = scan_folder(folder, prompts)
+        empty = [r for r in scan.rows if r.error == "empty prompt"]
+        assert len(empty) == 1 and empty[0].prompt is None, (folder, scan.rows)
+        text, ok = validate_report([scan])
+        assert "images with an empty prompt: 1" in text and not ok
+        assert "images without a prompt: 0" in text
+        if scan.prompts_without_image is not None and folder != sidecar:
+            assert scan.prompts_without_image == 0  # the list's "" is not an image missing here
