@@ -100,7 +100,7 @@ def write_outputs(request: WriteRequest) -> RunResult:
              "means": column_means(part, columns)}
         )
     summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], request.output_root)
-    warn_replaced_run_record(request.output_root, [out_dirs[scan.folder] for scan in scans], stream)
+    warn_replaced_run_record(request.output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans], stream)
     write_run_record(request.output_root, [(scan.folder, out_dirs[scan.folder]) for scan in scans])  # what `report` compares
     shown = [c for c in columns if c in table and table[c].notna().any()]
     print("\n" + format_summary_table(summary_rows, shown), file=stream)
@@ -120,16 +120,24 @@ def write_outputs(request: WriteRequest) -> RunResult:
     )
 
 
-def warn_replaced_run_record(root: Path, result_dirs: list[Path], stream) -> list[str]:
+def warn_replaced_run_record(root: Path, folders: list[tuple[str | Path, Path]], stream) -> list[str]:
     """Warn when the output root's run.json (an earlier run's) lists result folders this run does
-    not write: the new run.json, summary and report leave them out. Returns those folders."""
+    not write (the new run.json, summary and report leave them out), and when a result folder it
+    writes held the results of another input folder (same name, e.g. `--output-dir` reused for
+    other inputs: its files now hold this input's rows). ``folders``: (input folder, result
+    folder) of this run. Returns the result folders left out."""
     try:
         document = json.loads((Path(root) / RUN_RECORD).read_text(encoding="utf-8"))
-        earlier = [str(f["results"]) for f in document["folders"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {str(Path(f["results"]).resolve()): str(f["input"]) for f in document["folders"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
-    now = {str(Path(d).resolve()) for d in result_dirs}
-    left_out = [d for d in earlier if str(Path(d).resolve()) not in now]
+    now = {str(Path(d).resolve()): str(Path(i).resolve()) for i, d in folders}
+    replaced = [(d, earlier[d], i) for d, i in now.items() if d in earlier and str(Path(earlier[d]).resolve()) != i]
+    for results, before, after in replaced:
+        print(f"[janus-ray] warning: {results} held the results of {before} (an earlier run, by {Path(root) / RUN_RECORD}); "
+              f"its files now hold those of {after}. The earlier scores stay in the resume cache: rerun the earlier "
+              "command to write them back, or give each set of inputs its own --output-dir.", file=stream)
+    left_out = [d for d in earlier if d not in now]
     if left_out:
         shown = ", ".join(left_out[:3]) + (f", ... ({len(left_out) - 3} more)" if len(left_out) > 3 else "")
         print(f"[janus-ray] warning: {Path(root) / RUN_RECORD} of an earlier run listed {len(left_out)} result "

@@ -435,3 +435,26 @@ def test_a_run_into_an_output_root_of_another_run_says_which_folders_leave_its_s
     same = io.StringIO()
     evaluate(RunConfig(folders=first[:1], **common), same, stages=NO_RAY)
     assert "earlier run listed" not in same.getvalue()
+
+
+def test_a_result_folder_that_held_another_input_folders_results_is_named(tmp_path):
+    """New user's trial: `eval other/A --output-dir out`, after `eval data/A --output-dir out`, silently
+    replaced out/A's files (data/A's results) with other/A's rows."""
+    import shutil
+
+    inputs = build_inputs(tmp_path)
+    out = tmp_path / "out"
+    first = Path(inputs["folders"][0])
+    other = tmp_path / "other" / first.name
+    shutil.copytree(first, other)
+    common = dict(weights_root=str(WEIGHTS_ROOT), prompt_json=str(inputs["prompt_json"]), metrics=["dummy"],
+                  output_dir=str(out))
+    evaluate(RunConfig(folders=[str(first)], **common), io.StringIO(), stages=NO_RAY)
+    log = io.StringIO()
+    evaluate(RunConfig(folders=[str(other)], **common), log, stages=NO_RAY)
+    text = log.getvalue()
+    assert f"warning: {(out / first.name).resolve()} held the results of {first.resolve()}" in text
+    assert f"its files now hold those of {other.resolve()}" in text
+    again = io.StringIO()
+    evaluate(RunConfig(folders=[str(other)], **common), again, stages=NO_RAY)
+    assert "held the results of" not in again.getvalue()
