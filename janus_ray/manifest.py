@@ -579,6 +579,17 @@ def _number_by_prompt(scan: FolderScan) -> None:
         seen[row.prompt] += 1
 
 
+def _index_by_list(scan: FolderScan, prompts: Sequence[str]) -> None:
+    """Layouts that carry their own prompts, given a prompt list too: each row's ``prompt_idx`` is
+    its prompt's (first) index in the list, None when the text is not in it (not the metadata line
+    number: the result files of every layout then share one index per prompt)."""
+    first: dict[str, int] = {}
+    for i, prompt in enumerate(prompts):
+        first.setdefault(prompt, i)
+    for i, row in enumerate(scan.rows):
+        scan.rows[i] = dataclasses.replace(row, prompt_idx=first.get(row.prompt) if row.prompt is not None else None)
+
+
 def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None) -> list[int]:
     """Indices of the prompt list with no row here (by index in prompt folders, else by text)."""
     if prompts is None:
@@ -599,6 +610,8 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool =
     """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
     n_prompts = len(prompts) if prompts is not None else None
     if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
+        if prompts is not None:  # prompt_idx: the prompt's index in the list, as in prompt folders
+            _index_by_list(scan, prompts)
         _number_by_prompt(scan)
         if not all_samples:  # as in prompt folders: the first sample of each prompt (listing / path order)
             kept = []

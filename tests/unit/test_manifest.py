@@ -361,3 +361,23 @@ def test_an_empty_or_blank_prompt_is_recorded_as_such_in_every_layout(tmp_path):
         assert "images without a prompt: 0" in text
         if scan.prompts_without_image is not None and folder != sidecar:
             assert scan.prompts_without_image == 0  # the list's "" is not an image missing here
+
+
+def test_with_a_prompt_list_self_describing_layouts_index_rows_by_the_list(tmp_path):
+    """A new user's trial: with --prompt-json, a metadata folder's prompt_idx was its line number and a
+    sidecar folder's was empty, so joining result files on prompt_idx paired different prompts."""
+    prompts = ["a dog", "a cat", "a cow"]
+    meta = tmp_path / "meta"
+    for name in ("x.png", "y.png", "z.png"):
+        img(meta / name)
+    lines = [{"file_name": "x.png", "prompt": "a cow"}, {"file_name": "y.png", "prompt": "not listed"},
+             {"file_name": "z.png", "prompt": "a dog"}]
+    (meta / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    scan = scan_folder(meta, prompts)
+    assert [(r.prompt_idx, r.prompt) for r in scan.rows] == [(0, "a dog"), (2, "a cow"), (None, "not listed")]
+    assert [(r.prompt_idx, r.prompt) for r in scan_folder(meta, None).rows] == [
+        (0, "a cow"), (1, "not listed"), (2, "a dog")]  # no list: the metadata line, as before
+    sidecar = tmp_path / "sidecar"
+    img(sidecar / "q.png")
+    (sidecar / "q.txt").write_text("a cat\n")
+    assert [(r.prompt_idx, r.prompt) for r in scan_folder(sidecar, prompts).rows] == [(1, "a cat")]
