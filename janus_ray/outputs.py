@@ -22,6 +22,7 @@ from janus_ray.results import (
     column_means,
     format_summary_table,
     score_columns,
+    unique_names,
     write_folder_results,
     write_run_record,
     write_summary,
@@ -82,6 +83,8 @@ def write_outputs(request: WriteRequest) -> RunResult:
     warn_dropped_scores(table, columns, scans, out_dirs, stream)
     folder_outputs, summary_rows = {}, []
     all_counts = {}
+    # each folder's name, with parents where two share one (model_x/images, model_y/images)
+    names = dict(zip([scan.folder for scan in scans], unique_names([Path(scan.folder) for scan in scans])))
     for scan in scans:
         part = table[table["folder"] == scan.folder]
         counts = {
@@ -96,7 +99,7 @@ def write_outputs(request: WriteRequest) -> RunResult:
         folder_outputs[scan.folder] = write_folder_results(part.copy(), out_dirs[scan.folder], columns, folder_meta)
         failed_rows = int(part[primary_columns].isna().any(axis=1).sum()) if primary_columns else 0
         summary_rows.append(
-            {"folder": Path(scan.folder).name, "images": len(part), "failed": failed_rows,
+            {"folder": names[scan.folder], "images": len(part), "failed": failed_rows,
              "means": column_means(part, columns)}
         )
     summary_paths = write_summary(summary_rows, [c for c in columns if table[c].notna().any()], request.output_root)

@@ -236,6 +236,23 @@ def format_summary_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> 
     return "\n".join(fmt.format(*line) for line in [header, *body])
 
 
+def unique_names(dirs: Sequence[Path]) -> list[str]:
+    """Display names: each folder's name, extended by parent names until no two are alike."""
+    depth = [1] * len(dirs)
+    while True:
+        names = ["/".join(d.parts[-k:]) for d, k in zip(dirs, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        if not clashes:
+            return names
+        grown = False
+        for i, (d, name) in enumerate(zip(dirs, names)):
+            if name in clashes and depth[i] < len(d.parts):
+                depth[i] += 1
+                grown = True
+        if not grown:
+            return [str(d) for d in dirs]
+
+
 def write_run_record(root: Path, folders: Sequence[tuple[str | Path, str | Path]]) -> Path:
     """``run.json`` at the output root: ``{"janus_ray_version", "time", "output_root", "folders"}``.
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from janus_ray.errors import ConfigError, InputError
-from janus_ray.results import RESULT_STEM, RUN_RECORD, score_columns
+from janus_ray.results import RESULT_STEM, RUN_RECORD, score_columns, unique_names  # noqa: F401 (re-exported)
 
 NON_SCORE_COLUMNS = {"prompt_idx", "sample"}
 NO_PROMPT = -1
@@ -173,23 +173,6 @@ def _relocated(path: Path, recorded_root: Path, root: Path) -> Path:
         return root / path.relative_to(recorded_root)
     except ValueError:
         return path
-
-
-def unique_names(dirs: Sequence[Path]) -> list[str]:
-    """Display names: each folder's name, extended by parent names until no two are alike."""
-    depth = [1] * len(dirs)
-    while True:
-        names = ["/".join(d.parts[-k:]) for d, k in zip(dirs, depth)]
-        clashes = {n for n in names if names.count(n) > 1}
-        if not clashes:
-            return names
-        grown = False
-        for i, (d, name) in enumerate(zip(dirs, names)):
-            if name in clashes and depth[i] < len(d.parts):
-                depth[i] += 1
-                grown = True
-        if not grown:
-            return [str(d) for d in dirs]
 
 
 def prompt_keys(table: pd.DataFrame) -> pd.Series:

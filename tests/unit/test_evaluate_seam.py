@@ -458,3 +458,19 @@ def test_a_result_folder_that_held_another_input_folders_results_is_named(tmp_pa
     again = io.StringIO()
     evaluate(RunConfig(folders=[str(other)], **common), again, stages=NO_RAY)
     assert "held the results of" not in again.getvalue()
+
+
+def test_folders_sharing_a_name_are_told_apart_in_the_summary(tmp_path):
+    """A new user's trial: `eval data/modelX/images data/modelY/images` listed two rows named 'images'."""
+    import shutil
+
+    inputs = build_inputs(tmp_path)
+    folders = [tmp_path / "data" / model / "images" for model in ("modelX", "modelY")]
+    for folder in folders:
+        shutil.copytree(inputs["folders"][0], folder)
+    log = io.StringIO()
+    result = evaluate(RunConfig(folders=[str(f) for f in folders], weights_root=str(WEIGHTS_ROOT),
+                                prompt_json=str(inputs["prompt_json"]), metrics=["dummy"]), log, stages=NO_RAY)
+    summary = (result.output_root / "summary.csv").read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[0] for line in summary[1:]] == ["modelX/images", "modelY/images"]
+    assert "modelX/images" in log.getvalue() and "modelY/images" in log.getvalue()
