@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(config)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
+        # A second Ctrl-C would break Ray's shutdown at exit with a traceback (and leave its agents
+        # running): the run is over, the exit that follows only stops Ray.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(interrupted_message(exc, config), file=sys.stderr)
         return 130
     if args.report:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pandas as pd
 import pytest
 
@@ -66,7 +68,13 @@ def test_ctrl_c_during_eval_is_one_line_naming_the_resume_cache_and_exit_130(tmp
     monkeypatch.setattr(janus_ray.pipeline, "evaluate", interrupted)
     out = tmp_path / "out"
     argv = ["eval", str(folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy", "--output-dir", str(out)]
-    assert main(argv) == 130
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(argv) == 130
+        # a second Ctrl-C (a new user's trial: three within a second) must not break Ray's shutdown at exit
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert "interrupted" in err and str(out.resolve() / ".janus_ray_cache") in err and "Traceback" not in err
 
