@@ -57,6 +57,7 @@ _DROP_REASONS = {
                          "holds other images", True),
     "not in metadata": ("image(s) on disk have no metadata entry and are not scored", True),
     "not a geneval sample": ("image(s) ignored: not inside <idx>/samples/", True),
+    "geneval grid": ("grid image(s) ignored: GenEval's <idx>/grid.png (its samples are scored)", False),
 }
 _MAX_EXAMPLES = 5
 
@@ -488,7 +489,9 @@ def _scan_geneval(scan: FolderScan, root: Path, files: list[str], images: list[s
         match = _GENEVAL_SAMPLE.match(rel)
         if match:
             samples[match.group(1)].append(rel)
-        elif not _GENEVAL_GRID.match(rel):
+        elif _GENEVAL_GRID.match(rel):
+            _drop(scan, "geneval grid", rel)
+        else:
             _drop(scan, "not a geneval sample", rel)
     seen: set[int] = set()
     for dirname in sorted(samples):
@@ -750,6 +753,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("file names without a sample number", dropped.get("no sample number", []), True),
         ("images outside <idx>/samples/", dropped.get("not a geneval sample", []), True),
         ("extra samples ignored", dropped.get("extra sample", []), False),
+        ("GenEval grid images ignored (<idx>/grid.png)", dropped.get("geneval grid", []), False),
         ("sub-folder names unlike their prompt (wrong --prompt-json?)", scan.slug_mismatches, False),
     ]
     # rows that will fail (no prompt, scan errors, undecodable): the run records them, scores nothing

@@ -255,6 +255,10 @@ def test_geneval(tmp_path):
     assert [(r.prompt_idx, r.sample, r.prompt) for r in scan.rows] == [
         (0, 0, "a photo of a bench"), (12, 0, "two cats")]
     assert len(scan.dropped["extra sample"]) == 4 and "duplicate" not in scan.dropped
+    # a new user's trial: validate said "images found: 8, rows: 2" without a word on the grids
+    assert scan.dropped["geneval grid"] == ["00000/grid.png", "00012/grid.png"]
+    text, ok = validate_report([scan])
+    assert "GenEval grid images ignored (<idx>/grid.png): 2" in text and ok
     full = scan_folder(tmp_path, None, all_samples=True)
     assert [(r.prompt_idx, r.sample) for r in full.rows][:3] == [(0, 0), (0, 1), (0, 2)]
     assert full.rows[2].rel_path == "00000/samples/0002.png"
