@@ -16,6 +16,7 @@ import json
 import os
 import posixpath
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -591,6 +592,22 @@ def _index_by_list(scan: FolderScan, prompts: Sequence[str]) -> None:
         first.setdefault(prompt, i)
     for i, row in enumerate(scan.rows):
         scan.rows[i] = dataclasses.replace(row, prompt_idx=first.get(row.prompt) if row.prompt is not None else None)
+    # Prompts are matched exactly (a score is for that text); one that differs from a listed prompt
+    # only by spaces or Unicode normal form is almost surely meant to be it: say so, change nothing.
+    normal = {_normal_prompt(p): p for p in reversed(prompts)}
+    near = [(row.prompt, normal[_normal_prompt(row.prompt)]) for row in scan.rows
+            if row.prompt is not None and row.prompt not in first and _normal_prompt(row.prompt) in normal]
+    if near:
+        examples = "; ".join(f"{mine!r} vs {listed!r}" for mine, listed in near[:3])
+        scan.warnings.append(
+            f"{scan.folder}: {len(near)} prompt(s) differ from a prompt of the list only by spaces or Unicode "
+            f"form ({examples}{'; ...' if len(near) > 3 else ''}): prompts are matched exactly, so these are not "
+            "paired with the list's (fix the metadata or the list to pair them).")
+
+
+def _normal_prompt(prompt: str) -> str:
+    """A prompt with its spaces collapsed and stripped, in Unicode NFC (only to spot near matches)."""
+    return " ".join(unicodedata.normalize("NFC", prompt).split())
 
 
 def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None) -> list[int]:

@@ -385,3 +385,21 @@ def test_with_a_prompt_list_self_describing_layouts_index_rows_by_the_list(tmp_p
     img(sidecar / "q.png")
     (sidecar / "q.txt").write_text("a cat\n")
     assert [(r.prompt_idx, r.prompt) for r in scan_folder(sidecar, prompts).rows] == [(1, "a cat")]
+
+
+def test_a_prompt_that_differs_from_the_list_only_by_spaces_or_unicode_form_is_warned_about(tmp_path):
+    """A new user's trial: a trailing space, a double space and NFD 'café' silently dropped pairs."""
+    import unicodedata
+
+    prompts = ["a red apple", "a big  dog", "café au lait", "a blue car"]
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        img(tmp_path / name)
+    texts = ["a red apple ", "a big dog", unicodedata.normalize("NFD", "café au lait"), "a blue car"]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f, "prompt": t})
+                                                       for f, t in zip(("a.png", "b.png", "c.png", "d.png"), texts)))
+    scan = scan_folder(tmp_path, prompts)
+    assert [r.prompt_idx for r in scan.rows] == [3, None, None, None]  # matched exactly, as before
+    warning = next(w for w in scan.warnings if "differ from a prompt of the list" in w)
+    assert warning.startswith(f"{tmp_path}: 3 prompt(s) differ from a prompt of the list only by spaces or Unicode form")
+    assert "'a red apple ' vs 'a red apple'" in warning
+    assert not any("differ from a prompt" in w for w in scan_folder(tmp_path, None).warnings)
