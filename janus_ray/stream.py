@@ -165,8 +165,35 @@ def connect(address: str | None) -> Connection:
         quiet_ray_notices()
         ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
         joined = False
+        start_ray_data_helpers()
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     return Connection(joined=joined, address=target, autoscaler_config=read_autoscaler_config() if joined else None)
+
+
+def start_ray_data_helpers() -> list[str]:
+    """Create Ray Data's per-cluster helper actors (stats, autoscaling coordinator, actor location
+    tracker) now, as Ray Data itself would when the first dataset starts, so that their worker
+    processes boot (~1 CPU second each) while the driver selects the work, not when the metric
+    actors load their models. Each is Ray Data's own get-or-create (named actors: the dataset
+    later finds them). Best effort: a Ray whose internals differ creates them later, as without
+    this. Returns the helpers started."""
+    started = []
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+        from ray.data._internal.execution.node_trackers import get_or_create_actor_location_tracker
+        from ray.data._internal.stats import get_or_create_stats_actor
+    except ImportError:
+        return started
+    for create in (get_or_create_stats_actor, get_or_create_autoscaling_coordinator,
+                   get_or_create_actor_location_tracker):
+        try:
+            create()
+            started.append(create.__name__)
+        except Exception:  # noqa: BLE001 - an optimisation only: Ray Data creates it when it needs it
+            pass
+    return started
 
 
 #: Ray's notices that say nothing to a janus-ray user: that the embedded Ray (private to this

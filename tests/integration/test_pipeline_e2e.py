@@ -157,3 +157,23 @@ def test_demo_builds_inputs_scores_them_and_says_the_numbers_mean_nothing(local_
     assert (tmp_path / "demo" / "variants" / "report.html").is_file()
     record = json.loads((tmp_path / "demo" / "variants" / "run.json").read_text(encoding="utf-8"))  # what `report` compares
     assert sorted(Path(f["results"]).name for f in record["folders"]) == sorted(VARIANTS)
+
+
+class _Identity:
+    def __call__(self, batch):
+        return batch
+
+
+def test_ray_data_helpers_started_early_are_the_ones_a_dataset_then_uses(local_ray):
+    """``stream.start_ray_data_helpers`` creates Ray Data's helper actors right after the embedded
+    Ray starts: the datasets must find them (named get-or-create), not start a second set."""
+    from janus_ray.stream import start_ray_data_helpers
+
+    ray = local_ray
+    assert start_ray_data_helpers() == ["get_or_create_stats_actor", "get_or_create_autoscaling_coordinator",
+                                        "get_or_create_actor_location_tracker"]
+    ds = ray.data.range(8).map_batches(_Identity, batch_size=4, compute=ray.data.ActorPoolStrategy(size=1))
+    assert sorted(row["id"] for row in ds.take_all()) == list(range(8))
+    names = [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)]
+    for name in ("datasets_stats_actor", "AutoscalingCoordinator", "ActorLocationTracker"):
+        assert names.count(name) == 1, names
