@@ -62,7 +62,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, for_plan: bool = False) 
     parser.add_argument("--dtype", action="append", type=_dtype, default=[], metavar="[METRIC=]DTYPE",
                         help="float32 | bfloat16 | float16, for every metric or (METRIC=DTYPE, repeatable) one; default: reference precision on GPU, float32 on CPU")
     parser.add_argument("--tf32", action="store_true", default=None, help="opt-in TF32 matmuls for the fp32 metrics on CUDA (faster, ~1e-3 relative rounding)")
-    parser.add_argument("--limit", type=int, help="score only the first N images per folder (smoke runs)")
+    parser.add_argument("--limit", type=int, help="score only N images per folder, of the same prompts in every folder (smoke runs)")
     parser.add_argument("--ray-address", dest="ray_address", help="join a running Ray cluster ('auto' or host:port); default: embedded local Ray")
     parser.add_argument("--strict", action="store_true", default=None, help=run_only("exit non-zero if any row failed"))
     parser.add_argument("--no-resume", dest="resume", action="store_false", default=None, help=run_only("ignore the resume cache"))

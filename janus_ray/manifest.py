@@ -151,7 +151,8 @@ def _prompt_list(data: object, path: Path) -> list:
 def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] | None,
                    all_samples: bool = False, limit: int | None = None,
                    raise_folder_errors: bool = True) -> list[FolderScan]:
-    """Scan every folder; ``limit`` keeps the first N rows of each (smoke runs).
+    """Scan every folder; ``limit`` keeps N rows of each (smoke runs): those of the same prompts in
+    every folder (``_limit_rows``), so that a smoke run still compares variants prompt by prompt.
 
     Raises InputError for a folder that holds images but yields no row (``FolderScan.error``),
     unless ``raise_folder_errors`` is False (``validate`` reports it with everything else).
@@ -172,9 +173,25 @@ def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] 
     if errors and raise_folder_errors:
         raise InputError("\n".join(errors))
     if limit is not None:
-        for scan in scans:
-            scan.rows = scan.rows[:limit]
+        _limit_rows(scans, limit)
     return scans
+
+
+def _limit_rows(scans: list[FolderScan], limit: int) -> None:
+    """Keep ``limit`` rows per folder, preferring the same prompts everywhere: prompts are ranked by
+    first appearance over the folders in order (each folder's rows are sorted by prompt index, so
+    with a prompt list this is the list's order; without one, metadata folders listing their
+    prompts in other orders still keep the first folder's first prompts). Rows keep their order."""
+    rank: dict[str, int] = {}
+    for scan in scans:
+        for row in scan.rows:
+            if row.prompt is not None:
+                rank.setdefault(row.prompt, len(rank))
+    last = len(rank)
+    for scan in scans:
+        chosen = sorted(range(len(scan.rows)),
+                        key=lambda i: (rank.get(scan.rows[i].prompt, last) if scan.rows[i].prompt is not None else last, i))
+        scan.rows = [scan.rows[i] for i in sorted(chosen[:limit])]
 
 
 def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,

@@ -403,3 +403,21 @@ def test_a_prompt_that_differs_from_the_list_only_by_spaces_or_unicode_form_is_w
     assert warning.startswith(f"{tmp_path}: 3 prompt(s) differ from a prompt of the list only by spaces or Unicode form")
     assert "'a red apple ' vs 'a red apple'" in warning
     assert not any("differ from a prompt" in w for w in scan_folder(tmp_path, None).warnings)
+
+
+def test_limit_keeps_the_same_prompts_in_every_folder(tmp_path):
+    """A new user's trial: `--limit 4` over a prompt-folder variant and two metadata variants listing
+    their images in other orders compared different prompts, side by side in the summary."""
+    texts = [f"prompt {i}" for i in range(6)]
+    folders = []
+    for name, order in (("first", [0, 1, 2, 3, 4, 5]), ("reversed", [5, 4, 3, 2, 1, 0]), ("shuffled", [3, 0, 5, 1, 4, 2])):
+        folder = tmp_path / name
+        for i in order:
+            img(folder / f"img{i}.png")
+        (folder / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"img{i}.png", "prompt": texts[i]})
+                                                         for i in order) + "\n")
+        folders.append(folder)
+    for prompts in (None, texts):
+        scans = build_manifest(folders, prompts, limit=2)
+        kept = [sorted(row.prompt for row in scan.rows) for scan in scans]
+        assert kept == [["prompt 0", "prompt 1"]] * 3, (prompts, kept)
