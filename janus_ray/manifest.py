@@ -591,24 +591,27 @@ def _row_key(row: ManifestRow) -> tuple:
     return (row.prompt_idx is None, row.prompt_idx or 0, row.sample, row.rel_path)
 
 
-def _number_by_prompt(scan: FolderScan) -> None:
+def _number_by_prompt(scan: FolderScan, list_index: dict[str, int] | None = None) -> None:
     """Layouts that carry their own prompts: sample = order among the rows with the same prompt
-    text (listing order for metadata files, path order otherwise), so folders pair by prompt."""
+    text (listing order for metadata files, path order otherwise), so folders pair by prompt.
+    ``list_index`` (``_list_index``): also set each row's prompt_idx (one pass over the rows)."""
     seen: dict[str | None, int] = defaultdict(int)
     for i, row in enumerate(scan.rows):
-        scan.rows[i] = dataclasses.replace(row, sample=seen[row.prompt])
+        if list_index is None:
+            scan.rows[i] = dataclasses.replace(row, sample=seen[row.prompt])
+        else:
+            idx = list_index.get(row.prompt) if row.prompt is not None else None
+            scan.rows[i] = dataclasses.replace(row, sample=seen[row.prompt], prompt_idx=idx)
         seen[row.prompt] += 1
 
 
-def _index_by_list(scan: FolderScan, prompts: Sequence[str]) -> None:
-    """Layouts that carry their own prompts, given a prompt list too: each row's ``prompt_idx`` is
-    its prompt's (first) index in the list, None when the text is not in it (not the metadata line
-    number: the result files of every layout then share one index per prompt)."""
+def _list_index(scan: FolderScan, prompts: Sequence[str]) -> dict[str, int]:
+    """Layouts that carry their own prompts, given a prompt list too: prompt text -> its (first)
+    index in the list, each row's ``prompt_idx`` (None when the text is not in it; not the metadata
+    line number: the result files of every layout then share one index per prompt)."""
     first: dict[str, int] = {}
     for i, prompt in enumerate(prompts):
         first.setdefault(prompt, i)
-    for i, row in enumerate(scan.rows):
-        scan.rows[i] = dataclasses.replace(row, prompt_idx=first.get(row.prompt) if row.prompt is not None else None)
     # Prompts are matched exactly (a score is for that text); one that differs from a listed prompt
     # only by spaces or Unicode normal form is almost surely meant to be it: say so, change nothing.
     normal = {_normal_prompt(p): p for p in reversed(prompts)}
@@ -620,6 +623,7 @@ def _index_by_list(scan: FolderScan, prompts: Sequence[str]) -> None:
             f"{scan.folder}: {len(near)} prompt(s) differ from a prompt of the list only by spaces or Unicode "
             f"form ({examples}{'; ...' if len(near) > 3 else ''}): prompts are matched exactly, so these are not "
             "paired with the list's (fix the metadata or the list to pair them).")
+    return first
 
 
 def _normal_prompt(prompt: str) -> str:
@@ -647,9 +651,8 @@ def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool =
     """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
     n_prompts = len(prompts) if prompts is not None else None
     if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
-        if prompts is not None:  # prompt_idx: the prompt's index in the list, as in prompt folders
-            _index_by_list(scan, prompts)
-        _number_by_prompt(scan)
+        # with a prompt list, prompt_idx is the prompt's index in it, as in prompt folders
+        _number_by_prompt(scan, _list_index(scan, prompts) if prompts is not None else None)
         if not all_samples:  # as in prompt folders: the first sample of each prompt (listing / path order)
             kept = []
             for row in scan.rows:
