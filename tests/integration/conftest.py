@@ -107,7 +107,7 @@ def local_ray():
 
 
 def build_inputs(root: Path, n_prompts: int = 4) -> dict:
-    """Six Janus-layout folders + one metadata.jsonl folder; one corrupt image, one missing prompt."""
+    """Six Janus-layout folders + one metadata.jsonl folder; one corrupt image, one empty prompt."""
     prompts = PROMPTS[:n_prompts]
     variants_root = root / "variants"
     folders = make_variant_folders(variants_root, prompts)

@@ -110,7 +110,7 @@ def test_corrupt_image_and_missing_prompts_cost_one_row_each(full_run):
     orphan = frames[inputs["orphan"].parents[2].name].set_index("image_path").loc["outputs_dola/prompt_4/img_00.jpg"]
     assert "out of range" in orphan["error"] and pd.isna(orphan["prompt"])
     no_prompt = frames["hf_metadata_variant"].set_index("image_path").loc["no_prompt.png"]
-    assert no_prompt["error"] == "missing prompt"
+    assert no_prompt["error"] == "empty prompt"  # its metadata line has "prompt": ""
     assert result.n_failed == 3
     # everything else scored every metric
     for name, frame in frames.items():
