@@ -89,7 +89,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser, for_plan: bool = False) 
 
 def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     """defaults < YAML (--config) < command line; then validate()."""
-    from janus_ray.config import LEGACY_MODEL_FLAGS, MetricSpec, RunConfig, load_yaml_config, normalize_metrics
+    from janus_ray.config import DEFAULT_METRICS, LEGACY_MODEL_FLAGS, MetricSpec, RunConfig, load_yaml_config, normalize_metrics
     from janus_ray.errors import ConfigError
 
     values: dict[str, Any] = load_yaml_config(args.config) if getattr(args, "config", None) else {}
@@ -108,8 +108,12 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
         values["metrics"] = args.metrics
     if isinstance(values.get("device"), str) and values["device"].startswith("cuda:"):
         values["device"] = "cuda"  # Ray assigns the GPUs; a fixed index has no meaning across actors
+    hps_asked = "hpsv2" in (values.get("metrics") or DEFAULT_METRICS)
     config = RunConfig(**values)
     config.resolve_names()  # aliases and the earlier tool's flags (validate() repeats it, idempotently)
+    if hps_asked and "hpsv2.1" in config.metrics and "hpsv2" not in config.metrics:
+        print("[janus-ray] --hps_model hpsv2.1: HPS v2.1 is scored in HPS v2.0's place (column HPSv2.1Score; "
+              "HPSv2Score stays empty). `--metrics hpsv2 hpsv2.1` scores both.", file=sys.stderr)
     if args.metrics and getattr(args, "config", None):
         # --metrics narrows the YAML's list (flags win): its settings of the metrics left out do not apply
         for metric in [m for m in config.metric_specs if m not in config.metrics]:

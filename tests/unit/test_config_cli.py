@@ -119,10 +119,14 @@ def test_vqa_model_enables_vqascore_when_not_listed(run):
     assert config.metric_specs["vqascore"].options == {"model": "clip-flant5-xl"}
 
 
-def test_hps_model_hpsv21_replaces_hpsv2_in_place(run):
+def test_hps_model_hpsv21_replaces_hpsv2_in_place(run, capsys):
     config = run("--hps_model", "hpsv2.1")
     assert config.metrics == ["hpsv2.1", *DEFAULT_METRICS[1:]]
     assert "hpsv2" not in config.metrics
+    # a new user's trial: the swap was silent, and HPSv2Score left empty looked like a failure
+    assert "HPS v2.1 is scored in HPS v2.0's place (column HPSv2.1Score; HPSv2Score stays empty)" in capsys.readouterr().err
+    run("--metrics", "clipscore", "--hps_model", "hpsv2.1")  # nothing replaced: nothing to say
+    assert "in HPS v2.0's place" not in capsys.readouterr().err
 
 
 def test_hps_model_hpsv2_keeps_the_default_list(run):
