@@ -97,6 +97,8 @@ class FolderScan:
     error: str | None = None
     #: ``<idx>_<slug>/`` sub-folders whose slug disagrees with prompt <idx> of the list ("dir vs 'text'")
     slug_mismatches: list[str] = field(default_factory=list)
+    #: prompts of a self-describing folder that are not in the prompt list (scored, prompt_idx empty)
+    prompts_not_in_list: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +153,8 @@ def _prompt_list(data: object, path: Path) -> list:
 def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] | None,
                    all_samples: bool = False, limit: int | None = None,
                    raise_folder_errors: bool = True) -> list[FolderScan]:
-    """Scan every folder; ``limit`` keeps N rows of each (smoke runs): those of the same prompts in
-    every folder (``_limit_rows``), so that a smoke run still compares variants prompt by prompt.
+    """Scan every folder; ``limit`` keeps at most N rows of each (smoke runs), of the same N prompts
+    in every folder (``_limit_rows``), so that a smoke run still compares variants prompt by prompt.
 
     Raises InputError for a folder that holds images but yields no row (``FolderScan.error``),
     unless ``raise_folder_errors`` is False (``validate`` reports it with everything else).
@@ -173,25 +175,32 @@ def build_manifest(folders: Iterable[str | os.PathLike], prompts: Sequence[str] 
     if errors and raise_folder_errors:
         raise InputError("\n".join(errors))
     if limit is not None:
-        _limit_rows(scans, limit)
+        _limit_rows(scans, limit, prompts)
     return scans
 
 
-def _limit_rows(scans: list[FolderScan], limit: int) -> None:
-    """Keep ``limit`` rows per folder, preferring the same prompts everywhere: prompts are ranked by
-    first appearance over the folders in order (each folder's rows are sorted by prompt index, so
-    with a prompt list this is the list's order; without one, metadata folders listing their
-    prompts in other orders still keep the first folder's first prompts). Rows keep their order."""
-    rank: dict[str, int] = {}
-    for scan in scans:
-        for row in scan.rows:
-            if row.prompt is not None:
-                rank.setdefault(row.prompt, len(rank))
-    last = len(rank)
-    for scan in scans:
-        chosen = sorted(range(len(scan.rows)),
-                        key=lambda i: (rank.get(scan.rows[i].prompt, last) if scan.rows[i].prompt is not None else last, i))
-        scan.rows = [scan.rows[i] for i in sorted(chosen[:limit])]
+def _limit_rows(scans: list[FolderScan], limit: int, prompts: Sequence[str] | None) -> None:
+    """Keep at most ``limit`` rows per folder, all of the same ``limit`` prompts: with a prompt list
+    its first ``limit`` indices (every layout's rows carry the list's prompt_idx), without one the
+    first ``limit`` prompts by first appearance over the folders in order (texts matched as
+    ``normal_prompt`` does). A folder without some of them keeps fewer rows. Rows keep their order."""
+    if prompts is not None:
+        chosen = [[i for i, row in enumerate(scan.rows) if row.prompt_idx is not None and 0 <= row.prompt_idx < limit]
+                  for scan in scans]
+    else:
+        first: dict[str, int] = {}
+        for scan in scans:
+            for row in scan.rows:
+                if row.prompt is not None:
+                    first.setdefault(normal_prompt(row.prompt), len(first))
+        chosen = [[i for i, row in enumerate(scan.rows)
+                   if row.prompt is not None and first[normal_prompt(row.prompt)] < limit] for scan in scans]
+    for scan, rows in zip(scans, chosen):
+        if prompts is not None:
+            rows.sort(key=lambda i: (scan.rows[i].prompt_idx, i))
+        else:
+            rows.sort(key=lambda i: (first[normal_prompt(scan.rows[i].prompt)], i))
+        scan.rows = [scan.rows[i] for i in sorted(rows[:limit])]
 
 
 def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,
@@ -606,28 +615,44 @@ def _number_by_prompt(scan: FolderScan, list_index: dict[str, int] | None = None
 
 
 def _list_index(scan: FolderScan, prompts: Sequence[str]) -> dict[str, int]:
-    """Layouts that carry their own prompts, given a prompt list too: prompt text -> its (first)
-    index in the list, each row's ``prompt_idx`` (None when the text is not in it; not the metadata
-    line number: the result files of every layout then share one index per prompt)."""
-    first: dict[str, int] = {}
+    """Layouts that carry their own prompts, given a prompt list too: each row prompt's text -> the
+    index of its prompt in the list (``prompt_idx``: not the metadata line or GenEval folder number,
+    so the result files of every layout share one index per prompt). A text is found as is, else
+    after ``normal_prompt`` (spaces, Unicode form: the report pairs prompts the same way); texts not
+    in the list are left out (prompt_idx empty; they are still scored). Both cases are warned about."""
+    exact: dict[str, int] = {}
+    normal: dict[str, int] = {}
     for i, prompt in enumerate(prompts):
-        first.setdefault(prompt, i)
-    # Prompts are matched exactly (a score is for that text); one that differs from a listed prompt
-    # only by spaces or Unicode normal form is almost surely meant to be it: say so, change nothing.
-    normal = {_normal_prompt(p): p for p in reversed(prompts)}
-    near = [(row.prompt, normal[_normal_prompt(row.prompt)]) for row in scan.rows
-            if row.prompt is not None and row.prompt not in first and _normal_prompt(row.prompt) in normal]
+        exact.setdefault(prompt, i)
+        normal.setdefault(normal_prompt(prompt), i)
+    index: dict[str, int] = {}
+    near: dict[str, str] = {}
+    outside: list[str] = []
+    for text in dict.fromkeys(row.prompt for row in scan.rows if row.prompt is not None):
+        if text in exact:
+            index[text] = exact[text]
+        elif normal_prompt(text) in normal:
+            index[text] = normal[normal_prompt(text)]
+            near[text] = prompts[index[text]]
+        else:
+            outside.append(text)
     if near:
-        examples = "; ".join(f"{mine!r} vs {listed!r}" for mine, listed in near[:3])
+        examples = "; ".join(f"{ascii(mine)} vs {ascii(listed)}" for mine, listed in list(near.items())[:3])
         scan.warnings.append(
             f"{scan.folder}: {len(near)} prompt(s) differ from a prompt of the list only by spaces or Unicode "
-            f"form ({examples}{'; ...' if len(near) > 3 else ''}): prompts are matched exactly, so these are not "
-            "paired with the list's (fix the metadata or the list to pair them).")
-    return first
+            f"form ({examples}{'; ...' if len(near) > 3 else ''}): they get its prompt_idx and are paired with it, "
+            "and each is scored with its own text.")
+    if outside:
+        scan.prompts_not_in_list = outside
+        scan.warnings.append(
+            f"{scan.folder}: {len(outside)} prompt(s) are not in the prompt list ({_examples([ascii(t) for t in outside])}): "
+            "scored, with an empty prompt_idx.")
+    return index
 
 
-def _normal_prompt(prompt: str) -> str:
-    """A prompt with its spaces collapsed and stripped, in Unicode NFC (only to spot near matches)."""
+def normal_prompt(prompt: str) -> str:
+    """A prompt with its spaces collapsed and stripped, in Unicode NFC: how prompts are matched
+    to the prompt list and paired across folders (each is still scored with its own text)."""
     return " ".join(unicodedata.normalize("NFC", prompt).split())
 
 
@@ -639,9 +664,14 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
         covered = {row.prompt_idx for row in scan.rows}
         missing = [i for i in range(len(prompts)) if i not in covered]
     else:
-        texts = {row.prompt for row in scan.rows}
-        # a blank prompt of the list matches no row by text (its rows read "empty prompt")
-        missing = [i for i, prompt in enumerate(prompts) if prompt not in texts and prompt.strip()]
+        covered = {row.prompt_idx for row in scan.rows}  # _list_index's: the list's, matched by text
+        # a blank prompt of the list matches no row (its rows read "empty prompt"); a prompt listed
+        # twice is covered by a row of its first index
+        first = {}
+        for i, prompt in enumerate(prompts):
+            first.setdefault(normal_prompt(prompt), i)
+        missing = [i for i, prompt in enumerate(prompts)
+                   if prompt.strip() and first[normal_prompt(prompt)] not in covered]
     scan.prompts_without_image = len(missing)
     scan.prompts_without_image_idx = missing
     return missing
@@ -650,6 +680,10 @@ def _count_prompts_without_image(scan: FolderScan, prompts: Sequence[str] | None
 def _finish(scan: FolderScan, prompts: Sequence[str] | None, all_samples: bool = False) -> None:
     """Sort the rows and summarise, one warning per kind, what will not be scored normally."""
     n_prompts = len(prompts) if prompts is not None else None
+    if scan.convention == GENEVAL and prompts is not None:  # its folder numbers are its own list's
+        index = _list_index(scan, prompts)
+        scan.rows = [dataclasses.replace(row, prompt_idx=index.get(row.prompt) if row.prompt is not None else None)
+                     for row in scan.rows]
     if scan.convention in (HF_JSONL, HF_CSV, SIDECAR):
         # with a prompt list, prompt_idx is the prompt's index in it, as in prompt folders
         _number_by_prompt(scan, _list_index(scan, prompts) if prompts is not None else None)
@@ -792,6 +826,7 @@ def _folder_report(scan: FolderScan, check_images: bool) -> tuple[list[str], boo
         ("extra samples ignored", dropped.get("extra sample", []), False),
         ("GenEval grid images ignored (<idx>/grid.png)", dropped.get("geneval grid", []), False),
         ("sub-folder names unlike their prompt (wrong --prompt-json?)", scan.slug_mismatches, False),
+        ("prompts not in the prompt list (scored; prompt_idx empty)", [ascii(t) for t in scan.prompts_not_in_list], False),
     ]
     # rows that will fail (no prompt, scan errors, undecodable): the run records them, scores nothing
     failing = {row.rel_path for row in scan.rows if row.error or row.prompt is None}

@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
 from janus_ray.outputs import RunResult, WriteRequest, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
+from janus_ray.results import unwritable_reason
 from janus_ray.table import (
     BatchRecorder,
     cached_failures,
@@ -472,26 +472,14 @@ def check_inputs(config: RunConfig) -> None:
             raise ConfigError(f"Cannot create {what} directory {directory}: {exc.strerror or exc}.") from None
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"Cannot write to {what} directory {directory}: permission denied.")
-    if not config.output_dir:  # the results go into each input folder, the summary into their common parent
-        for directory in dict.fromkeys([output_root, *output_dirs(config)[1].values()]):
-            reason = unwritable_reason(directory)
-            if reason:
-                raise ConfigError(f"Cannot write the results into {directory}: {reason}. Give --output-dir DIR "
-                                  "to write them (per folder, and the summary) elsewhere.")
-
-
-def unwritable_reason(directory: Path) -> str | None:
-    """Why a file cannot be created in the existing ``directory`` (None: it can, or the directory
-    does not exist: the scan reports a missing folder). A file is created and removed to find out,
-    as permission bits miss what root may not do (an immutable directory, a read-only mount)."""
-    if not directory.is_dir():
-        return None
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".janus_ray_write_check"):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
+    # every result folder that exists already (the input folders themselves without --output-dir) and
+    # the output root (the summary): a file is created there now, not after the scoring
+    hint = "another --output-dir" if config.output_dir else "--output-dir DIR"
+    for directory in dict.fromkeys([output_root, *output_dirs(config)[1].values()]):
+        reason = unwritable_reason(directory)
+        if reason:
+            raise ConfigError(f"Cannot write the results into {directory}: {reason}. Give {hint} to write them "
+                              "(per folder, and the summary) elsewhere.")
 
 
 def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) -> tuple[RunConfig, list]:

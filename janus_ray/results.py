@@ -253,6 +253,20 @@ def unique_names(dirs: Sequence[Path]) -> list[str]:
             return [str(d) for d in dirs]
 
 
+def unwritable_reason(directory: Path) -> str | None:
+    """Why a file cannot be created in the existing ``directory`` (None: it can, or the directory
+    does not exist: the scan reports a missing folder). A file is created and removed to find out,
+    as permission bits miss what root may not do (an immutable directory, a read-only mount)."""
+    if not directory.is_dir():
+        return None
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".janus_ray_write_check"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def write_run_record(root: Path, folders: Sequence[tuple[str | Path, str | Path]]) -> Path:
     """``run.json`` at the output root: ``{"janus_ray_version", "time", "output_root", "folders"}``.
 

@@ -83,6 +83,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"Cannot create --out directory {out}: {exc.strerror or exc}.") from None
+        from janus_ray.results import unwritable_reason
+
+        reason = unwritable_reason(out)
+        if reason:
+            raise ConfigError(f"Cannot write to --out directory {out}: {reason}.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         written = build_report(paths[0] if len(paths) == 1 else paths, args.baseline, args.seed, args.resamples,

@@ -176,14 +176,16 @@ def _relocated(path: Path, recorded_root: Path, root: Path) -> Path:
 
 
 def prompt_keys(table: pd.DataFrame) -> pd.Series:
-    """The pairing key of each row: ``text:<prompt>`` (stripped), else ``idx:<prompt_idx>``, else None.
+    """The pairing key of each row: ``text:<prompt>`` (spaces collapsed and stripped, Unicode NFC:
+    ``manifest.normal_prompt``, as eval matches prompts to the prompt list), else
+    ``idx:<prompt_idx>``, else None.
 
     Pairing by the prompt's text works whatever the input convention numbered its prompts with (a
     sidecar or metadata folder may have no meaningful index); the index is the fallback only where
     the text is missing. Rows of the same key are samples of one prompt.
     """
     if "prompt" in table:
-        text = table["prompt"].astype("string").str.strip()
+        text = table["prompt"].astype("string").str.normalize("NFC").str.replace(r"\s+", " ", regex=True).str.strip()
     else:
         text = pd.Series(pd.NA, index=table.index, dtype="string")
     has_text = (text.str.len() > 0).fillna(False).astype(bool)

@@ -567,6 +567,27 @@ def test_results_that_could_not_be_written_into_the_input_folders_are_refused_be
         _writable(target)
 
 
+def test_an_existing_result_folder_under_the_output_dir_that_cannot_be_written_is_refused_before_ray(tmp_path):
+    """A second new user's trial: `--output-dir out` with out/A immutable failed after scoring."""
+    from janus_ray.pipeline import check_inputs
+    from tests.conftest import PARITY_DIR
+
+    folder = tmp_path / "inputs" / "A"
+    folder.mkdir(parents=True)
+    result = tmp_path / "out" / "A"
+    result.mkdir(parents=True)
+    config = RunConfig(folders=[str(folder)], weights_root=str(PARITY_DIR / "weights"), metrics=["clipscore"],
+                       output_dir=str(tmp_path / "out"))
+    check_inputs(config)
+    if not _unwritable(result):
+        pytest.skip("cannot make a directory unwritable here")
+    try:
+        with pytest.raises(ConfigError, match=rf"Cannot write the results into {result}: .*Give another --output-dir"):
+            check_inputs(config)
+    finally:
+        _writable(result)
+
+
 def test_metrics_on_the_command_line_narrow_a_yaml_config_with_settings_for_others(write_yaml, run):
     """A new user's trial: `--config example.yaml --metrics pickscore` failed with "Settings given for
     metric 'vqascore', which is not enabled" (the flag wins; the YAML's settings of metrics it drops go)."""

@@ -398,11 +398,38 @@ def test_a_prompt_that_differs_from_the_list_only_by_spaces_or_unicode_form_is_w
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f, "prompt": t})
                                                        for f, t in zip(("a.png", "b.png", "c.png", "d.png"), texts)))
     scan = scan_folder(tmp_path, prompts)
-    assert [r.prompt_idx for r in scan.rows] == [3, None, None, None]  # matched exactly, as before
+    # matched after normalising (as the report pairs them), each still scored with its own text
+    assert [(r.prompt_idx, r.prompt) for r in scan.rows] == [(0, texts[0]), (1, texts[1]), (2, texts[2]), (3, texts[3])]
     warning = next(w for w in scan.warnings if "differ from a prompt of the list" in w)
     assert warning.startswith(f"{tmp_path}: 3 prompt(s) differ from a prompt of the list only by spaces or Unicode form")
     assert "'a red apple ' vs 'a red apple'" in warning
+    assert "'cafe\\u0301 au lait' vs 'caf\\xe9 au lait'" in warning  # escaped: the two forms look alike
+    assert scan.prompts_without_image == 0
     assert not any("differ from a prompt" in w for w in scan_folder(tmp_path, None).warnings)
+
+
+def test_prompts_not_in_the_list_are_warned_about_and_geneval_rows_take_the_lists_index(tmp_path):
+    """A second new user's trial: a metadata folder's prompt outside the list was scored without a
+    word; a GenEval folder's prompt_idx was its own folder number, not the list's index."""
+    prompts = ["a red cat", "a blue dog", "a red cat", "two apples"]
+    meta = tmp_path / "meta"
+    img(meta / "x.png")
+    img(meta / "y.png")
+    (meta / "metadata.jsonl").write_text(json.dumps({"file_name": "x.png", "prompt": "a purple horse"}) + "\n"
+                                         + json.dumps({"file_name": "y.png", "prompt": "a blue dog"}) + "\n")
+    scan = scan_folder(meta, prompts)
+    assert [(r.prompt_idx, r.prompt) for r in scan.rows] == [(1, "a blue dog"), (None, "a purple horse")]
+    assert any("1 prompt(s) are not in the prompt list ('a purple horse')" in w for w in scan.warnings)
+    assert "prompts not in the prompt list (scored; prompt_idx empty): 1" in validate_report([scan])[0]
+    assert scan.prompts_without_image_idx == [0, 2, 3]  # "a red cat" (listed twice) and "two apples"
+    geneval = tmp_path / "geneval"
+    for number, prompt in enumerate(["two apples", "a red cat", "a purple horse"]):
+        d = geneval / f"{number:05d}"
+        img(d / "samples" / "0000.png")
+        (d / "metadata.jsonl").write_text(json.dumps({"prompt": prompt}) + "\n")
+    rows = scan_folder(geneval, prompts).rows
+    assert [(r.prompt_idx, r.prompt) for r in rows] == [(0, "a red cat"), (3, "two apples"), (None, "a purple horse")]
+    assert [r.prompt_idx for r in scan_folder(geneval, None).rows] == [0, 1, 2]  # no list: its own numbers
 
 
 def test_limit_keeps_the_same_prompts_in_every_folder(tmp_path):
@@ -421,3 +448,20 @@ def test_limit_keeps_the_same_prompts_in_every_folder(tmp_path):
         scans = build_manifest(folders, prompts, limit=2)
         kept = [sorted(row.prompt for row in scan.rows) for scan in scans]
         assert kept == [["prompt 0", "prompt 1"]] * 3, (prompts, kept)
+
+
+def test_limit_takes_the_lists_first_prompts_everywhere_even_when_listed_twice_or_missing(tmp_path):
+    """A second new user's trial: `--limit 2` scored indices 0 and 2 (the same text listed twice) in a
+    prompt-folder variant, and a metadata variant without prompt 1 made up for it with other prompts."""
+    prompts = ["a red cat", "a blue dog", "a red cat", "two apples"]
+    janus = tmp_path / "janus"
+    for i in range(4):
+        img(janus / "run" / f"prompt_{i}" / "img_00.png")
+    meta = tmp_path / "meta"
+    for name in ("x.png", "y.png"):
+        img(meta / name)
+    (meta / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f, "prompt": p}) for f, p in
+                                                   (("x.png", "two apples"), ("y.png", "a red cat"))) + "\n")
+    a, b = build_manifest([janus, meta], prompts, limit=2)
+    assert [r.prompt_idx for r in a.rows] == [0, 1]
+    assert [r.prompt for r in b.rows] == ["a red cat"]  # prompt 1 is not there: fewer rows, no substitute

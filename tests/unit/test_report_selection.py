@@ -203,3 +203,20 @@ def test_cli_refuses_an_out_that_is_a_file_in_one_line(tmp_path):
     args = parser.parse_args(["report", str(x), str(y), "--out", str(tmp_path / "afile" / "sub")])
     with pytest.raises(ConfigError, match=r"Cannot create --out directory .*afile/sub: Not a directory"):
         args.func(args)
+
+
+def test_cli_refuses_an_out_it_cannot_write_into_before_the_statistics(tmp_path, monkeypatch):
+    """A second new user's trial: `report ... --out <immutable dir>` ended in a PermissionError traceback."""
+    import janus_ray.results
+    from janus_ray.errors import ConfigError
+
+    x, y = _results(tmp_path / "x"), _results(tmp_path / "y", 0.01)
+    out = tmp_path / "locked"
+    out.mkdir()
+    monkeypatch.setattr(janus_ray.results, "unwritable_reason",
+                        lambda d: "Operation not permitted" if Path(d) == out else None)
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(x), str(y), "--out", str(out)])
+    with pytest.raises(ConfigError, match=r"Cannot write to --out directory .*locked: Operation not permitted"):
+        args.func(args)

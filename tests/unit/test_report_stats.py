@@ -282,3 +282,15 @@ def test_a_small_p_next_to_an_interval_including_zero_is_not_called_significant(
     assert row["holm_p"] < 0.05 and row["diff_ci_low"] < 0 < row["diff_ci_high"]
     assert row["significant"] is False and row["verdict"] == "not significant"
     assert "t-interval includes 0" in row["note"]
+
+
+def test_prompt_keys_pair_texts_that_differ_only_by_spaces_or_unicode_form():
+    """A second new user's trial: the report paired 'a blue dog ' with 'a blue dog' but not NFD 'café'
+    with NFC 'café', while eval said neither was paired: one rule now (manifest.normal_prompt)."""
+    import unicodedata
+
+    from janus_ray.manifest import normal_prompt
+
+    texts = ["a blue dog ", "a  blue\tdog", unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")]
+    keys = list(prompt_keys(pd.DataFrame({"prompt": texts, "prompt_idx": pd.array([None] * 4, dtype="Int64")})))
+    assert keys[0] == keys[1] == "text:a blue dog" and keys[2] == keys[3] == "text:" + normal_prompt(texts[3])
