@@ -123,23 +123,41 @@ def write_outputs(request: WriteRequest) -> RunResult:
     )
 
 
-def warn_replaced_run_record(root: Path, folders: list[tuple[str | Path, Path]], stream) -> list[str]:
-    """Warn when the output root's run.json (an earlier run's) lists result folders this run does
-    not write (the new run.json, summary and report leave them out), and when a result folder it
-    writes held the results of another input folder (same name, e.g. `--output-dir` reused for
-    other inputs: its files now hold this input's rows). ``folders``: (input folder, result
-    folder) of this run. Returns the result folders left out."""
+def _earlier_run_record(root: Path) -> dict[str, str] | None:
+    """The output root's run.json (an earlier run's): result folder -> its input folder (resolved)."""
     try:
         document = json.loads((Path(root) / RUN_RECORD).read_text(encoding="utf-8"))
-        earlier = {str(Path(f["results"]).resolve()): str(f["input"]) for f in document["folders"]}
+        return {str(Path(f["results"]).resolve()): str(f["input"]) for f in document["folders"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def warn_replaced_results(root: Path, folders: list[tuple[str | Path, Path]], stream) -> list[str]:
+    """Warn, before the scoring, when a result folder this run writes held the results of another
+    input folder by the output root's run.json (same name: an `--output-dir` reused for other inputs;
+    its files will hold this input's rows). ``folders``: (input folder, result folder) of this run.
+    Returns those result folders."""
+    earlier = _earlier_run_record(root) or {}
+    replaced = []
+    for inp, results in folders:
+        results, inp = str(Path(results).resolve()), str(Path(inp).resolve())
+        if results in earlier and str(Path(earlier[results]).resolve()) != inp:
+            replaced.append(results)
+            print(f"[janus-ray] warning: {results} holds the results of {earlier[results]} (an earlier run, by "
+                  f"{Path(root) / RUN_RECORD}); this run replaces them with those of {inp}. The earlier scores "
+                  "stay in the resume cache: rerun the earlier command to write them back, or give each set of "
+                  "inputs its own --output-dir (Ctrl-C now leaves the earlier files as they are).", file=stream, flush=True)
+    return replaced
+
+
+def warn_replaced_run_record(root: Path, folders: list[tuple[str | Path, Path]], stream) -> list[str]:
+    """Warn when the output root's run.json (an earlier run's) lists result folders this run does
+    not write (the new run.json, summary and report leave them out). ``folders``: (input folder,
+    result folder) of this run. Returns the result folders left out."""
+    earlier = _earlier_run_record(root)
+    if earlier is None:
         return []
-    now = {str(Path(d).resolve()): str(Path(i).resolve()) for i, d in folders}
-    replaced = [(d, earlier[d], i) for d, i in now.items() if d in earlier and str(Path(earlier[d]).resolve()) != i]
-    for results, before, after in replaced:
-        print(f"[janus-ray] warning: {results} held the results of {before} (an earlier run, by {Path(root) / RUN_RECORD}); "
-              f"its files now hold those of {after}. The earlier scores stay in the resume cache: rerun the earlier "
-              "command to write them back, or give each set of inputs its own --output-dir.", file=stream)
+    now = {str(Path(d).resolve()) for _, d in folders}
     left_out = [d for d in earlier if d not in now]
     if left_out:
         shown = ", ".join(left_out[:3]) + (f", ... ({len(left_out) - 3} more)" if len(left_out) > 3 else "")

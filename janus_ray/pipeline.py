@@ -36,7 +36,7 @@ from janus_ray.errors import ConfigError, InputError, Interrupted
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
-from janus_ray.outputs import RunResult, WriteRequest, write_outputs  # noqa: F401  (RunResult: re-exported)
+from janus_ray.outputs import RunResult, WriteRequest, warn_replaced_results, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
 from janus_ray.results import unwritable_reason
 from janus_ray.table import (
@@ -333,6 +333,8 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     else:
         run, owns_ray = prepare_run(config, stream, stages, checked=True), False
     config, plans, work = run.config, run.plans, run.work
+    # before the scoring, not after it: a user who reused an --output-dir can still stop
+    warn_replaced_results(run.output_root, [(scan.folder, run.out_dirs[scan.folder]) for scan in run.scans], stream)
     try:
         streamed = stream_phases(run.frame, run.phase_plans, work, config, run.plan, run.autoscale,
                                  stream, stages, owns_ray=owns_ray)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from janus_ray.columns import (
     ResultBatchError,
@@ -447,17 +448,21 @@ def test_a_result_folder_that_held_another_input_folders_results_is_named(tmp_pa
     first = Path(inputs["folders"][0])
     other = tmp_path / "other" / first.name
     shutil.copytree(first, other)
+    changed = next(other.rglob("img_00.jpg"))
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(changed)  # one row to score: the progress line shows when
     common = dict(weights_root=str(WEIGHTS_ROOT), prompt_json=str(inputs["prompt_json"]), metrics=["dummy"],
                   output_dir=str(out))
     evaluate(RunConfig(folders=[str(first)], **common), io.StringIO(), stages=NO_RAY)
     log = io.StringIO()
     evaluate(RunConfig(folders=[str(other)], **common), log, stages=NO_RAY)
     text = log.getvalue()
-    assert f"warning: {(out / first.name).resolve()} held the results of {first.resolve()}" in text
-    assert f"its files now hold those of {other.resolve()}" in text
+    warning = f"warning: {(out / first.name).resolve()} holds the results of {first.resolve()}"
+    assert warning in text and f"this run replaces them with those of {other.resolve()}" in text
+    # a second trial: said only after the scoring; now before it (ahead of the first result line)
+    assert text.index(warning) < text.index(" img/s (actors busy")
     again = io.StringIO()
     evaluate(RunConfig(folders=[str(other)], **common), again, stages=NO_RAY)
-    assert "held the results of" not in again.getvalue()
+    assert "holds the results of" not in again.getvalue()
 
 
 def test_folders_sharing_a_name_are_told_apart_in_the_summary(tmp_path):
