@@ -464,6 +464,15 @@ def check_inputs(config: RunConfig) -> None:
         cls.check_dtype(config.spec(metric).dtype or config.dtype)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
     output_root = output_dirs(config)[0]
+    # every result folder that exists already (the input folders themselves without --output-dir) and
+    # the output root (the summary): a file is created there now, not after the scoring, and before
+    # the resume cache's directory is made under it (a refused run leaves nothing behind)
+    hint = "another --output-dir" if config.output_dir else "--output-dir DIR"
+    for directory in dict.fromkeys([output_root, *output_dirs(config)[1].values()]):
+        reason = unwritable_reason(directory)
+        if reason:
+            raise ConfigError(f"Cannot write the results into {directory}: {reason}. Give {hint} to write them "
+                              "(per folder, and the summary) elsewhere.")
     for what, directory in (("--output-dir", output_root if config.output_dir else None),
                             ("--cache-dir" if config.cache_dir else "the resume cache", cache_directory(config, output_root))):
         if directory is None:
@@ -474,14 +483,6 @@ def check_inputs(config: RunConfig) -> None:
             raise ConfigError(f"Cannot create {what} directory {directory}: {exc.strerror or exc}.") from None
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"Cannot write to {what} directory {directory}: permission denied.")
-    # every result folder that exists already (the input folders themselves without --output-dir) and
-    # the output root (the summary): a file is created there now, not after the scoring
-    hint = "another --output-dir" if config.output_dir else "--output-dir DIR"
-    for directory in dict.fromkeys([output_root, *output_dirs(config)[1].values()]):
-        reason = unwritable_reason(directory)
-        if reason:
-            raise ConfigError(f"Cannot write the results into {directory}: {reason}. Give {hint} to write them "
-                              "(per folder, and the summary) elsewhere.")
 
 
 def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) -> tuple[RunConfig, list]:

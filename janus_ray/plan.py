@@ -651,6 +651,8 @@ def format_duration(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "unknown time"
     seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)

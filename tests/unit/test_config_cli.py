@@ -561,6 +561,12 @@ def test_results_that_could_not_be_written_into_the_input_folders_are_refused_be
     try:
         with pytest.raises(ConfigError, match=rf"Cannot write the results into {target}: .*Give --output-dir DIR"):
             check_inputs(config)
+        if which == "folder":  # refused before the resume cache's directory is made (a second trial: it stayed)
+            (tmp_path / "cache").rmdir()
+            config.cache_dir = None
+            with pytest.raises(ConfigError):
+                check_inputs(config)
+            assert not (parent / ".janus_ray_cache").exists()
         config.output_dir = str(tmp_path / "out")  # elsewhere: fine
         check_inputs(config)
     finally:

@@ -415,7 +415,7 @@ def test_a_small_gpu_refusal_states_its_memory_without_rounding_it_to_zero():
     assert " 0 GB" not in message
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (45.4, "45 s"), (89, "89 s"), (90, "2 min"), (5340, "89 min"),
+@pytest.mark.parametrize("seconds, text", [(0, "under 1 s"), (0.4, "under 1 s"), (45.4, "45 s"), (89, "89 s"), (90, "2 min"), (5340, "89 min"),
                                            (5400, "1 h 30 min"), (3 * 3600 + 5 * 60, "3 h 05 min"),
                                            (50 * 3600, "2 d 2 h"), (float("inf"), "unknown time")])
 def test_format_duration_rounds_to_the_unit_a_reader_wants(seconds, text):
