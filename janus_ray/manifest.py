@@ -184,23 +184,21 @@ def _limit_rows(scans: list[FolderScan], limit: int, prompts: Sequence[str] | No
     its first ``limit`` indices (every layout's rows carry the list's prompt_idx), without one the
     first ``limit`` prompts by first appearance over the folders in order (texts matched as
     ``normal_prompt`` does). A folder without some of them keeps fewer rows. Rows keep their order."""
-    if prompts is not None:
-        chosen = [[i for i, row in enumerate(scan.rows) if row.prompt_idx is not None and 0 <= row.prompt_idx < limit]
-                  for scan in scans]
-    else:
-        first: dict[str, int] = {}
+    first: dict[str, int] = {}  # without a list: each prompt's rank, by first appearance
+    if prompts is None:
         for scan in scans:
             for row in scan.rows:
                 if row.prompt is not None:
                     first.setdefault(normal_prompt(row.prompt), len(first))
-        chosen = [[i for i, row in enumerate(scan.rows)
-                   if row.prompt is not None and first[normal_prompt(row.prompt)] < limit] for scan in scans]
-    for scan, rows in zip(scans, chosen):
+
+    def rank(row: ManifestRow) -> int | None:
         if prompts is not None:
-            rows.sort(key=lambda i: (scan.rows[i].prompt_idx, i))
-        else:
-            rows.sort(key=lambda i: (first[normal_prompt(scan.rows[i].prompt)], i))
-        scan.rows = [scan.rows[i] for i in sorted(rows[:limit])]
+            return row.prompt_idx
+        return first[normal_prompt(row.prompt)] if row.prompt is not None else None
+
+    for scan in scans:
+        ranked = [(r, i) for i, r in enumerate(map(rank, scan.rows)) if r is not None and 0 <= r < limit]
+        scan.rows = [scan.rows[i] for i in sorted(i for _, i in sorted(ranked)[:limit])]
 
 
 def scan_folder(folder: str | os.PathLike, prompts: Sequence[str] | None,

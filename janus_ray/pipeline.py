@@ -38,7 +38,7 @@ from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
 from janus_ray.outputs import RunResult, WriteRequest, warn_replaced_results, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
-from janus_ray.results import unwritable_reason
+from janus_ray.results import ensure_writable_directory, unwritable_reason
 from janus_ray.table import (
     BatchRecorder,
     cached_failures,
@@ -475,14 +475,8 @@ def check_inputs(config: RunConfig) -> None:
                               "(per folder, and the summary) elsewhere.")
     for what, directory in (("--output-dir", output_root if config.output_dir else None),
                             ("--cache-dir" if config.cache_dir else "the resume cache", cache_directory(config, output_root))):
-        if directory is None:
-            continue
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"Cannot create {what} directory {directory}: {exc.strerror or exc}.") from None
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"Cannot write to {what} directory {directory}: permission denied.")
+        if directory is not None:
+            ensure_writable_directory(directory, what)
 
 
 def scan_inputs(config: RunConfig, stream=sys.stderr, *, checked: bool = False) -> tuple[RunConfig, list]:

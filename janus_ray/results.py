@@ -253,6 +253,22 @@ def unique_names(dirs: Sequence[Path]) -> list[str]:
             return [str(d) for d in dirs]
 
 
+def ensure_writable_directory(directory: Path, what: str) -> None:
+    """Create ``directory`` (parents too) and check that a file can be created in it.
+
+    Raises ConfigError naming ``what`` (the flag or role, e.g. "--output-dir"): "Cannot create
+    <what> directory ..." or "Cannot write to <what> directory ...: <reason>."."""
+    from janus_ray.errors import ConfigError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create {what} directory {directory}: {exc.strerror or exc}.") from None
+    reason = unwritable_reason(directory)
+    if reason:
+        raise ConfigError(f"Cannot write to {what} directory {directory}: {reason}.")
+
+
 def unwritable_reason(directory: Path) -> str | None:
     """Why a file cannot be created in the existing ``directory`` (None: it can, or the directory
     does not exist: the scan reports a missing folder). A file is created and removed to find out,

@@ -79,15 +79,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file, not a directory.")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"Cannot create --out directory {out}: {exc.strerror or exc}.") from None
-        from janus_ray.results import unwritable_reason
+        from janus_ray.results import ensure_writable_directory
 
-        reason = unwritable_reason(out)
-        if reason:
-            raise ConfigError(f"Cannot write to --out directory {out}: {reason}.")
+        ensure_writable_directory(out, "--out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         written = build_report(paths[0] if len(paths) == 1 else paths, args.baseline, args.seed, args.resamples,
