@@ -53,8 +53,13 @@ class PixelTransform:
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def normalise_arrays(self, arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-        """``to_uint8`` outputs -> one float32 (N, 3, h, w) tensor on ``device`` (copied as uint8)."""
+    def normalise_arrays(self, arrays: Sequence[np.ndarray], device: torch.device | str = "cpu",
+                         buffer: PixelBuffer | None = None) -> torch.Tensor:
+        """``to_uint8`` outputs -> one float32 (N, 3, h, w) tensor on ``device`` (copied as uint8).
+
+        ``buffer``: on CPU, the result is a view of this reusable buffer's storage (valid until its
+        next use), which spares allocating and page-faulting a fresh batch tensor per call (77 MB
+        per 64 images of 336 px). Raises ValueError if the images' pixels differ in shape."""
         import torch
         if not arrays:
             return torch.empty(0)
@@ -62,13 +67,47 @@ class PixelTransform:
             return self.normalise(_to_device(np.stack(arrays), device))
         # On CPU one image at a time (the same elementwise ops, so the same bits): its float64 and
         # float32 intermediates (1.2 MB at 224 px) stay in cache, a whole batch's (77 MB for 64) do
-        # not: measured 2.8 ms per 224 px image batched vs 1.0 ms one by one.
-        return torch.cat([self.normalise(_to_device(a[None], device)) for a in arrays])
+        # not: measured 2.8 ms per 224 px image batched vs 1.0 ms one by one. Each result is copied
+        # into the batch tensor while still in cache and then freed; keeping all of them for one
+        # torch.cat cost 0.55 ms per 224 px image against 0.18 ms (64 images, one thread).
+        first = self.normalise(_to_device(arrays[0][None], device))
+        shape = (len(arrays), *first.shape[1:])
+        out = (torch.empty(shape, dtype=first.dtype, device=first.device) if buffer is None
+               else buffer.take(shape, first.dtype, first.device))
+        out[:1] = first
+        for i, array in enumerate(arrays[1:], start=1):
+            pixels = self.normalise(_to_device(array[None], device))
+            if pixels.shape[1:] != out.shape[1:]:
+                raise ValueError(f"normalise_arrays: image {i} gives pixels of shape {tuple(pixels.shape[1:])}, "
+                                 f"image 0 {tuple(out.shape[1:])}; a batch needs one shape")
+            out[i:i + 1] = pixels
+        return out
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         import torch
         pixels = self.normalise(torch.from_numpy(np.ascontiguousarray(self.to_uint8(image)))[None])[0]
         return np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
+
+
+class PixelBuffer:
+    """One reusable float tensor per thread for ``normalise_arrays``' batches (grown, never shrunk).
+
+    A scorer scores batch after batch of the same shape; reusing one buffer spares the allocator
+    a fresh mapping (and its page faults) per batch. What ``take`` returns is overwritten by the
+    same thread's next ``take``: use it before then."""
+
+    def __init__(self):
+        import threading
+        self._local = threading.local()
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A tensor of ``shape`` (uninitialised) on the buffer's storage."""
+        import torch
+        size = int(np.prod(shape))
+        held = getattr(self._local, "tensor", None)
+        if held is None or held.dtype != dtype or held.device != device or held.numel() < size:
+            held = self._local.tensor = torch.empty(size, dtype=dtype, device=device)
+        return held[:size].view(shape)
 
 
 class HFPilProcessorTransform(PixelTransform):
@@ -339,8 +378,10 @@ class Scorer(abc.ABC):
             raise InputError(f"{self.name}: got {len(arrays)} images but {len(prompts)} prompts.")
         if len(prompts) == 0:
             return {key: [] for key in (self.name, *self.variant_columns)}
+        if getattr(self, "_pixel_buffer", None) is None:
+            self._pixel_buffer = PixelBuffer()
         with torch.inference_mode():
-            pixels = self.image_transform.normalise_arrays(list(arrays), self.device)
+            pixels = self.image_transform.normalise_arrays(list(arrays), self.device, self._pixel_buffer)
         return self.score_pixels(pixels, prompts)
 
     def score_variants(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> dict[str, list[float]]:

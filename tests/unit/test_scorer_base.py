@@ -55,3 +55,26 @@ def test_text_feature_cache_encodes_each_distinct_prompt_once_and_stays_bounded(
     uncached = TextFeatureCache(encode, size=0)
     uncached(["x"])
     assert len(uncached) == 0
+
+
+def test_normalise_arrays_into_a_reused_buffer_equals_a_fresh_batch_and_refuses_mixed_shapes():
+    import numpy as np
+
+    from janus_ray.metrics.base import PixelBuffer
+    from tests.conftest import WEIGHTS_ROOT
+
+    transform = get_scorer_class("pickscore").build_image_transform(WEIGHTS_ROOT)
+    rng = np.random.default_rng(0)
+    big = [rng.integers(0, 256, (3, 224, 224), dtype=np.uint8) for _ in range(5)]
+    small = big[:2][::-1]
+    expected = {n: torch.cat([transform.normalise(torch.from_numpy(a)[None]) for a in batch])
+                for n, batch in (("big", big), ("small", small))}
+    buffer = PixelBuffer()
+    first = transform.normalise_arrays(big, "cpu", buffer)
+    assert torch.equal(first, expected["big"])
+    second = transform.normalise_arrays(small, "cpu", buffer)  # a smaller batch reuses the storage
+    assert torch.equal(second, expected["small"]) and second.data_ptr() == first.data_ptr()
+    assert torch.equal(transform.normalise_arrays(big, "cpu"), expected["big"])  # no buffer: a fresh tensor
+    with pytest.raises(ValueError, match=r"normalise_arrays: image 1 gives pixels of shape \(3, 224, 224\), "
+                                         r"image 0 \(3, 112, 112\); a batch needs one shape"):
+        transform.normalise_arrays([big[0][:, :112, :112].copy(), big[1]], "cpu")
