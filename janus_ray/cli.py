@@ -150,9 +150,12 @@ def interrupted_message(exc: KeyboardInterrupt, config: RunConfig) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # every flag checked before ray is even imported
     from janus_ray.pipeline import evaluate
+    from janus_ray.report import build_report, preload
 
     try:
-        result = evaluate(config)
+        # the report's imports overlap Ray's start, the report itself Ray's shutdown
+        result = evaluate(config, preload=preload if args.report else None,
+                          then=(lambda run: build_report(run.output_root)) if args.report else None)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line instead of Ray's traceback; what was scored is cached
         # A second Ctrl-C would break Ray's shutdown at exit with a traceback (and leave its agents
         # running): the run is over, the exit that follows only stops Ray.
@@ -160,10 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(interrupted_message(exc, config), file=sys.stderr)
         return 130
     if args.report:
-        from janus_ray.report import build_report
-
         try:
-            for path in build_report(result.output_root):
+            for path in result.then.result():
                 print(f"[janus-ray] report: {path}", file=sys.stderr)
         except JanusRayError as exc:  # a report problem must not turn a finished eval into a failure
             print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)

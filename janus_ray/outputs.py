@@ -51,6 +51,8 @@ class RunResult:
     #: diagnostics of the per-metric layout: the pixel stores' summaries (bytes put, keys still held,
     #: waits), one per phase whose pixels went through stores; empty otherwise
     pixel_stores: list[dict[str, Any]] = field(default_factory=list)
+    #: ``evaluate(then=...)``'s follow-up (a concurrent.futures.Future), None without one
+    then: Any = None
 
 
 @dataclass

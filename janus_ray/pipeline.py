@@ -17,9 +17,10 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -313,7 +314,9 @@ class Work:
     n_cached: int
 
 
-def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = None) -> RunResult:
+def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = None,
+             preload: Callable[[], Any] | None = None,
+             then: Callable[[RunResult], Any] | None = None) -> RunResult:
     """Run the whole eval job described by ``config`` and write every result file.
 
     The steps, one function each: check (config, weight files) -> scan (manifest) -> plan (no Ray on
@@ -324,14 +327,21 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     scans, hashes and plans; an embedded Ray started here is shut down once the
     stream is done (``shutdown_embedded_ray``). ``config`` is validated in place (names resolved)
     but its folders are not rewritten: the run works on a copy with absolute folders. ``stages``:
-    see ``Stages``.
+    see ``Stages``. ``preload``: called once in a daemon thread as soon as the inputs are scanned
+    and planned (``start_preload``), so that it overlaps Ray's start and the stream; its errors are
+    ignored. The CLI imports the report's libraries there (~2 CPU seconds), which the report after
+    the scores would otherwise wait for. ``then``: called with the written result in a daemon
+    thread while this thread shuts the embedded Ray down (which mostly waits, ~1.5 s, for Ray's
+    processes to exit); ``result.then`` is a Future of what it returns or raises. The CLI builds
+    the report there.
     """
     stages = stages or Stages()
     check_inputs(config)  # a bad flag or a missing weight file fails before any Ray starts
     if starts_ray_early(config, stages):
-        run, owns_ray = prepare_while_ray_starts(config, stream, stages)
+        run, owns_ray = prepare_while_ray_starts(config, stream, stages, preload=preload)
     else:
         run, owns_ray = prepare_run(config, stream, stages, checked=True), False
+        start_preload(preload)
     config, plans, work = run.config, run.plans, run.work
     # before the scoring, not after it: a user who reused an --output-dir can still stop
     warn_replaced_results(run.output_root, [(scan.folder, run.out_dirs[scan.folder]) for scan in run.scans], stream)
@@ -347,9 +357,27 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
                                         out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
     result.pixel_stores = streamed.pixel_stores
+    result.then = in_daemon_thread(then, result) if then is not None else None
     if streamed.owns_ray:  # after the files: whatever Ray's shutdown does, the results are on disk
         shutdown_embedded_ray()
     return result
+
+
+def in_daemon_thread(function: Callable[..., Any], *args: Any) -> Future:
+    """``function(*args)`` in a daemon thread (an interrupted CLI does not wait for it at exit);
+    the Future holds its return value or exception."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="janus-ray-then", daemon=True).start()
+    return future
 
 
 @dataclass
@@ -426,16 +454,40 @@ def starts_ray_early(config: RunConfig, stages: Stages) -> bool:
     return hashes_deferred(config, output_dirs(config)[0])
 
 
-def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr,
-                             stages: Stages | None = None) -> tuple[PreparedRun, bool]:
+def start_preload(preload: Callable[[], Any] | None) -> threading.Thread | None:
+    """Run ``preload`` in a daemon thread (nothing waits for it; an exception in it is dropped:
+    whatever it prepares is prepared again, with its real error, where it is used)."""
+    if preload is None:
+        return None
+
+    def run() -> None:
+        try:
+            preload()
+        except BaseException:  # noqa: BLE001 - an optimisation only
+            pass
+
+    thread = threading.Thread(target=run, name="janus-ray-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr, stages: Stages | None = None, *,
+                             preload: Callable[[], Any] | None = None) -> tuple[PreparedRun, bool]:
     """``prepare_run`` in a thread while this thread starts the embedded Ray (``ray.init`` belongs on
     the main thread: it installs a SIGTERM handler there). Ray's start is mostly waiting for its
     processes, the scan is one busy thread: on 2 CPUs they overlap. Returns (the prepared run,
     whether this call started the embedded Ray). An error of the scan (bad input) is raised as is,
     once Ray is up, and that Ray is shut down; if Ray fails to start, the scan is
-    waited for and its hashing stopped."""
+    waited for and its hashing stopped. ``preload`` (see ``evaluate``) starts when the scan is
+    done, while Ray may still be starting: its CPU-light wait leaves a core idle."""
+
+    def prepare() -> PreparedRun:
+        run = prepare_run(config, stream, stages, local=True, checked=True)
+        start_preload(preload)
+        return run
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:
-        future = pool.submit(prepare_run, config, stream, stages, local=True, checked=True)
+        future = pool.submit(prepare)
         try:
             started = ensure_ray(config)
         except BaseException:

@@ -13,7 +13,7 @@ from janus_ray.config import RunConfig
 from janus_ray.demo import PROMPTS, make_variant_folders
 from janus_ray.errors import ConfigError
 from janus_ray.metrics import get_scorer_class, list_scorers
-from janus_ray.pipeline import output_dirs
+from janus_ray.pipeline import in_daemon_thread, output_dirs
 
 from ..conftest import WEIGHTS_ROOT
 
@@ -63,13 +63,21 @@ def test_validate_names_a_broken_symbolic_link(variant_folders, capsys):
     assert "unreadable images: 1" in out and f"broken symbolic link to {variant_folders[0] / 'nowhere.jpg'}" in out
 
 
+def fake_result(kwargs: dict, **fields) -> types.SimpleNamespace:
+    """What a stand-in for ``evaluate(config, **kwargs)`` returns: ``fields``, and ``then`` run as
+    ``evaluate`` runs it (the CLI builds its report there)."""
+    result = types.SimpleNamespace(**fields)
+    result.then = in_daemon_thread(kwargs["then"], result) if kwargs.get("then") else None
+    return result
+
+
 @pytest.mark.parametrize(("strict", "n_failed", "code"), [(False, 2, 0), (True, 2, 1), (True, 0, 0)])
 def test_strict_exits_1_only_when_rows_failed(variant_folders, monkeypatch, capsys, strict, n_failed, code):
     seen = {}
 
-    def fake_evaluate(config):  # the pipeline itself is covered by the Ray tests
+    def fake_evaluate(config, **kwargs):  # the pipeline itself is covered by the Ray tests
         seen["config"] = config
-        return types.SimpleNamespace(n_failed=n_failed, output_root=variant_folders[0].parent)
+        return fake_result(kwargs, n_failed=n_failed, output_root=variant_folders[0].parent)
 
     monkeypatch.setattr(janus_ray.pipeline, "evaluate", fake_evaluate)
     argv = ["eval", str(variant_folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy"]
@@ -106,7 +114,7 @@ def test_ctrl_c_while_the_report_is_built_says_the_scores_are_written(variant_fo
 
     root = variant_folders[0].parent
     monkeypatch.setattr(janus_ray.pipeline, "evaluate",
-                        lambda config: types.SimpleNamespace(n_failed=0, output_root=root))
+                        lambda config, **kwargs: fake_result(kwargs, n_failed=0, output_root=root))
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -426,7 +426,7 @@ def test_eval_config_error_exits_2_before_scoring(dirs, capsys, monkeypatch):
     import janus_ray.pipeline
     from janus_ray.cli import main
 
-    def must_not_run(config):
+    def must_not_run(config, **kwargs):
         raise AssertionError("evaluate() reached with an invalid config")
 
     monkeypatch.setattr(janus_ray.pipeline, "evaluate", must_not_run)

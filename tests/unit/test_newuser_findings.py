@@ -62,7 +62,7 @@ def test_ctrl_c_during_eval_is_one_line_naming_the_resume_cache_and_exit_130(tmp
     """SIGINT during `janus-ray eval` printed Ray's KeyboardInterrupt traceback (exit 1)."""
     folders = make_variant_folders(tmp_path / "variants", PROMPTS[:2])
 
-    def interrupted(config):
+    def interrupted(config, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(janus_ray.pipeline, "evaluate", interrupted)

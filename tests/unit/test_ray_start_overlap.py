@@ -237,3 +237,55 @@ def test_joining_a_cluster_says_which_one(monkeypatch):
     monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(gcs_address="10.0.0.5:6379"))
     assert ray_side.describe_joined("auto") == (
         "joined the Ray cluster at 10.0.0.5:6379 (address given: auto): 2 node(s), 48 CPU(s), 8 GPU(s)")
+
+
+def test_then_runs_in_another_thread_while_this_one_shuts_the_embedded_ray_down(tmp_path, fake_ray, monkeypatch):
+    """The CLI builds the report in ``then``: it overlaps Ray's shutdown, which mostly waits."""
+    inputs = build_inputs(tmp_path)
+    started = threading.Event()
+    real_shutdown = pipeline.shutdown_embedded_ray
+
+    def shutdown():
+        # run after the shutdown (as before) this waits in vain and the run fails
+        if not started.wait(timeout=10):
+            raise AssertionError("then did not start before Ray's shutdown")
+        real_shutdown()
+
+    def then(result):
+        started.set()
+        return threading.current_thread().name, result.n_rows
+
+    monkeypatch.setattr(pipeline, "shutdown_embedded_ray", shutdown)
+    result = evaluate(config_for(inputs), io.StringIO(), stages=Stages(), then=then)
+    assert [name for name, _ in fake_ray] == ["connect", "disconnect"]
+    name, rows = result.then.result(timeout=10)
+    assert name != threading.main_thread().name and rows == result.n_rows > 0
+    # an error of then is the future's, not the run's
+    failing = evaluate(config_for(inputs, resume=False), io.StringIO(), stages=Stages(),
+                       then=lambda result: 1 / 0)
+    assert isinstance(failing.then.exception(timeout=10), ZeroDivisionError) and failing.n_rows == result.n_rows
+
+
+def test_preload_runs_in_a_daemon_thread_once_the_folders_are_scanned_and_its_errors_are_ignored(tmp_path, fake_ray,
+                                                                                                monkeypatch):
+    inputs = build_inputs(tmp_path)
+    seen = []
+    real_scan = pipeline.build_manifest
+
+    def build_manifest(*args, **kwargs):
+        seen.append("scan")
+        return real_scan(*args, **kwargs)
+
+    def preload():
+        thread = threading.current_thread()
+        seen.append(("preload", thread.name, thread.daemon))
+        raise ImportError("no report extra")
+
+    monkeypatch.setattr(pipeline, "build_manifest", build_manifest)
+    for resume in (False, True):  # Ray started early, while scanning; and after reading the cache
+        seen.clear()
+        result = evaluate(config_for(inputs, resume=resume), io.StringIO(), stages=Stages(), preload=preload)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert result.n_rows > 0 and seen[0] == "scan" and seen[1] == ("preload", "janus-ray-preload", True)
