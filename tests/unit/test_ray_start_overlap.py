@@ -6,6 +6,9 @@ calls, and the Ray stream by the in-process one."""
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -289,3 +292,26 @@ def test_preload_runs_in_a_daemon_thread_once_the_folders_are_scanned_and_its_er
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert result.n_rows > 0 and seen[0] == "scan" and seen[1] == ("preload", "janus-ray-preload", True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_embedded_rays_autoscaler_monitor_is_killed_not_waited_for_and_nothing_else(tmp_path):
+    """Ray's shutdown sent the monitor SIGTERM after stopping the GCS, and waited its full second for
+    a handler that reports to that GCS. A stand-in child running .../autoscaler/_private/monitor.py
+    ignores SIGTERM as that handler effectively does; another child must be left alone."""
+    script = tmp_path / "ray" / ray_side.AUTOSCALER_MONITOR
+    script.parent.mkdir(parents=True)
+    script.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
+                      "time.sleep(60)\n")
+    monitor = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert monitor.stdout.readline() == "up\n" and other.stdout.readline() == "up\n"
+        assert ray_side.stop_autoscaler_monitor() == [monitor.pid]
+        assert monitor.wait(timeout=5) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for process in (monitor, other):
+            process.kill()
+            process.wait()
