@@ -328,12 +328,11 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     stream is done (``shutdown_embedded_ray``). ``config`` is validated in place (names resolved)
     but its folders are not rewritten: the run works on a copy with absolute folders. ``stages``:
     see ``Stages``. ``preload``: called once in a daemon thread as soon as the inputs are scanned
-    and planned (``start_preload``), so that it overlaps Ray's start and the stream; its errors are
-    ignored. The CLI imports the report's libraries there (~2 CPU seconds), which the report after
-    the scores would otherwise wait for. ``then``: called with the written result in a daemon
-    thread while this thread shuts the embedded Ray down (which mostly waits, ~1.5 s, for Ray's
-    processes to exit); ``result.then`` is a Future of what it returns or raises. The CLI builds
-    the report there.
+    and planned, so that it overlaps Ray's start and the stream; its errors are ignored. The CLI
+    imports the report's libraries there (~2 CPU seconds), which the report after the scores would
+    otherwise wait for. ``then``: called with the written result in a daemon thread while this
+    thread shuts the embedded Ray down (which mostly waits for Ray's processes to exit);
+    ``result.then`` is a Future of what it returns or raises. The CLI builds the report there.
     """
     stages = stages or Stages()
     check_inputs(config)  # a bad flag or a missing weight file fails before any Ray starts
@@ -341,7 +340,8 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
         run, owns_ray = prepare_while_ray_starts(config, stream, stages, preload=preload)
     else:
         run, owns_ray = prepare_run(config, stream, stages, checked=True), False
-        start_preload(preload)
+        if preload is not None:
+            in_daemon_thread(preload, name="janus-ray-preload")
     config, plans, work = run.config, run.plans, run.work
     # before the scoring, not after it: a user who reused an --output-dir can still stop
     warn_replaced_results(run.output_root, [(scan.folder, run.out_dirs[scan.folder]) for scan in run.scans], stream)
@@ -357,15 +357,15 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
                                         out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
     result.pixel_stores = streamed.pixel_stores
-    result.then = in_daemon_thread(then, result) if then is not None else None
+    result.then = in_daemon_thread(then, result, name="janus-ray-then") if then is not None else None
     if streamed.owns_ray:  # after the files: whatever Ray's shutdown does, the results are on disk
         shutdown_embedded_ray()
     return result
 
 
-def in_daemon_thread(function: Callable[..., Any], *args: Any) -> Future:
-    """``function(*args)`` in a daemon thread (an interrupted CLI does not wait for it at exit);
-    the Future holds its return value or exception."""
+def in_daemon_thread(function: Callable[..., Any], *args: Any, name: str = "janus-ray-then") -> Future:
+    """``function(*args)`` in a daemon thread called ``name`` (an interrupted CLI does not wait for
+    it at exit); the Future holds its return value or exception (unread: dropped)."""
     future: Future = Future()
 
     def run() -> None:
@@ -376,7 +376,7 @@ def in_daemon_thread(function: Callable[..., Any], *args: Any) -> Future:
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="janus-ray-then", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return future
 
 
@@ -454,23 +454,6 @@ def starts_ray_early(config: RunConfig, stages: Stages) -> bool:
     return hashes_deferred(config, output_dirs(config)[0])
 
 
-def start_preload(preload: Callable[[], Any] | None) -> threading.Thread | None:
-    """Run ``preload`` in a daemon thread (nothing waits for it; an exception in it is dropped:
-    whatever it prepares is prepared again, with its real error, where it is used)."""
-    if preload is None:
-        return None
-
-    def run() -> None:
-        try:
-            preload()
-        except BaseException:  # noqa: BLE001 - an optimisation only
-            pass
-
-    thread = threading.Thread(target=run, name="janus-ray-preload", daemon=True)
-    thread.start()
-    return thread
-
-
 def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr, stages: Stages | None = None, *,
                              preload: Callable[[], Any] | None = None) -> tuple[PreparedRun, bool]:
     """``prepare_run`` in a thread while this thread starts the embedded Ray (``ray.init`` belongs on
@@ -483,7 +466,8 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr, stages: Stage
 
     def prepare() -> PreparedRun:
         run = prepare_run(config, stream, stages, local=True, checked=True)
-        start_preload(preload)
+        if preload is not None:  # its error, if any, is met again where the import is used
+            in_daemon_thread(preload, name="janus-ray-preload")
         return run
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:

@@ -293,6 +293,7 @@ class Scorer(abc.ABC):
         self.settings = self.check_options(options)
         check_required(self.required_files(self.weights_root, **options), self.name)
         self.image_transform = self.build_image_transform(self.weights_root, **options)
+        self._pixel_buffer = PixelBuffer()  # score_uint8's batches on CPU (normalise_arrays)
         with torch.inference_mode():
             self.load()
 
@@ -378,8 +379,6 @@ class Scorer(abc.ABC):
             raise InputError(f"{self.name}: got {len(arrays)} images but {len(prompts)} prompts.")
         if len(prompts) == 0:
             return {key: [] for key in (self.name, *self.variant_columns)}
-        if getattr(self, "_pixel_buffer", None) is None:
-            self._pixel_buffer = PixelBuffer()
         with torch.inference_mode():
             pixels = self.image_transform.normalise_arrays(list(arrays), self.device, self._pixel_buffer)
         return self.score_pixels(pixels, prompts)
