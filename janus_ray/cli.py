@@ -133,10 +133,16 @@ def config_from_args(args: argparse.Namespace, require_inputs: bool = True):
     return config
 
 
-def interrupted_message(exc: KeyboardInterrupt, config: RunConfig) -> str:
-    """The one line for Ctrl-C during eval: how many rows reached the resume cache, and where it is."""
+def interrupted_message(exc: KeyboardInterrupt, config: RunConfig, report: bool = False) -> str:
+    """The one line for Ctrl-C during eval: how many rows reached the resume cache, and where it is
+    (or, once every result file is written, where they are and how to build the ``report``)."""
+    from janus_ray.errors import InterruptedAfterWrite
     from janus_ray.pipeline import output_dirs
 
+    if isinstance(exc, InterruptedAfterWrite):
+        root = exc.output_root
+        return (f"janus-ray: interrupted as the run ended; every score is written under {root}"
+                + (f": `janus-ray report {root}` builds the report." if report else "."))
     cache = (getattr(exc, "cache_dir", None) or
              (Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"))
     received = getattr(exc, "rows_received", None)
@@ -160,22 +166,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # A second Ctrl-C would break Ray's shutdown at exit with a traceback (and leave its agents
         # running): the run is over, the exit that follows only stops Ray.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(interrupted_message(exc, config), file=sys.stderr)
+        then = getattr(exc, "then", None)  # a Ctrl-C as the run ended: the report is already being built
+        print(interrupted_message(exc, config, report=args.report and then is None), file=sys.stderr)
+        if then is not None:
+            print_report(then, exc.output_root)
         return 130
-    if args.report:
-        try:
-            for path in result.then.result():
-                print(f"[janus-ray] report: {path}", file=sys.stderr)
-        except JanusRayError as exc:  # a report problem must not turn a finished eval into a failure
-            print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)
-        except KeyboardInterrupt:  # the scores are written: say so, and how to get the report
-            print(f"janus-ray: interrupted while building the report; every score is written under "
-                  f"{result.output_root}: `janus-ray report {result.output_root}` builds it.", file=sys.stderr)
-            return 130
+    if args.report and print_report(result.then, result.output_root) == 130:
+        return 130
     if result.n_failed:
         print(f"[janus-ray] {result.n_failed} row(s) failed; see the `error` column of janus_eval_scores.parquet "
               "or .json (the CSV keeps the earlier tool's columns).", file=sys.stderr)
     return 1 if (config.strict and result.n_failed) else 0
+
+
+def print_report(then, output_root) -> int | None:
+    """Wait for the report ``evaluate(then=...)`` builds and print its files (or why there is none:
+    a report problem must not turn a finished eval into a failure). 130 if Ctrl-C came first."""
+    try:
+        for path in then.result():
+            print(f"[janus-ray] report: {path}", file=sys.stderr)
+    except (JanusRayError, OSError) as exc:
+        print(f"[janus-ray] warning: no comparison report: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:  # the scores are written: say so, and how to get the report
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the exit waits for the report's thread
+        print(f"janus-ray: interrupted while building the report; every score is written under "
+              f"{output_root}: `janus-ray report {output_root}` builds it.", file=sys.stderr)
+        return 130
+    return None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -43,6 +43,16 @@ class InputError(JanusRayError, ValueError):
     """Invalid input data: folders, prompt files, manifests."""
 
 
+class InterruptedAfterWrite(KeyboardInterrupt):
+    """Ctrl-C once every result file of the run was written (while the embedded Ray shut down):
+    nothing is lost; ``output_root`` holds the results; ``then``: the Future of ``evaluate``'s
+    follow-up (the CLI's report), already running, or None."""
+
+    def __init__(self, output_root: str, then=None):
+        super().__init__(output_root)
+        self.output_root, self.then = output_root, then
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while scoring: ``rows_received`` result rows reached the resume cache in ``cache_dir``
     before it (a KeyboardInterrupt, so that whatever does not know this class still stops)."""

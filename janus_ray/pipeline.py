@@ -33,13 +33,14 @@ from janus_ray import __version__
 from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
-from janus_ray.errors import ConfigError, InputError, Interrupted
+from janus_ray.errors import ConfigError, InputError, Interrupted, InterruptedAfterWrite
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
 from janus_ray.outputs import RunResult, WriteRequest, warn_replaced_results, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
 from janus_ray.results import ensure_writable_directory, unwritable_reason
+from janus_ray.signals import sigint_deferred
 from janus_ray.table import (
     BatchRecorder,
     cached_failures,
@@ -327,12 +328,13 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     scans, hashes and plans; an embedded Ray started here is shut down once the
     stream is done (``shutdown_embedded_ray``). ``config`` is validated in place (names resolved)
     but its folders are not rewritten: the run works on a copy with absolute folders. ``stages``:
-    see ``Stages``. ``preload``: called once in a daemon thread as soon as the inputs are scanned
+    see ``Stages``. ``preload``: called once in a thread (``in_thread``) as soon as the inputs are scanned
     and planned, so that it overlaps Ray's start and the stream; its errors are ignored. The CLI
     imports the report's libraries there (~2 CPU seconds), which the report after the scores would
-    otherwise wait for. ``then``: called with the written result in a daemon thread while this
-    thread shuts the embedded Ray down (which mostly waits for Ray's processes to exit);
-    ``result.then`` is a Future of what it returns or raises. The CLI builds the report there.
+    otherwise wait for. ``then``: called with the written result in a thread while this thread
+    shuts the embedded Ray down (which mostly waits for Ray's processes to exit); ``result.then``
+    is a Future of what it returns or raises (a Ctrl-C during the shutdown raises
+    InterruptedAfterWrite, which carries it). The CLI builds the report there.
     """
     stages = stages or Stages()
     check_inputs(config)  # a bad flag or a missing weight file fails before any Ray starts
@@ -341,7 +343,7 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     else:
         run, owns_ray = prepare_run(config, stream, stages, checked=True), False
         if preload is not None:
-            in_daemon_thread(preload, name="janus-ray-preload")
+            in_thread(preload, name="janus-ray-preload")
     config, plans, work = run.config, run.plans, run.work
     # before the scoring, not after it: a user who reused an --output-dir can still stop
     warn_replaced_results(run.output_root, [(scan.folder, run.out_dirs[scan.folder]) for scan in run.scans], stream)
@@ -357,15 +359,19 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
                                         out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
     result.pixel_stores = streamed.pixel_stores
-    result.then = in_daemon_thread(then, result, name="janus-ray-then") if then is not None else None
+    result.then = in_thread(then, result, name="janus-ray-then") if then is not None else None
     if streamed.owns_ray:  # after the files: whatever Ray's shutdown does, the results are on disk
-        shutdown_embedded_ray()
+        with sigint_deferred("Ray has shut down",
+                             raise_as=lambda: InterruptedAfterWrite(str(result.output_root), result.then)):
+            shutdown_embedded_ray()
     return result
 
 
-def in_daemon_thread(function: Callable[..., Any], *args: Any, name: str = "janus-ray-then") -> Future:
-    """``function(*args)`` in a daemon thread called ``name`` (an interrupted CLI does not wait for
-    it at exit); the Future holds its return value or exception (unread: dropped)."""
+def in_thread(function: Callable[..., Any], *args: Any, name: str = "janus-ray-then") -> Future:
+    """``function(*args)`` in a thread called ``name``; the Future holds its return value or
+    exception (unread: dropped). Not a daemon: the interpreter waits for it at exit, as it must: a
+    daemon thread stopped at exit inside a C++ extension (matplotlib's font code, for the report)
+    aborted the process ("TerminateHandler", exit 134) in a new user's trial."""
     future: Future = Future()
 
     def run() -> None:
@@ -376,7 +382,7 @@ def in_daemon_thread(function: Callable[..., Any], *args: Any, name: str = "janu
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
             future.set_exception(exc)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=False).start()
     return future
 
 
@@ -467,7 +473,7 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr, stages: Stage
     def prepare() -> PreparedRun:
         run = prepare_run(config, stream, stages, local=True, checked=True)
         if preload is not None:  # its error, if any, is met again where the import is used
-            in_daemon_thread(preload, name="janus-ray-preload")
+            in_thread(preload, name="janus-ray-preload")
         return run
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:

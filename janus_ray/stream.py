@@ -27,6 +27,7 @@ from janus_ray.actors.pixel_store import PixelStoreError, merge_summaries, start
 from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
+from janus_ray.signals import sigint_deferred
 from janus_ray.table import rows_per_block
 
 #: test-only: actors Ray gives (logical) GPUs compute on CPU in float32, and the planner takes each
@@ -164,7 +165,13 @@ def connect(address: str | None) -> Connection:
     else:
         # address="local": a new instance, never one that `ray start` left running on this machine
         quiet_ray_notices()
-        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+        try:
+            with sigint_deferred("Ray has started, to stop it cleanly"):
+                ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+        except KeyboardInterrupt:
+            if ray.is_initialized():  # held until Ray was up: stopped with every process it started
+                disconnect()
+            raise
         joined = False
         start_ray_data_helpers()
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()

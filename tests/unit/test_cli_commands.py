@@ -13,7 +13,7 @@ from janus_ray.config import RunConfig
 from janus_ray.demo import PROMPTS, make_variant_folders
 from janus_ray.errors import ConfigError
 from janus_ray.metrics import get_scorer_class, list_scorers
-from janus_ray.pipeline import in_daemon_thread, output_dirs
+from janus_ray.pipeline import in_thread, output_dirs
 
 from ..conftest import WEIGHTS_ROOT
 
@@ -67,7 +67,7 @@ def fake_result(kwargs: dict, **fields) -> types.SimpleNamespace:
     """What a stand-in for ``evaluate(config, **kwargs)`` returns: ``fields``, and ``then`` run as
     ``evaluate`` runs it (the CLI builds its report there)."""
     result = types.SimpleNamespace(**fields)
-    result.then = in_daemon_thread(kwargs["then"], result) if kwargs.get("then") else None
+    result.then = in_thread(kwargs["then"], result) if kwargs.get("then") else None
     return result
 
 

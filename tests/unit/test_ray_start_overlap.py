@@ -269,7 +269,7 @@ def test_then_runs_in_another_thread_while_this_one_shuts_the_embedded_ray_down(
     assert isinstance(failing.then.exception(timeout=10), ZeroDivisionError) and failing.n_rows == result.n_rows
 
 
-def test_preload_runs_in_a_daemon_thread_once_the_folders_are_scanned_and_its_errors_are_ignored(tmp_path, fake_ray,
+def test_preload_runs_in_a_thread_once_the_folders_are_scanned_and_its_errors_are_ignored(tmp_path, fake_ray,
                                                                                                 monkeypatch):
     inputs = build_inputs(tmp_path)
     seen = []
@@ -291,7 +291,7 @@ def test_preload_runs_in_a_daemon_thread_once_the_folders_are_scanned_and_its_er
         deadline = time.monotonic() + 10
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert result.n_rows > 0 and seen[0] == "scan" and seen[1] == ("preload", "janus-ray-preload", True)
+        assert result.n_rows > 0 and seen[0] == "scan" and seen[1] == ("preload", "janus-ray-preload", False)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
