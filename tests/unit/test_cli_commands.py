@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import types
 from pathlib import Path
 
@@ -121,7 +122,11 @@ def test_ctrl_c_while_the_report_is_built_says_the_scores_are_written(variant_fo
 
     monkeypatch.setattr(janus_ray.report, "build_report", interrupted)
     argv = ["eval", str(variant_folders[0]), "--weights-root", str(WEIGHTS_ROOT), "--metrics", "dummy"]
-    assert main(argv) == 130
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)  # the eval ignores further Ctrl-Cs
     err = capsys.readouterr().err
     assert f"interrupted while building the report; every score is written under {root}" in err
     assert f"`janus-ray report {root}` builds it" in err
