@@ -92,8 +92,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         ensure_writable_directory(out, "--out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        written = build_report(paths[0] if len(paths) == 1 else paths, args.baseline, args.seed, args.resamples,
-                               Path(args.out) if args.out else None)
+        try:
+            written = build_report(paths[0] if len(paths) == 1 else paths, args.baseline, args.seed,
+                                   args.resamples, Path(args.out) if args.out else None)
+        except OSError as exc:  # e.g. report.html is a directory: one line, not a traceback
+            raise ConfigError(f"Cannot write the report: {exc}.") from exc
     for warning in caught:
         print(f"[janus-ray] warning: {warning.message}", file=sys.stderr)
     for path in written:

@@ -67,6 +67,9 @@ class Selection:
     image_roots: dict[Path, list[Path]]  # result dir -> input folder(s) holding its images
     out_dir: Path  # where report.html & co. go
     source: str  # "run.json", "discovered" (no run.json: glob, may include stale folders) or "arguments"
+    #: what the report names as its output root: the run's (run.json, discovered), or the result
+    #: folders' common parent (arguments); ``out_dir`` only says where the files go
+    root: Path | None = None
 
 
 class StaleDiscoveryWarning(UserWarning):
@@ -103,7 +106,7 @@ def select(paths: Sequence[Path], out_dir: Path | None = None) -> Selection:
     if len(paths) == 1 and (paths[0] / RUN_RECORD).is_file():
         root = paths[0]
         dirs, roots = _from_run_record(root / RUN_RECORD)
-        return Selection(dirs, unique_names(dirs), roots, Path(out_dir or root).resolve(), "run.json")
+        return Selection(dirs, unique_names(dirs), roots, Path(out_dir or root).resolve(), "run.json", root)
     if len(paths) == 1 and not (paths[0] / PARQUET).is_file():
         root = paths[0]
         dirs = discover(root)
@@ -114,7 +117,7 @@ def select(paths: Sequence[Path], out_dir: Path | None = None) -> Selection:
             StaleDiscoveryWarning,
             stacklevel=2,
         )
-        return Selection(dirs, unique_names(dirs), {}, Path(out_dir or root).resolve(), "discovered")
+        return Selection(dirs, unique_names(dirs), {}, Path(out_dir or root).resolve(), "discovered", root)
     missing = [str(p) for p in paths if not (p / PARQUET).is_file()]
     if missing:
         raise InputError(
@@ -125,7 +128,7 @@ def select(paths: Sequence[Path], out_dir: Path | None = None) -> Selection:
         default_out = default_out.parent
     if out_dir is None:
         _warn_over_the_runs_report(default_out, paths)
-    return Selection(paths, unique_names(paths), {}, Path(out_dir or default_out).resolve(), "arguments")
+    return Selection(paths, unique_names(paths), {}, Path(out_dir or default_out).resolve(), "arguments", default_out)
 
 
 def _warn_over_the_runs_report(out: Path, chosen: list[Path]) -> None:

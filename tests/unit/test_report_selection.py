@@ -220,3 +220,29 @@ def test_cli_refuses_an_out_it_cannot_write_into_before_the_statistics(tmp_path,
     args = parser.parse_args(["report", str(x), str(y), "--out", str(out)])
     with pytest.raises(ConfigError, match=r"Cannot write to --out directory .*locked: Operation not permitted"):
         args.func(args)
+
+
+def test_a_report_written_elsewhere_with_out_still_names_the_runs_output_root(tmp_path):
+    """A new user's trial (stop 14): `janus-ray report ROOT --out DIR` said "Output root: DIR"."""
+    from html import escape
+
+    a, b = _results(tmp_path / "run" / "a"), _results(tmp_path / "run" / "b", 0.01)
+    write_run_record(tmp_path / "run", [(a, a), (b, b)])
+    html = build_report(tmp_path / "run", n_resamples=99, out_dir=tmp_path / "elsewhere")[0]
+    assert html.parent == (tmp_path / "elsewhere").resolve()
+    page = html.read_text(encoding="utf-8")
+    assert f"Output root: <code>{escape(str((tmp_path / 'run').resolve()))}</code>" in page
+
+
+def test_cli_a_report_file_it_cannot_replace_is_one_line(tmp_path):
+    """A new user's trial (stop 14): report.html made a directory beforehand ended `report` (and
+    `eval`) in an IsADirectoryError traceback."""
+    from janus_ray.errors import ConfigError
+
+    x, y = _results(tmp_path / "x"), _results(tmp_path / "y", 0.01)
+    (tmp_path / "out" / "report.html").mkdir(parents=True)
+    parser = argparse.ArgumentParser()
+    add_report_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(x), str(y), "--out", str(tmp_path / "out"), "--resamples", "9"])
+    with pytest.raises(ConfigError, match=r"Cannot write the report: \[Errno 21\] Is a directory: .*report\.html'\."):
+        args.func(args)
