@@ -341,9 +341,7 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
     if starts_ray_early(config, stages):
         run, owns_ray = prepare_while_ray_starts(config, stream, stages, preload=preload)
     else:
-        run, owns_ray = prepare_run(config, stream, stages, checked=True), False
-        if preload is not None:
-            in_thread(preload, name="janus-ray-preload")
+        run, owns_ray = prepare_run(config, stream, stages, checked=True, preload=preload), False
     config, plans, work = run.config, run.plans, run.work
     # before the scoring, not after it: a user who reused an --output-dir can still stop
     warn_replaced_results(run.output_root, [(scan.folder, run.out_dirs[scan.folder]) for scan in run.scans], stream)
@@ -406,10 +404,12 @@ class PreparedRun:
 
 
 def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = None, *, local: bool | None = None,
-                checked: bool = False) -> PreparedRun:
+                checked: bool = False, preload: Callable[[], Any] | None = None) -> PreparedRun:
     """Everything before the stream: scan, start the weight-file and image hashing (thread pools,
     overlapping what follows), plan (``local``: see ``plan_before_ray``), manifest frame, resume
-    selection. ``checked``: ``check_inputs`` already ran. On failure the weight hashing is stopped."""
+    selection. ``checked``: ``check_inputs`` already ran. On failure the weight hashing is stopped.
+    ``preload`` (see ``evaluate``) starts in a thread once all of that is done (while an early Ray
+    may still be starting); its error, if any, is met again where it is used."""
     config, scans = scan_inputs(config, stream, checked=checked)
     output_root, out_dirs = output_dirs(config)
     weights_root = Path(config.weights_root).resolve()
@@ -436,6 +436,8 @@ def prepare_run(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
     except BaseException:
         weight_hashes.cancel()
         raise
+    if preload is not None:
+        in_thread(preload, name="janus-ray-preload")
     return PreparedRun(config=config, scans=scans, output_root=output_root, out_dirs=out_dirs,
                        weight_hashes=weight_hashes, plan=plan, autoscale=autoscale, phase_plans=phase_plans,
                        plans=plans, frame=frame, work=work)
@@ -467,17 +469,10 @@ def prepare_while_ray_starts(config: RunConfig, stream=sys.stderr, stages: Stage
     processes, the scan is one busy thread: on 2 CPUs they overlap. Returns (the prepared run,
     whether this call started the embedded Ray). An error of the scan (bad input) is raised as is,
     once Ray is up, and that Ray is shut down; if Ray fails to start, the scan is
-    waited for and its hashing stopped. ``preload`` (see ``evaluate``) starts when the scan is
-    done, while Ray may still be starting: its CPU-light wait leaves a core idle."""
-
-    def prepare() -> PreparedRun:
-        run = prepare_run(config, stream, stages, local=True, checked=True)
-        if preload is not None:  # its error, if any, is met again where the import is used
-            in_thread(preload, name="janus-ray-preload")
-        return run
+    waited for and its hashing stopped. ``preload``: see ``prepare_run``."""
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="janus-ray-scan") as pool:
-        future = pool.submit(prepare)
+        future = pool.submit(prepare_run, config, stream, stages, local=True, checked=True, preload=preload)
         try:
             started = ensure_ray(config)
         except BaseException:
@@ -505,12 +500,12 @@ def check_inputs(config: RunConfig) -> None:
         cls = get_scorer_class(metric)
         cls.check_dtype(config.spec(metric).dtype or config.dtype)
         check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
-    output_root = output_dirs(config)[0]
+    output_root, out_dirs = output_dirs(config)
     # every result folder that exists already (the input folders themselves without --output-dir) and
     # the output root (the summary): a file is created there now, not after the scoring, and before
     # the resume cache's directory is made under it (a refused run leaves nothing behind)
     hint = "another --output-dir" if config.output_dir else "--output-dir DIR"
-    for directory in dict.fromkeys([output_root, *output_dirs(config)[1].values()]):
+    for directory in dict.fromkeys([output_root, *out_dirs.values()]):
         reason = unwritable_reason(directory)
         if reason:
             raise ConfigError(f"Cannot write the results into {directory}: {reason}. Give {hint} to write them "

@@ -614,7 +614,7 @@ def build(
     table.attrs["folders_from"] = selection.source
     out = selection.out_dir
     paths_out = [out / "report.html", out / "report.md", out / "comparison.csv", out / "comparison.json"]
-    atomic_write(paths_out[0], render_html(selection.root or out, table, folders, metrics, baseline).encode("utf-8"))
+    atomic_write(paths_out[0], render_html(selection.root, table, folders, metrics, baseline).encode("utf-8"))
     atomic_write(paths_out[1], render_markdown(table, folders, metrics, baseline).encode("utf-8"))
     atomic_write(paths_out[2], render_csv(table).encode("utf-8"))
     document = json.dumps(methods(table, selection), indent=2, ensure_ascii=False) + "\n"

@@ -69,7 +69,7 @@ class Selection:
     source: str  # "run.json", "discovered" (no run.json: glob, may include stale folders) or "arguments"
     #: what the report names as its output root: the run's (run.json, discovered), or the result
     #: folders' common parent (arguments); ``out_dir`` only says where the files go
-    root: Path | None = None
+    root: Path
 
 
 class StaleDiscoveryWarning(UserWarning):
