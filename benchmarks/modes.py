@@ -138,13 +138,13 @@ def format_overhead(report: dict) -> str:
     if p:
         d = p["detail"]
         # the child's clock stops when its main returns: the rest of the wall time is interpreter
-        # start and exit, where Ray's atexit handler shuts the embedded Ray down
+        # start and the process's exit (atexit hooks, then no teardown: janus_ray.quick_exit)
         shutdown = p["wall_s"] - d["child_s"] if d.get("child_s") else None
         lines += ["", "pipeline fixed costs (s): "
                   f"imports {_f(d.get('import_s'))}, start until streaming {_f(d.get('until_stream_s'))}, "
                   f"first result at {_f(d.get('driver_first_result_s'))}, all models loaded at "
                   f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
-                  f"process start + exit (Ray shutdown) {_f(shutdown)}; first actor out of work before the last "
+                  f"process start + exit {_f(shutdown)}; first actor out of work before the last "
                   f"{_f(d.get('tail_idle_s'))}"]
     if rerun:
         d = rerun["detail"]

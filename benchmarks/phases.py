@@ -495,4 +495,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from janus_ray.quick_exit import end_at_exit
+
+    # every phase's process ends as `janus-ray` does (janus_ray.cli.run): its exit code, no interpreter teardown
+    set_code = end_at_exit()
+    code = main()
+    set_code(code)
+    sys.exit(code)

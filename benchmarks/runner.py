@@ -473,9 +473,9 @@ def build_report(args, argv, started_at, load_before, device, plan, root, real_s
         "phases": phases,
         "ratios": ratios,
         "methods": {
-            "pipeline_wall": "wall time of a fresh process running `janus-ray eval` (janus_ray.cli.main): Python "
-                             "imports, manifest, embedded Ray start, actor start and model loads, scoring, result "
-                             "files, Ray shutdown at exit",
+            "pipeline_wall": "wall time of a fresh process running `janus-ray eval` (janus_ray.cli.main, ending as "
+                             "the console script does: janus_ray.quick_exit): Python imports, manifest, embedded Ray "
+                             "start, actor start and model loads, scoring, result files, Ray shutdown, exit",
             "steady_state": "from the same run, actor-side clocks: images finished by the last stage of the chain after "
                             "the last model finished loading / seconds from then to the last batch of any stage. "
                             "Per metric, pipeline img/s = images / the stage's busy seconds (sum of its batches' "

@@ -1,5 +1,3 @@
-import sys
+from janus_ray.cli import run
 
-from janus_ray.cli import main
-
-sys.exit(main())
+run()

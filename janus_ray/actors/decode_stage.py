@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from janus_ray import quick_exit
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
 from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
@@ -78,6 +79,11 @@ class DecodeStage:
             except Exception:  # noqa: BLE001 - an unpicklable transform is simply not shared
                 continue
             self.same_as[metric] = first_by_bytes.setdefault(key, metric)
+        self._quick_exit = quick_exit.install()
+
+    def __del__(self) -> None:
+        if getattr(self, "_quick_exit", False):  # released by Ray Data after a complete __init__
+            quick_exit.actor_ended()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_path"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from janus_ray import quick_exit
 from janus_ray.actors.decode_stage import (
     describe_error,
     release_pixels,
@@ -75,6 +76,11 @@ class MetricActor:
         self.journal = open_journal(journal_dir, f"metric-{metric}")
         self.pixels = as_pixel_client(pixel_store)
         self.report_done = report_done
+        self._quick_exit = quick_exit.install()
+
+    def __del__(self) -> None:
+        if getattr(self, "_quick_exit", False):  # released by Ray Data after a complete __init__
+            quick_exit.actor_ended()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()

@@ -110,3 +110,24 @@ def test_fused_stage_returns_only_the_result_columns_it_is_told_to_keep(tmp_path
     np.testing.assert_array_equal(out["row_id"], [5, 9])
     np.testing.assert_array_equal(out[output_column("dummy")],
                                   load_scorer("dummy", tmp_path, image_size=8).score(paths, ["x", "y"]))
+
+
+def test_quick_exit_is_not_installed_outside_a_ray_actor(tmp_path, monkeypatch):
+    """The UDFs built in a plain process (a test, the in-process stream) never end it early: no
+    atexit hook, and the actor's hook does nothing before ``actor_ended``."""
+    from janus_ray import quick_exit
+
+    registered = []
+    monkeypatch.setattr(quick_exit.atexit, "register", lambda fn, *a, **k: registered.append(fn))
+    monkeypatch.setattr(quick_exit, "_state", {"installed": False, "ended": False})
+    stage = actor(tmp_path)
+    assert stage._quick_exit is False and not quick_exit.in_ray_actor() and registered == []
+    del stage
+    assert quick_exit._state["ended"] is False  # __del__ marks nothing when nothing was installed
+    ends = []
+    monkeypatch.setattr(quick_exit, "end_now", ends.append)
+    quick_exit._actor_exit()
+    assert ends == []
+    quick_exit.actor_ended()
+    quick_exit._actor_exit()
+    assert ends == [0]
