@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,7 +125,14 @@ def format_overhead(report: dict) -> str:
         lines.append(f"loop ({d.get('processes')} processes, load once, bs {s['metrics'][0]['batch_size']})  {loop['wall_s']:8.1f} s  "
                      f"{_f(loop['images_per_s'], '{:.1f}')} img/s")
     if p and loop:
-        lines.append(f"pipeline throughput / loop throughput: {loop['wall_s'] / p['wall_s']:.2f}x")
+        lines.append(f"pipeline throughput / loop throughput: {loop['wall_s'] / p['wall_s']:.2f}x"
+                     + (" (median loop run / median pipeline run)" if len(loop["wall_s_runs"]) > 1 else ""))
+        pairs = list(zip(loop["wall_s_runs"], p["wall_s_runs"]))
+        if len(pairs) > 1:  # --repeats: the runs alternated, so each pair shared the machine's mood
+            ratios = sorted(lw / pw for lw, pw in pairs)
+            lines.append("  per run (loop s / pipeline s): " + ", ".join(f"{lw:.1f} / {pw:.1f} = {lw / pw:.2f}x"
+                                                                      for lw, pw in pairs)
+                         + f"; median of these ratios {statistics.median(ratios):.2f}x")
         # CPU seconds do not depend on what else the machine runs (wall seconds do): the fair check on a
         # shared machine
         if p.get("tree_cpu_s") and loop.get("tree_cpu_s"):

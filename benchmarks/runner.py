@@ -11,7 +11,7 @@ One run, one machine, the same inputs and the same scorers (so the same model ma
 5. a table on stdout and a JSON file (``--out``).
 
 Each phase runs in its own child process; the peak memory of its whole process tree (driver, Ray
-processes, actors) is sampled. ``--repeats`` runs each phase that many times (median reported).
+processes, actors) is sampled. ``--repeats`` runs each phase that many times, the phases in turn (median reported).
 """
 
 from __future__ import annotations
@@ -405,10 +405,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_transport_mode(args, argv, inputs, root, plan)
         runs: dict[str, list[dict]] = {}
-        for phase in PHASE_NAMES:
-            if phase not in args.phases:
-                continue
-            runs[phase] = [run_phase(phase, r, spec, work, args.timeout) for r in range(args.repeats)]
+        # repeat-major (pipeline, loop, pipeline, loop, ...): a shared machine's slow spells then fall
+        # on both sides of a comparison, not on all runs of one phase
+        for r in range(args.repeats):
+            for phase in PHASE_NAMES:
+                if phase in args.phases:
+                    runs.setdefault(phase, []).append(run_phase(phase, r, spec, work, args.timeout))
         phases = summarise(runs, inputs["n_images"])
         report = build_report(args, argv, started_at, load_before, device, plan, root, real_size, inputs, spec, phases)
         if args.mode == "overhead":

@@ -223,3 +223,20 @@ def test_process_kind_names_ray_daemons_workers_and_programs():
     assert process_kind("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --foo") == "raylet"
     assert process_kind("/venv/bin/python -m benchmarks.phases") == "python"
     assert process_kind("") == "?"
+
+
+def test_overhead_table_pairs_the_alternating_runs_and_gives_the_median_of_their_ratios():
+    from benchmarks.modes import format_overhead
+
+    report = {"settings": {"folders": 2, "prompts": 3, "images": 6, "metrics": [{"name": "pickscore", "batch_size": 64}]},
+              "image_size": 32, "machine": {"cpus_usable": 2}, "load_average": {"before": [0.1], "after": [0.2]},
+              "phases": {"pipeline": {"wall_s": 40.0, "images_per_s": 0.15, "wall_s_runs": [50.0, 40.0, 38.0], "detail": {}},
+                         "loop": {"wall_s": 32.0, "images_per_s": 0.19, "wall_s_runs": [32.0, 34.0, 28.0],
+                                  "detail": {"processes": 2}}}}
+    text = format_overhead(report)
+    assert "pipeline throughput / loop throughput: 0.80x (median loop run / median pipeline run)" in text
+    assert ("per run (loop s / pipeline s): 32.0 / 50.0 = 0.64x, 34.0 / 40.0 = 0.85x, 28.0 / 38.0 = 0.74x; "
+            "median of these ratios 0.74x") in text
+    for phase in report["phases"].values():
+        phase["wall_s_runs"] = phase["wall_s_runs"][:1]
+    assert "per run" not in format_overhead(report) and "median loop run" not in format_overhead(report)
