@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -375,7 +376,16 @@ def run() -> None:
     without Python's interpreter teardown (``janus_ray.quick_exit``: ~0.5 s of destroying pandas,
     Ray and the report's libraries after the results are written). Tests call ``main()``."""
     set_code = end_at_exit()  # before main(): every atexit hook registered by then (Ray's) runs first
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # `janus-ray list | head -2`: the reader left; no traceback into a closed pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass
+        code = 1
     set_code(code)
     sys.exit(code)
 

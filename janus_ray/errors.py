@@ -43,6 +43,12 @@ class InputError(JanusRayError, ValueError):
     """Invalid input data: folders, prompt files, manifests."""
 
 
+class ResultsNotWritten(JanusRayError, OSError):
+    """A result file of a scored run could not be written (e.g. an immutable summary.csv in a
+    writable folder, which the check before the run cannot see); the message names the file, the
+    reason and where the scores are kept."""
+
+
 class InterruptedAfterWrite(KeyboardInterrupt):
     """Ctrl-C once every result file of the run was written (while the embedded Ray shut down):
     nothing is lost; ``output_root`` holds the results; ``then``: the Future of ``evaluate``'s

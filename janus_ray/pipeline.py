@@ -33,7 +33,7 @@ from janus_ray import __version__
 from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
-from janus_ray.errors import ConfigError, InputError, Interrupted, InterruptedAfterWrite
+from janus_ray.errors import ConfigError, InputError, Interrupted, InterruptedAfterWrite, ResultsNotWritten
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
@@ -354,8 +354,18 @@ def evaluate(config: RunConfig, stream=sys.stderr, *, stages: Stages | None = No
         run.weight_hashes.cancel()  # a failed run stops hashing at once (finished files stay memoised)
     meta["plan"] = run.plan.to_json()
     meta["oom_batch_halvings"] = streamed.oom_halvings
-    result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
-                                        out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+    try:
+        result = write_outputs(WriteRequest(table=table, plans=plans, scans=run.scans, output_root=run.output_root,
+                                            out_dirs=run.out_dirs, n_cached=work.n_cached, meta=meta, stream=stream))
+    except OSError as exc:  # one line, not a traceback: every score is kept in the resume cache
+        if streamed.owns_ray:
+            shutdown_embedded_ray()
+        target = exc.filename2 or exc.filename or "a result file"  # os.replace(temporary, target)
+        again = "the same command" if config.resume else "the same command without --no-resume"
+        raise ResultsNotWritten(
+            f"Cannot write {target}: {exc.strerror or exc}. The scores are kept in the resume cache "
+            f"({cache_directory(config, run.output_root)}): once that file can be written, {again} writes "
+            "every result file without scoring again.") from None
     result.pixel_stores = streamed.pixel_stores
     result.then = in_thread(then, result, name="janus-ray-then") if then is not None else None
     if streamed.owns_ray:  # after the files: whatever Ray's shutdown does, the results are on disk

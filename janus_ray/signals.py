@@ -13,8 +13,8 @@ from contextlib import contextmanager
 def sigint_deferred(what: str, raise_as: Callable[[], BaseException] = KeyboardInterrupt,
                     stream=sys.stderr) -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise
-    ``raise_as()``; a second Ctrl-C raises KeyboardInterrupt at once (a step that hangs can still
-    be stopped). ``what`` ends the line printed at the first one: "janus-ray: stopping once
+    ``raise_as()``; a second Ctrl-C raises ``raise_as()`` at once (a step that hangs can still be
+    stopped, and the CLI still says what was done: e.g. every result written). ``what`` ends the line printed at the first one: "janus-ray: stopping once
     {what} (Ctrl-C again to stop at once)".
 
     Why: Ray's start cut halfway leaves its DashboardAgent and RuntimeEnvAgent running for a
@@ -31,7 +31,7 @@ def sigint_deferred(what: str, raise_as: Callable[[], BaseException] = KeyboardI
 
     def hold(signum, frame) -> None:
         if caught:
-            raise KeyboardInterrupt
+            raise raise_as()
         caught.append(signum)
         print(f"janus-ray: stopping once {what} (Ctrl-C again to stop at once)", file=stream, flush=True)
 

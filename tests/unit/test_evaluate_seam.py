@@ -479,3 +479,24 @@ def test_folders_sharing_a_name_are_told_apart_in_the_summary(tmp_path):
     summary = (result.output_root / "summary.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in summary[1:]] == ["modelX/images", "modelY/images"]
     assert "modelX/images" in log.getvalue() and "modelY/images" in log.getvalue()
+
+
+def test_a_result_file_that_cannot_be_replaced_is_one_error_naming_it_and_the_rerun_writes_it(tmp_path):
+    """A new user's trial: an immutable summary.csv in a writable folder passed the check before the run
+    and ended it with a PermissionError traceback. Here a folder stands where summary.csv goes (root
+    ignores permissions, not that)."""
+    from janus_ray.errors import ResultsNotWritten
+
+    inputs = build_inputs(tmp_path)
+    config = config_for(inputs, output_dir=str(tmp_path / "out"))
+    (tmp_path / "out" / "summary.csv").mkdir(parents=True)
+    with pytest.raises(ResultsNotWritten) as raised:
+        evaluate(config, io.StringIO(), stages=NO_RAY)
+    message = str(raised.value)
+    assert message.startswith(f"Cannot write {tmp_path / 'out' / 'summary.csv'}: ")
+    assert "resume cache" in message and "the same command writes every result file" in message
+    (tmp_path / "out" / "summary.csv").rmdir()
+    log = io.StringIO()
+    result = evaluate(config_for(inputs, output_dir=str(tmp_path / "out")), log, stages=NO_RAY)
+    assert "0 to score" in log.getvalue() and (tmp_path / "out" / "summary.csv").is_file()
+    assert result.n_rows > 0

@@ -67,3 +67,10 @@ def test_the_installed_entry_point_is_run():
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "janus-ray"]
     assert script.value == "janus_ray.cli:run"
+
+
+def test_a_reader_that_leaves_early_ends_the_console_script_without_a_traceback():
+    done = subprocess.run(f"{sys.executable} -m janus_ray list | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr

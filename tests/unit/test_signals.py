@@ -57,6 +57,14 @@ def test_a_second_ctrl_c_stops_at_once_and_raise_as_names_what_is_raised():
         with sigint_deferred("x", raise_as=lambda: InterruptedAfterWrite("/runs/out"), stream=io.StringIO()):
             ctrl_c()
     assert raised.value.output_root == "/runs/out"
+    # the second Ctrl-C too (a new user's trial: after the results were written, a double Ctrl-C said
+    # "interrupted before any score arrived")
+    with pytest.raises(InterruptedAfterWrite) as raised:
+        with sigint_deferred("x", raise_as=lambda: InterruptedAfterWrite("/runs/out"), stream=io.StringIO()):
+            ctrl_c()
+            ctrl_c()
+            done.append("not reached")
+    assert done == [] and raised.value.output_root == "/runs/out"
     with sigint_deferred("x", stream=io.StringIO()):  # no Ctrl-C: nothing raised
         pass
 
