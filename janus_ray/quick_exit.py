@@ -5,8 +5,9 @@ time at exit destroying every module and object it holds, work the operating sys
 when the process ends. Measured on the 2-core VM: 1.2-1.5 CPU seconds for a Ray actor process
 holding the PickScore scorer, 0.5-0.7 s for the ``janus-ray eval`` driver (pandas, Ray, Ray Data
 and the report's libraries loaded), after the results were written. Nothing in that teardown
-matters: the result files are written and closed, the resume cache is fsynced per append, an
-actor's results left it with its last batch and its journal lines are flushed per write.
+matters: by then the result files are written and closed, the resume cache's last part is
+written and fsynced (``stream_phases`` flushes it), an actor's results left it with its last batch
+and its journal lines are flushed per write.
 
 Both exits keep what a normal exit does first: non-daemon threads are joined (the report's
 thread) and the ``atexit`` hooks registered after the exit hook ran (Ray's among them); then
