@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -30,10 +31,18 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
+from janus_ray import errors as errors_module
 from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
 from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
-from janus_ray.errors import ConfigError, InputError, Interrupted, InterruptedAfterWrite, ResultsNotWritten
+from janus_ray.errors import (
+    ConfigError,
+    InputError,
+    Interrupted,
+    InterruptedAfterWrite,
+    JanusRayError,
+    ResultsNotWritten,
+)
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import check_required
@@ -665,6 +674,8 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
                                             journal_dir=str(journal), **extra)
                     if summary:
                         pixel_stores.append(summary)
+                except Exception as exc:  # noqa: BLE001 - re-raised unless it is an actor's own error
+                    raise actor_start_failure(exc) or exc
                 finally:
                     shutil.rmtree(journal, ignore_errors=True)
                     with contextlib.suppress(OSError):  # only when empty: another run may be journaling there
@@ -677,6 +688,27 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
     finally:
         cache.flush()  # what was scored stays cached even when the run fails
     return StreamOutcome(_merge_phases(results_by_phase), oom_halvings, pixel_stores, owns_ray)
+
+
+#: the line a janus-ray error leaves in the traceback text Ray keeps of a failed actor constructor
+ACTOR_ERROR_LINE = re.compile(r"^janus_ray\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+def actor_start_failure(exc: BaseException) -> JanusRayError | None:
+    """The janus-ray error (a ``WeightsError``: a checkpoint that does not match its model) that
+    made a stage's actor constructor fail, rebuilt from ``exc``, the stream's error; None if it is
+    not one. Why: Ray's ActorDiedError keeps that cause only as traceback text, so the run would end
+    in Ray's traceback instead of janus-ray's own one-line error (a new user's trial: ~280 lines).
+    Only the error's first line is kept; it names the file and what it does not match."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 8:
+        seen.append(exc)
+        match = ACTOR_ERROR_LINE.search(str(exc))
+        cls = getattr(errors_module, match.group(1), None) if match else None
+        if isinstance(cls, type) and issubclass(cls, JanusRayError):
+            return cls(f"{match.group(2).strip().rstrip('.')} (raised while the actors loaded their models).")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def sweep_dead_journals(inflight: Path) -> list[Path]:

@@ -15,7 +15,9 @@ in the production actors:
   with ``die_once_file`` it dies only while that file does not exist, and creates it first (so a
   restarted actor goes on);
 * ``stall_on_prompt`` + ``stall_until_file``: wait until that file exists before scoring such a
-  batch (a run that cannot finish before the test lets it).
+  batch (a run that cannot finish before the test lets it);
+* ``fail_on_load``: raise a ``WeightsError`` with this text when the model loads (in the actor's
+  constructor), as a checkpoint that does not match its model does.
 
 Not one of the six metrics: not in ``DEFAULT_METRICS``, listed apart by ``janus-ray list``.
 """
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from janus_ray.errors import ConfigError
+from janus_ray.errors import ConfigError, WeightsError
 from janus_ray.metrics.base import Option, PixelTransform, Scorer, non_negative_number, optional_text, positive_int
 from janus_ray.metrics.weights import RequiredFile
 
@@ -77,7 +79,8 @@ class DummyScorer(Scorer):
         "image_size": Option(DEFAULT_IMAGE_SIZE, positive_int),
         **{key: Option(0.0, non_negative_number) for key in ("sleep_s", "busy_s", "load_s", "model_mb")},
         **{key: Option(None, optional_text) for key in (
-            "fail_on_prompt", "die_on_prompt", "die_once_file", "stall_on_prompt", "stall_until_file")},
+            "fail_on_prompt", "die_on_prompt", "die_once_file", "stall_on_prompt", "stall_until_file",
+            "fail_on_load")},
     }  # fmt: skip
 
     @classmethod
@@ -100,6 +103,8 @@ class DummyScorer(Scorer):
 
     def load(self) -> None:
         import torch
+        if self.settings["fail_on_load"]:
+            raise WeightsError(f"Cannot load scorer 'dummy': {self.settings['fail_on_load']}")
         if self.settings["load_s"]:
             time.sleep(self.settings["load_s"])
         # A simulated model: that many MB really allocated (and touched) on the device.

@@ -6,6 +6,7 @@ chosen prompt: no test hook lives in the production actors, and nothing races a 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -122,3 +123,18 @@ def test_a_killed_driver_completes_on_rerun_with_the_uninterrupted_results(tmp_p
     # Scores equal up to float32 batch-composition noise (a resumed row may share a batch with others).
     for column in ("CLIPScore", "ImageReward"):
         np.testing.assert_allclose(got[column], expected[column], atol=1e-6, equal_nan=True)
+
+
+def test_a_checkpoint_that_fails_in_the_actors_constructor_ends_the_run_with_its_own_one_line_error(local_ray, tmp_path):
+    """A new user's trial: an ImageReward.pt with the wrong keys passed the driver's checks and
+    ended the run in ~280 lines of Ray's ActorDiedError. The actors' own WeightsError is raised."""
+    from janus_ray.errors import WeightsError
+
+    inputs = build_inputs(tmp_path)
+    config = RunConfig(folders=[str(inputs["folders"][-1])], weights_root=str(WEIGHTS_ROOT),
+                       prompt_json=str(inputs["prompt_json"]), metrics=["dummy"],
+                       metric_specs={"dummy": MetricSpec(options={"fail_on_load": "model.pt does not match the dummy model"})})
+    with pytest.raises(WeightsError) as raised:
+        evaluate(config, io.StringIO())
+    assert str(raised.value) == ("Cannot load scorer 'dummy': model.pt does not match the dummy model "
+                                 "(raised while the actors loaded their models).")
