@@ -84,6 +84,21 @@ def actor_ended() -> None:
     _state["ended"] = True
 
 
+class QuickExitWhenReleased:
+    """Mixin of the Ray Data UDFs: ``arm_quick_exit()`` at the end of ``__init__`` (``install``);
+    ``__del__`` (Ray Data released the UDF) then calls ``actor_ended``. An ``__init__`` that failed
+    before arming marks nothing."""
+
+    _quick_exit = False
+
+    def arm_quick_exit(self) -> None:
+        self._quick_exit = install()
+
+    def __del__(self) -> None:
+        if self._quick_exit:
+            actor_ended()
+
+
 def _actor_exit() -> None:
     # Ray's own exit hook (not run after this one) has nothing left to do in an actor: its core
     # worker was shut down and destroyed before Python's exit began (core_worker_process.cc)

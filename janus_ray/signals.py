@@ -14,8 +14,8 @@ def sigint_deferred(what: str, raise_as: Callable[[], BaseException] = KeyboardI
                     stream=sys.stderr) -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise
     ``raise_as()``; a second Ctrl-C raises ``raise_as()`` at once (a step that hangs can still be
-    stopped, and the CLI still says what was done: e.g. every result written). ``what`` ends the line printed at the first one: "janus-ray: stopping once
-    {what} (Ctrl-C again to stop at once)".
+    stopped, and the CLI still says what was done: e.g. every result written). ``what`` ends the
+    line printed at the first one: "janus-ray: stopping once {what} (Ctrl-C again to stop at once)".
 
     Why: Ray's start cut halfway leaves its DashboardAgent and RuntimeEnvAgent running for a
     minute (Ray had not yet registered them to stop); its shutdown cut halfway turns the

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from janus_ray import quick_exit
 from janus_ray.actors.journal import KILLED_TWICE, CrashJournal, open_journal
 from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported: the old import place)
@@ -27,6 +26,7 @@ from janus_ray.columns import (  # noqa: F401  (re-exported: the old import plac
 )
 from janus_ray.images import DEFAULT_TRANSFORM_SIDE, ImageSizeError, open_image
 from janus_ray.metrics import get_scorer_class
+from janus_ray.quick_exit import QuickExitWhenReleased
 
 
 def describe_error(exc: BaseException) -> str:
@@ -34,7 +34,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class DecodeStage:
+class DecodeStage(QuickExitWhenReleased):
     """Ray Data UDF: ``image_path`` -> each enabled metric's uint8 pixels at model resolution.
 
     Each image is decoded exactly once; each metric's ``to_uint8`` (``PixelTransform``) reproduces
@@ -79,11 +79,7 @@ class DecodeStage:
             except Exception:  # noqa: BLE001 - an unpicklable transform is simply not shared
                 continue
             self.same_as[metric] = first_by_bytes.setdefault(key, metric)
-        self._quick_exit = quick_exit.install()
-
-    def __del__(self) -> None:
-        if getattr(self, "_quick_exit", False):  # released by Ray Data after a complete __init__
-            quick_exit.actor_ended()
+        self.arm_quick_exit()  # the process skips Python's teardown once Ray Data releases it
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_path"])

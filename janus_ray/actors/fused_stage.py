@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray import quick_exit
 from janus_ray.actors.decode_stage import DecodeStage
 from janus_ray.actors.metric_actor import MetricActor
 
 
 class FusedStage:
-    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process."""
+    """Ray Data UDF: ``DecodeStage`` followed by one ``MetricActor`` per metric, in-process (those
+    stages arm the process's quick exit: ``janus_ray.quick_exit.QuickExitWhenReleased``)."""
 
     def __init__(self, decode: dict[str, Any], metrics: list[dict[str, Any]], torch_threads: int | None = None,
                  keep: list[str] | None = None, decode_class: type = DecodeStage, metric_class: type = MetricActor):
@@ -33,11 +33,6 @@ class FusedStage:
             torch.set_num_threads(torch_threads)
         self.stages = [decode_class(**decode)] + [metric_class(**kwargs) for kwargs in metrics]
         self.keep = keep
-        self._quick_exit = quick_exit.install()
-
-    def __del__(self) -> None:
-        if getattr(self, "_quick_exit", False):  # released by Ray Data after a complete __init__
-            quick_exit.actor_ended()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for stage in self.stages:

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from janus_ray import quick_exit
 from janus_ray.actors.decode_stage import (
     describe_error,
     release_pixels,
@@ -29,12 +28,13 @@ from janus_ray.columns import (  # noqa: F401  (re-exported)
     todo_column,
 )
 from janus_ray.metrics import get_scorer_class
+from janus_ray.quick_exit import QuickExitWhenReleased
 
 NON_FINITE = "non-finite score"
 PIXELS_LOST = "pixels lost"
 
 
-class MetricActor:
+class MetricActor(QuickExitWhenReleased):
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
 
     #: batch cap after a CUDA out-of-memory (None: the whole batch), and halvings since the last batch
@@ -76,11 +76,7 @@ class MetricActor:
         self.journal = open_journal(journal_dir, f"metric-{metric}")
         self.pixels = as_pixel_client(pixel_store)
         self.report_done = report_done
-        self._quick_exit = quick_exit.install()
-
-    def __del__(self) -> None:
-        if getattr(self, "_quick_exit", False):  # released by Ray Data after a complete __init__
-            quick_exit.actor_ended()
+        self.arm_quick_exit()  # the process skips Python's teardown once Ray Data releases it
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
