@@ -154,6 +154,17 @@ def format_overhead(report: dict) -> str:
                   f"{_f(d.get('all_models_loaded_s'))}, after the last result (assemble + write) {_f(d.get('write_s'))}, "
                   f"process start + exit {_f(shutdown)}; first actor out of work before the last "
                   f"{_f(d.get('tail_idle_s'))}"]
+    floor = phases.get("ray_floor")
+    if floor:
+        d = floor["detail"]
+        lines.append(f"Ray's floor (embedded Ray start, {d['replicas']} no-op actors over the same {d['blocks']} blocks, "
+                     f"shutdown; no torch, model or image): {d['ray_s']:.1f} s (start {d['start_s']:.1f}, first result "
+                     f"at {d['first_result_s']:.1f}, stream {d['stream_s']:.1f}, shutdown {d['shutdown_s']:.1f})")
+        if p and loop:
+            # what the pipeline adds to the loop's time, against what Ray alone costs: 0.8x leaves a
+            # quarter of the loop's time for all of it
+            lines.append(f"  the pipeline's time over the loop's: {p['wall_s'] - loop['wall_s']:.1f} s; Ray's floor "
+                         f"{d['ray_s']:.1f} s; 0.8x allows {loop['wall_s'] * 0.25:.1f} s")
     if rerun:
         d = rerun["detail"]
         lines.append(f"fully cached rerun (janus-ray eval, resume, cold): {rerun['wall_s']:.1f} s, "

@@ -21,6 +21,9 @@ whole process tree; the child adds what only it can see.
 * ``model_work``: each scorer's forward alone, on pixel tensors made beforehand, in batches of the
   pipeline's size, in the pipeline's row order (so text-feature caches hit as in the pipeline),
   after one untimed warm-up batch.
+* ``loop`` (overhead mode): CPU-count processes, each loading the scorer once and scoring its share
+  of the rows in batches; ``cached_rerun``: ``janus-ray eval`` again with every score in the resume
+  cache; ``ray_floor``: what Ray alone costs for the pipeline's shape (no-op actors, no model).
 """
 
 from __future__ import annotations
@@ -454,6 +457,64 @@ def run_loop(spec: dict) -> dict:
                                     "score_s": max(w["score_s"] for w in workers)}}}
 
 
+class NoOpStage:
+    """Ray Data UDF for ``ray_floor``: one zero score per row, nothing imported, loaded or read."""
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        return {"row_id": batch["row_id"], "score": np.zeros(len(batch["row_id"]))}
+
+
+def run_ray_floor(spec: dict) -> dict:
+    """Ray's own cost for the pipeline's shape, without janus-ray's work: the embedded start as
+    ``janus-ray eval`` does it (``stream.connect``: ``ray.init``, Ray Data's helper actors), the
+    same rows in the same blocks (``table.rows_per_block``) through a pool of no-op actors sized
+    and started as the fused CPU pool is (``stream.fused_replicas``, ``pool_start_wait_s``), the
+    driver iterating the result batches as pandas frames, and the shutdown (``stream.disconnect``).
+    No torch, no model, no image read, no result file. ``ray_s``: from before ``import ray`` to
+    after the shutdown (the folder scan that gives the row count is done first, untimed)."""
+    import math
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from janus_ray.config import RunConfig
+    from janus_ray.table import rows_per_block
+
+    rows = _rows(spec)
+    frame = pd.DataFrame({"row_id": range(len(rows)), "image_path": [r[1] for r in rows],
+                          "prompt": [r[2] for r in rows]})
+    started = time.perf_counter()
+    import ray
+
+    from janus_ray import stream
+
+    stream.connect(None)
+    connected = time.perf_counter()
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    replicas = stream.fused_replicas(SimpleNamespace(cpu_replicas=None), cpus)
+    ray.data.DataContext.get_current().wait_for_min_actors_s = stream.pool_start_wait_s(True, 1, 600.0)
+    batch = max(m["batch_size"] for m in spec["metrics"])
+    per_block = rows_per_block([SimpleNamespace(batch_size=batch)], RunConfig.decode_batch_size, len(frame))
+    step = math.ceil(len(frame) / max(1, math.ceil(len(frame) / per_block)))
+    ds = ray.data.from_blocks([frame.iloc[i : i + step] for i in range(0, len(frame), step)])
+    ds = ds.map_batches(NoOpStage, batch_size=batch, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=max(0.1, (cpus - 1.0) / replicas))
+    seen = first = 0
+    for out in ds.iter_batches(batch_format="pandas", batch_size=None):
+        first = first or time.perf_counter()
+        seen += len(out)
+    streamed = time.perf_counter()
+    stream.disconnect()
+    done = time.perf_counter()
+    if seen != len(frame):
+        raise SystemExit(f"ray_floor: {seen} rows came back of {len(frame)}")
+    return {"images": seen, "ray_s": done - started, "start_s": connected - started,
+            "first_result_s": first - started, "stream_s": streamed - connected, "shutdown_s": done - streamed,
+            "replicas": replicas, "blocks": math.ceil(len(frame) / step), "per_metric": {}}
+
+
 def run_cli(spec: dict) -> dict:
     """``janus-ray eval`` as given (the fully cached rerun), timed, with its resume-cache hits."""
     import contextlib
@@ -477,7 +538,7 @@ def run_cli(spec: dict) -> dict:
 
 
 PHASES = {"pipeline": run_pipeline, "baseline": run_baseline, "model_work": run_model_work, "loop": run_loop,
-          "cached_rerun": run_cli}
+          "cached_rerun": run_cli, "ray_floor": run_ray_floor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,9 @@ from typing import Any
 from benchmarks.inputs import make_inputs, make_prompts
 from benchmarks.procmem import import_psutil, run_sampled
 
-PHASE_NAMES = ("pipeline", "baseline", "model_work", "loop", "cached_rerun")
+PHASE_NAMES = ("pipeline", "baseline", "model_work", "loop", "cached_rerun", "ray_floor")
 MODES = ("compare", "overhead", "driver", "transport")
-MODE_PHASES = {"compare": ["pipeline", "baseline", "model_work"], "overhead": ["pipeline", "loop", "cached_rerun"]}
+MODE_PHASES = {"compare": ["pipeline", "baseline", "model_work"], "overhead": ["pipeline", "loop", "cached_rerun", "ray_floor"]}
 SIX_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward"]
 DEFAULT_METRICS = ["hpsv2", "vqascore", "clipscore", "itmscore", "pickscore", "imagereward", "hpsv2.1"]
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each phase (median reported)")
     parser.add_argument("--phases", nargs="+", choices=PHASE_NAMES, default=None,
                         help="default: the mode's phases (compare: pipeline baseline model_work; overhead: pipeline "
-                             "loop cached_rerun)")
+                             "loop cached_rerun ray_floor)")
     parser.add_argument("--out", default="bench.json", help="JSON result file (default bench.json)")
     parser.add_argument("--work-dir", help="inputs, outputs and logs (default: a temporary folder, removed afterwards)")
     parser.add_argument("--weights-root", help="tiny: another tiny root; real-size: where the generated root is "
@@ -265,7 +265,7 @@ def summarise(runs: dict[str, list[dict]], n_images: int) -> dict[str, Any]:
             "wall_s": statistics.median(walls),
             "wall_s_runs": walls,
             "images": chosen["images"],
-            "images_per_s": chosen["images"] / statistics.median(walls) if phase not in ("model_work", "cached_rerun") else None,
+            "images_per_s": chosen["images"] / statistics.median(walls) if phase not in ("model_work", "cached_rerun", "ray_floor") else None,
             "peak_rss_mb": chosen["memory"]["peak_rss_mb"],
             "peak_pss_mb": chosen["memory"]["peak_pss_mb"],
             "peak_processes": chosen["memory"]["peak_processes"],

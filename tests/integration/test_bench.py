@@ -205,8 +205,14 @@ def test_transport_mode_reports_bytes_per_image_for_six_metrics(tmp_path):
 def test_overhead_mode_times_pipeline_loop_and_cached_rerun(tmp_path):
     report = run_bench(tmp_path, "--mode", "overhead", "--folders", "2", "--prompts", "3", "--image-size", "32",
                        expect=("pipeline throughput / loop throughput", "CPU seconds (whole process tree)"))
+    for line in ("Ray's floor (embedded Ray start, 2 no-op actors over the same 1 blocks", "CPU seconds (whole process",
+                 "the pipeline's time over the loop's: ", "pipeline throughput / loop throughput"):
+        assert line in report["table"], report["table"]
     phases = report["phases"]
-    assert set(phases) == {"pipeline", "loop", "cached_rerun"}
+    assert set(phases) == {"pipeline", "loop", "cached_rerun", "ray_floor"}
+    floor = phases["ray_floor"]["detail"]
+    assert phases["ray_floor"]["images"] == 6 and floor["replicas"] == 2 and floor["blocks"] == 1
+    assert 0 < floor["start_s"] < floor["first_result_s"] < floor["ray_s"] <= phases["ray_floor"]["wall_s"]
     # where the CPU went, per kind of process: the fused actors are among the pipeline's
     assert any(kind.startswith("ray::MapWorker") for kind in phases["pipeline"]["cpu_s_by_process"])
     assert "root" in phases["loop"]["cpu_s_by_process"]
@@ -237,6 +243,15 @@ def test_overhead_table_pairs_the_alternating_runs_and_gives_the_median_of_their
     assert "pipeline throughput / loop throughput: 0.80x (median loop run / median pipeline run)" in text
     assert ("per run (loop s / pipeline s): 32.0 / 50.0 = 0.64x, 34.0 / 40.0 = 0.85x, 28.0 / 38.0 = 0.74x; "
             "median of these ratios 0.74x") in text
+    assert "Ray's floor" not in text
     for phase in report["phases"].values():
         phase["wall_s_runs"] = phase["wall_s_runs"][:1]
     assert "per run" not in format_overhead(report) and "median loop run" not in format_overhead(report)
+    # Ray's own cost for the run's shape, beside what the pipeline adds to the loop and what 0.8x allows
+    report["phases"]["ray_floor"] = {"wall_s": 9.9, "wall_s_runs": [9.9], "detail": {
+        "replicas": 2, "blocks": 64, "ray_s": 8.3, "start_s": 4.6, "first_result_s": 7.1, "stream_s": 3.2,
+        "shutdown_s": 0.5}}
+    text = format_overhead(report)
+    assert ("Ray's floor (embedded Ray start, 2 no-op actors over the same 64 blocks, shutdown; no torch, model or "
+            "image): 8.3 s (start 4.6, first result at 7.1, stream 3.2, shutdown 0.5)") in text
+    assert "the pipeline's time over the loop's: 8.0 s; Ray's floor 8.3 s; 0.8x allows 8.0 s" in text

@@ -28,7 +28,11 @@ from tests.integration.conftest import WEIGHTS_ROOT, build_inputs
 @pytest.fixture
 def fake_ray(monkeypatch):
     """A local 2-CPU run whose Ray start and stop are recorded (thread names), the stream in-process."""
-    calls: list[tuple[str, str]] = []
+    class Calls(list):
+        imports: list[str] = []
+
+    calls = Calls()  # (connect / disconnect, thread name); .imports: the threads that imported Ray Data
+    calls.imports = []
     up = [False]
 
     def connect(address):
@@ -47,6 +51,8 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(ray_side, "disconnect", disconnect)
     monkeypatch.setattr(ray_side, "stream_scores", stream_in_process)
     monkeypatch.setattr(pipeline, "ray_is_up", lambda: up[0])
+    # which thread imports Ray Data (without importing it here)
+    monkeypatch.setattr(pipeline, "import_ray_data", lambda: calls.imports.append(threading.current_thread().name))
     yield calls
 
 
@@ -77,6 +83,9 @@ def test_a_new_local_run_starts_ray_on_the_main_thread_while_the_folders_are_sca
     result = evaluate(config_for(inputs, resume=False), log, stages=Stages())
     assert result.n_rows > 0
     assert fake_ray[0] == ("connect", threading.main_thread().name)
+    # Ray Data is imported by the scan's thread while Ray starts, not after ray.init on the main thread
+    [importer] = fake_ray.imports
+    assert importer.startswith("janus-ray-scan")
     assert " to score, resume cache hits: 0" in log.getvalue()
 
 
