@@ -486,11 +486,17 @@ def run_ray_floor(spec: dict) -> dict:
     frame = pd.DataFrame({"row_id": range(len(rows)), "image_path": [r[1] for r in rows],
                           "prompt": [r[2] for r in rows]})
     started = time.perf_counter()
+    import threading
+
     import ray
 
-    from janus_ray import stream
+    from janus_ray import pipeline, stream
 
+    # as in the pipeline (prepare_while_ray_starts): Ray Data is imported while ray.init runs
+    importing = threading.Thread(target=pipeline.import_ray_data)
+    importing.start()
     stream.connect(None)
+    importing.join()
     connected = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1.0)
     replicas = stream.fused_replicas(SimpleNamespace(cpu_replicas=None), cpus)
