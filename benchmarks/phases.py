@@ -468,32 +468,32 @@ class NoOpStage:
 
 def run_ray_floor(spec: dict) -> dict:
     """Ray's own cost for the pipeline's shape, without janus-ray's work: the embedded start as
-    ``janus-ray eval`` does it (``stream.connect``: ``ray.init``, Ray Data's helper actors), the
-    same rows in the same blocks (``table.rows_per_block``) through a pool of no-op actors sized
-    and started as the fused CPU pool is (``stream.fused_replicas``, ``pool_start_wait_s``), the
-    driver iterating the result batches as pandas frames, and the shutdown (``stream.disconnect``).
-    No torch, no model, no image read, no result file. ``ray_s``: from before ``import ray`` to
-    after the shutdown (the folder scan that gives the row count is done first, untimed)."""
-    import math
+    ``janus-ray eval`` does it (``stream.connect``: ``ray.init``, Ray Data's helper actors; Ray
+    Data imported beside ``ray.init``), the same rows in the same blocks (``table.input_blocks``)
+    through a pool of no-op actors sized as the fused CPU pool is (``stream.fused_replicas``,
+    ``fused_actor_cpus``, ``pool_start_wait_s``), the driver iterating the result batches as pandas
+    frames, and the shutdown (``stream.disconnect``). No torch, no model, no image read, no result
+    file. ``ray_s``: from before ``import ray`` to after the shutdown (the folder scan that gives
+    the rows is done first, untimed)."""
+    import threading
     from types import SimpleNamespace
 
     import pandas as pd
 
     from janus_ray.config import RunConfig
-    from janus_ray.table import rows_per_block
+    from janus_ray.table import input_blocks
 
     rows = _rows(spec)
     frame = pd.DataFrame({"row_id": range(len(rows)), "image_path": [r[1] for r in rows],
                           "prompt": [r[2] for r in rows]})
+    batch = max(m["batch_size"] for m in spec["metrics"])
+    blocks = input_blocks(frame, [SimpleNamespace(batch_size=batch)], RunConfig.decode_batch_size)
     started = time.perf_counter()
-    import threading
-
     import ray
 
     from janus_ray import pipeline, stream
 
-    # as in the pipeline (prepare_while_ray_starts): Ray Data is imported while ray.init runs
-    importing = threading.Thread(target=pipeline.import_ray_data)
+    importing = threading.Thread(target=pipeline.import_ray_data)  # as prepare_while_ray_starts does
     importing.start()
     stream.connect(None)
     importing.join()
@@ -501,12 +501,9 @@ def run_ray_floor(spec: dict) -> dict:
     cpus = ray.cluster_resources().get("CPU", 1.0)
     replicas = stream.fused_replicas(SimpleNamespace(cpu_replicas=None), cpus)
     ray.data.DataContext.get_current().wait_for_min_actors_s = stream.pool_start_wait_s(True, 1, 600.0)
-    batch = max(m["batch_size"] for m in spec["metrics"])
-    per_block = rows_per_block([SimpleNamespace(batch_size=batch)], RunConfig.decode_batch_size, len(frame))
-    step = math.ceil(len(frame) / max(1, math.ceil(len(frame) / per_block)))
-    ds = ray.data.from_blocks([frame.iloc[i : i + step] for i in range(0, len(frame), step)])
-    ds = ds.map_batches(NoOpStage, batch_size=batch, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=max(0.1, (cpus - 1.0) / replicas))
+    ds = ray.data.from_blocks(blocks).map_batches(
+        NoOpStage, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=replicas),
+        num_cpus=stream.fused_actor_cpus(cpus, replicas))
     seen = first = 0
     for out in ds.iter_batches(batch_format="pandas", batch_size=None):
         first = first or time.perf_counter()
@@ -518,7 +515,7 @@ def run_ray_floor(spec: dict) -> dict:
         raise SystemExit(f"ray_floor: {seen} rows came back of {len(frame)}")
     return {"images": seen, "ray_s": done - started, "start_s": connected - started,
             "first_result_s": first - started, "stream_s": streamed - connected, "shutdown_s": done - streamed,
-            "replicas": replicas, "blocks": math.ceil(len(frame) / step), "per_metric": {}}
+            "replicas": replicas, "blocks": len(blocks), "per_metric": {}}
 
 
 def run_cli(spec: dict) -> dict:

@@ -7,7 +7,6 @@ joined a cluster and whether that cluster can add nodes is decided here, once, i
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from janus_ray.columns import result_columns
 from janus_ray.errors import ConfigError, JanusRayError
 from janus_ray.plan import ClusterShape, NodeShape, shape_from_cluster_yaml
 from janus_ray.signals import sigint_deferred
-from janus_ray.table import rows_per_block
+from janus_ray.table import input_blocks
 
 #: test-only: actors Ray gives (logical) GPUs compute on CPU in float32, and the planner takes each
 #: GPU's memory from JANUS_RAY_FAKE_GPU_MEMORY_GB (default 80). For CI on machines without GPUs.
@@ -407,12 +406,10 @@ def stream_scores(
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     # Blocks of many batches (not one decode batch of 16): each block costs a task per stage, a
     # projection task and a result batch on the driver (table.rows_per_block).
-    n_blocks = max(1, math.ceil(len(rows) / rows_per_block(plans, config.decode_batch_size, len(rows))))
-    step = math.ceil(len(rows) / n_blocks)
     # from_blocks: each block's metadata computed here (~3 ms per 1,024 rows); from_pandas would run
     # one remote task per block for it (and the driver waits for them): measured 3.5 CPU s and a
     # worker process at 20k rows, before the first actor starts. It also keeps our block count.
-    ds = ray.data.from_blocks([rows.iloc[i : i + step] for i in range(0, len(rows), step)])
+    ds = ray.data.from_blocks(input_blocks(rows, plans, config.decode_batch_size))
     stores: list = []
     summary = None
     try:
@@ -555,6 +552,12 @@ def fused_replicas(config, cluster_cpus: float) -> int:
     return config.cpu_replicas or max(1, int(cluster_cpus))
 
 
+def fused_actor_cpus(cluster_cpus: float, replicas: int) -> float:
+    """The CPUs each fused actor asks Ray for: the cluster's less one, left for Ray Data's own
+    tasks, shared by the replicas (at least 0.1)."""
+    return max(0.1, (cluster_cpus - 1.0) / replicas)
+
+
 def _decode_kwargs(plans: list, config, journal_dir: str | None = None) -> dict[str, Any]:
     weights_root = str(Path(config.weights_root).resolve())
     metrics = {p.metric: {"scorer": p.metric, "weights_root": weights_root, "options": p.options} for p in plans}
@@ -607,7 +610,7 @@ def _fused_stage(ds, plans: list, config, cluster_cpus: float, journal_dir: str 
         batch_size=max(p.batch_size for p in plans),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=replicas),
-        num_cpus=max(0.1, (cluster_cpus - 1.0) / replicas),  # 1 CPU left for Ray Data's own tasks
+        num_cpus=fused_actor_cpus(cluster_cpus, replicas),
         # Ray Data's actor pools default to max_restarts=-1 / max_task_retries=-1: a crashed actor is
         # restarted and its batch retried, so no row is lost or doubled (the kill test checks).
     )

@@ -19,6 +19,7 @@ from janus_ray.table import (
     dataset_rows,
     hash_files,
     manifest_frame,
+    input_blocks,
     rows_per_block,
     select_todo,
 )
@@ -126,6 +127,15 @@ def test_dataset_rows_are_prompt_major_across_folders(tmp_path):
     assert rows_per_block([CLIP, PICK], 16) == 32  # few rows: one batch per block
     assert rows_per_block([CLIP, PICK], 16, n_rows=20_000) == 313  # ~64 blocks
     assert rows_per_block([CLIP, PICK], 16, n_rows=10**6) == 1024  # bounded
+
+
+def test_input_blocks_cover_every_row_once_in_order_in_even_blocks():
+    rows = pd.DataFrame({"row_id": np.arange(20_004)})
+    blocks = input_blocks(rows, [CLIP, PICK], 16)
+    assert [len(b) for b in blocks] == [313] * 63 + [285]
+    assert pd.concat(blocks)["row_id"].tolist() == list(range(20_004))
+    assert [len(b) for b in input_blocks(rows.iloc[:5], [CLIP, PICK], 16)] == [5]
+    assert input_blocks(rows.iloc[:0], [CLIP, PICK], 16) == []
 
 
 def _batch(row_ids, plans, values, errors=None):
