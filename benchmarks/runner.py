@@ -271,9 +271,14 @@ def summarise(runs: dict[str, list[dict]], n_images: int) -> dict[str, Any]:
             "peak_processes": chosen["memory"]["peak_processes"],
             "tree_cpu_s": chosen["memory"].get("tree_cpu_s"),
             "cpu_s_by_process": chosen["memory"].get("cpu_s_by_process"),
-            "detail": {k: v for k, v in chosen.items() if k not in ("wall_s", "memory", "per_metric", "images")},
+            # the median run's own figures (an even count of runs: the lower middle one), with its wall
+            "detail": {**{k: v for k, v in chosen.items() if k not in ("wall_s", "memory", "per_metric", "images")},
+                       "run_wall_s": chosen["wall_s"]},
             "per_metric": chosen["per_metric"],
         }
+        if phase == "ray_floor":
+            entry["ray_s_runs"] = [r["ray_s"] for r in phase_runs]
+            entry["ray_s"] = statistics.median(entry["ray_s_runs"])
         if phase == "model_work":
             totals = [r["total_s"] for r in phase_runs]
             entry["total_s"] = statistics.median(totals)
@@ -414,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         phases = summarise(runs, inputs["n_images"])
         report = build_report(args, argv, started_at, load_before, device, plan, root, real_size, inputs, spec, phases)
         if args.mode == "overhead":
-            from benchmarks.modes import format_overhead
+            from benchmarks.modes import format_overhead, overhead_figures
 
+            report["overhead"] = overhead_figures(report["phases"])
             text = format_overhead(report)
         else:
             text = format_table(report)
