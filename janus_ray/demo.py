@@ -56,27 +56,33 @@ def synthetic_image(seed: int, size: int = 384) -> Image.Image:
     return image
 
 
+def variant_images(prompts: list[str], samples_per_prompt: int = 1) -> list[tuple[str, int]]:
+    """Each demo image as (path relative to the variants root, ``synthetic_image`` seed), in the
+    six variants' Janus layouts."""
+    images = []
+    for v, (variant, pattern) in enumerate(VARIANTS.items()):
+        for idx, prompt in enumerate(prompts):
+            slug = "_".join(prompt.split()[:4]).replace('"', "").replace(",", "")
+            for sample in range(samples_per_prompt):
+                rel = pattern.format(idx=idx, slug=slug).replace("00.jpg", f"{sample:02d}.jpg")
+                images.append((f"{variant}/{rel}", v * 10_000 + idx * 10 + sample))
+    return images
+
+
 def make_variant_folders(root: Path, prompts: list[str], samples_per_prompt: int = 1,
                          image_size: int = 384) -> list[Path]:
     """Write the six variant folders in their Janus layouts, plus ``prompt.json``; return the folders.
     ``image_size``: pixels a side (the 384 px pictures scaled, so every size shows the same shapes)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "prompt.json").write_text(json.dumps({"prompts": prompts}, indent=1), encoding="utf-8")
-    folders = []
-    for v, (variant, pattern) in enumerate(VARIANTS.items()):
-        folder = root / variant
-        for idx, prompt in enumerate(prompts):
-            slug = "_".join(prompt.split()[:4]).replace('"', "").replace(",", "")
-            for sample in range(samples_per_prompt):
-                rel = pattern.format(idx=idx, slug=slug).replace("00.jpg", f"{sample:02d}.jpg")
-                path = folder / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                image = synthetic_image(seed=v * 10_000 + idx * 10 + sample)
-                if image_size != image.width:
-                    image = image.resize((image_size, image_size))
-                image.save(path, quality=92)
-        folders.append(folder)
-    return folders
+    for rel, seed in variant_images(prompts, samples_per_prompt):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = synthetic_image(seed=seed)
+        if image_size != image.width:
+            image = image.resize((image_size, image_size))
+        image.save(path, quality=92)
+    return [root / variant for variant in VARIANTS]
 
 
 def make_weights_root(target: Path, seed: int = 0) -> Path:
@@ -88,26 +94,55 @@ def make_weights_root(target: Path, seed: int = 0) -> Path:
 
 #: what ``run_demo`` writes into its directory (results and the cache go inside ``variants``)
 DEMO_ENTRIES = ("weights", "variants")
+#: what the demo's run writes beside the variant folders (run record, summary, report; the cache)
+DEMO_RUN_OUTPUTS = ("prompt.json", "run.json", "summary.csv", "summary.md", "report.html", "report.md",
+                    "comparison.csv", "comparison.json")
+DEMO_CACHE = ".janus_ray_cache"
+
+
+def foreign_demo_files(variants: Path) -> list[str]:
+    """Files under an earlier demo's ``variants`` that the demo did not write (paths relative to
+    it, sorted): anything but its images, their result files, the run's outputs and its cache."""
+    from janus_ray.results import RESULT_STEM
+
+    own = {rel for rel, _ in variant_images(PROMPTS)} | set(DEMO_RUN_OUTPUTS)
+    own |= {f"{variant}/{RESULT_STEM}.{ext}" for variant in VARIANTS for ext in ("csv", "json", "parquet")}
+    found = []
+    for path in variants.rglob("*"):
+        rel = path.relative_to(variants).as_posix()
+        if rel == DEMO_CACHE or rel.startswith(DEMO_CACHE + "/") or path.is_dir() and not path.is_symlink():
+            continue
+        if rel not in own:
+            found.append(rel)
+    return sorted(found)
 
 
 def remove_demo(directory: Path) -> None:
     """``demo --fresh``: delete an earlier demo's ``weights`` and ``variants``, and nothing else.
 
     Raises ConfigError, deleting nothing, when ``directory`` is not an earlier demo: it holds other
-    entries, or its ``weights`` lacks the tiny weights' marker (``tiny_weights.MARKER``)."""
+    entries, its ``weights`` lacks the tiny weights' marker (``tiny_weights.MARKER``), or its
+    ``variants`` holds files the demo did not write (a user's own images or results)."""
     from janus_ray.errors import ConfigError
     from janus_ray.tiny_weights import MARKER
 
     if not directory.is_dir():
         raise ConfigError(f"demo --fresh: {directory} is not a directory; give a new --dir.")
     others = sorted(entry.name for entry in directory.iterdir() if entry.name not in DEMO_ENTRIES)
-    weights = directory / "weights"
+    weights, variants = directory / "weights", directory / "variants"
     if others or (weights.exists() and not (weights / MARKER).is_file()):
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "") if others else f"{weights} without {MARKER}"
         raise ConfigError(f"demo --fresh deletes an earlier demo, and {directory} is not one (it holds {shown}): "
                           "nothing was deleted. Give a new --dir, or delete the directory yourself.")
+    foreign = foreign_demo_files(variants) if variants.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} files)" if len(foreign) > 5 else "")
+        raise ConfigError(f"demo --fresh deletes an earlier demo, and {variants} holds files the demo did not "
+                          f"write ({shown}): nothing was deleted. Move them out, or delete the directory yourself.")
     for name in DEMO_ENTRIES:
-        if (directory / name).exists():
+        if (directory / name).is_symlink():
+            (directory / name).unlink()  # a link the user made: remove the link, never its target
+        elif (directory / name).exists():
             shutil.rmtree(directory / name)
 
 

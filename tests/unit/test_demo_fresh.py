@@ -42,3 +42,23 @@ def test_fresh_refuses_weights_that_are_not_the_demos(tmp_path):
     with pytest.raises(ConfigError, match="without janus_ray_tiny_weights.json"):
         remove_demo(root)
     assert (root / "weights" / "model.safetensors").is_file()
+
+
+def test_fresh_refuses_files_of_the_users_own_inside_variants_and_deletes_nothing(tmp_path):
+    """A user who dropped their own images (or an earlier run's folder) into the demo's variants
+    would lose them to rmtree: --fresh deletes only what the demo wrote."""
+    from janus_ray.demo import PROMPTS, make_variant_folders
+
+    root = demo_dir(tmp_path / "demo")
+    make_variant_folders(root / "variants", PROMPTS[:1], image_size=8)
+    mine = root / "variants" / "Janus_llama_dola_early_exit" / "out_dola" / "prompt_0" / "my_best.png"
+    mine.write_bytes(b"png")
+    with pytest.raises(ConfigError, match=r"holds files the demo did not write "
+                                          r"\(Janus_llama_dola_early_exit/out_dola/prompt_0/my_best.png\)"):
+        remove_demo(root)
+    assert mine.is_file() and (root / "weights" / MARKER).is_file()
+    mine.unlink()
+    (root / "variants" / "summary.csv").write_text("run output")
+    (root / "variants" / ".janus_ray_cache" / "x").mkdir(parents=True)
+    remove_demo(root)  # the demo's images, the run's outputs and its cache only: removed
+    assert list(root.iterdir()) == []
