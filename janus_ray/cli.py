@@ -45,9 +45,10 @@ def _resource(text: str) -> tuple[str, tuple[str, float]]:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser, for_plan: bool = False) -> None:
-    """Flags of ``eval``; the earlier tool's snake_case flags are accepted as they were. ``for_plan``:
-    the flags that cannot change a plan (outputs, resume, report, timeouts) are still accepted, so an
-    ``eval`` command line plans as is with ``plan`` in its place, but left out of ``plan --help``."""
+    """Flags of ``eval``; the earlier tool's snake_case flags are accepted as they were. ``for_plan``
+    (``plan``, ``validate``): the flags that cannot change a plan (outputs, resume, report, timeouts)
+    are still accepted, so an ``eval`` command line runs as is with ``plan`` or ``validate`` in its
+    place, but left out of their ``--help``."""
 
     def run_only(text: str) -> str:
         return argparse.SUPPRESS if for_plan else text
@@ -264,10 +265,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Scan the folders of an eval command line (flags or --config) and print what would be scored;
+    exit 1 when a folder has a problem. Flags that only matter once models load are accepted."""
+    from janus_ray.errors import ConfigError
     from janus_ray.manifest import load_prompts, validate_folders
 
-    prompts = load_prompts(args.prompt_json) if args.prompt_json else None
-    text, ok = validate_folders(args.folders, prompts, all_samples=args.all_samples, check_images=True)
+    config = config_from_args(args, require_inputs=False)  # folder problems are validate's own report
+    if not config.folders:
+        raise ConfigError("No input folders given: pass one or more FOLDER arguments (or `folders:` in the config).")
+    prompts = load_prompts(config.prompt_json) if config.prompt_json else None
+    text, ok = validate_folders(config.folders, prompts, all_samples=config.all_samples, check_images=True)
     print(text)
     return 0 if ok else 1
 
@@ -336,10 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-yaml", dest="cluster_yaml", help="plan for the nodes a Ray cluster-launcher config declares (cluster.yaml)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
-    p = sub.add_parser("validate", help="report what would be scored, before any model loads")
-    p.add_argument("folders", nargs="+")
-    p.add_argument("--prompt-json", "--prompt_json", dest="prompt_json")
-    p.add_argument("--all-samples", dest="all_samples", action="store_true")
+    p = sub.add_parser("validate", help="report what would be scored, before any model loads",
+                       description="Scan the folders and report, per folder, the layout found, the rows that would "
+                                   "be scored and every problem (unreadable images, prompts that do not match), "
+                                   "without loading a model. It takes eval's command line as is (--config, "
+                                   "--weights-root and the other flags of a run are accepted).")
+    add_eval_arguments(p, for_plan=True)
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE")
     p.add_argument("--weights-root", "--weights_root", dest="weights_root", required=True)

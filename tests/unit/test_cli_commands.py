@@ -44,6 +44,27 @@ def test_validate_reports_ok_for_ready_folders(variant_folders, capsys):
     assert f"OK: {len(variant_folders)} folder(s), {3 * len(variant_folders)} row(s) to score." in out
 
 
+def test_validate_takes_an_eval_command_line_as_is(variant_folders, tmp_path, capsys):
+    """A new user's trial: `eval` with `validate` in its place failed on --weights-root
+    ("unrecognized arguments"); the folders may come from --config as in eval."""
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    line = ["--weights-root", str(weights), "--prompt-json", str(prompt_json), "--metrics", "pickscore",
+            "--output-dir", str(tmp_path / "out"), "--no-resume"]
+    assert main(["validate", *map(str, variant_folders[:2]), *line]) == 0
+    assert capsys.readouterr().out.count("status: ok") == 2
+    config = tmp_path / "run.yaml"
+    config.write_text(f"folders: [{variant_folders[0]}]\nprompt_json: {prompt_json}\n")
+    assert main(["validate", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.count("status: ok") == 1
+
+
+def test_validate_without_folders_says_how_to_give_them(capsys):
+    assert main(["validate", "--metrics", "pickscore"]) == 2
+    assert "No input folders given: pass one or more FOLDER arguments" in capsys.readouterr().err
+
+
 def test_validate_exits_1_and_names_an_unreadable_image(variant_folders, capsys):
     prompt_json = variant_folders[0].parent / "prompt.json"
     broken = next(variant_folders[0].rglob("*.jpg"))
