@@ -10,6 +10,7 @@ No Ray here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -74,7 +75,8 @@ def time_column(metric: str) -> str:
 
 
 def oom_column(metric: str) -> str:
-    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them)."""
+    """Per row: how many times this actor halved its batch on CUDA out-of-memory (meta counts them);
+    ``MODEL_NOT_LOADED`` (-1): the actor has no model, the row's stage error says why."""
     return f"_jr_oom_{metric}"
 
 
@@ -112,3 +114,36 @@ def check_result_batch(batch: Any, plans: Sequence[PlannedMetric]) -> None:
         raise ResultBatchError(
             f"A result batch lacks column(s) {', '.join(missing)}; it has: {', '.join(sorted(present))}."
         )
+
+
+#: how a row's stage error starts when its actor could not load the model (``load_error_text``)
+LOAD_FAILED = "model not loaded: "
+#: ``oom_column``'s value on the rows of an actor whose model did not load (never a halving count)
+MODEL_NOT_LOADED = -1
+_LOAD_FAILED_TEXT = re.compile(r"^model not loaded: (\w+): (.*)$", re.DOTALL)
+
+
+def load_error_text(exc: JanusRayError) -> str:
+    """The stage error every row gets from an actor whose model did not load (a checkpoint that
+    does not match its model): ``'model not loaded: <ErrorClass>: <first line of the error>'``."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{LOAD_FAILED}{type(exc).__name__}: {first}"
+
+
+def load_failure(batch: Any, plans: Sequence[PlannedMetric]) -> JanusRayError | None:
+    """The error to end the run with when a row of ``batch`` (a pandas frame) comes from an actor
+    whose model did not load (its ``oom_column`` is ``MODEL_NOT_LOADED``, its stage error
+    ``load_error_text``): that janus-ray error rebuilt, else None. Per batch one integer
+    comparison per metric; the text is read only then."""
+    from janus_ray import errors
+
+    for plan in plans:
+        failed = batch[oom_column(plan.metric)].to_numpy() == MODEL_NOT_LOADED
+        if failed.any():
+            text = str(batch[stage_error_column(plan.metric)].to_numpy()[failed.argmax()])
+            match = _LOAD_FAILED_TEXT.match(text)
+            cls = getattr(errors, match.group(1), None) if match else None
+            cls = cls if isinstance(cls, type) and issubclass(cls, JanusRayError) else JanusRayError
+            detail = (match.group(2) if match else text).strip().rstrip(".")
+            return cls(f"{detail} (raised while the actors loaded their models).")
+    return None

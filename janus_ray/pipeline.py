@@ -33,7 +33,7 @@ import pandas as pd
 from janus_ray import __version__
 from janus_ray import errors as errors_module
 from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
-from janus_ray.columns import check_result_batch, oom_column, output_column, time_column
+from janus_ray.columns import check_result_batch, load_failure, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
 from janus_ray.errors import (
     ConfigError,
@@ -666,6 +666,9 @@ def stream_phases(frame: pd.DataFrame, phase_plans: list[list[MetricPlan]], work
             def on_batch(batch: pd.DataFrame, recorder=recorder, results=results, progress=progress,
                          phase_todo=phase_todo, current=current) -> None:
                 check_result_batch(batch, current)
+                failure = load_failure(batch, current)
+                if failure is not None:  # an actor's model did not load: end the run, nothing cached
+                    raise failure
                 cache.append(recorder.record(batch))
                 received[0] += len(batch)
                 results.append(batch)

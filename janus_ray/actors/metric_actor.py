@@ -17,6 +17,8 @@ from janus_ray.actors.decode_stage import (
 from janus_ray.actors.journal import KILLED_TWICE, open_journal
 from janus_ray.actors.pixel_store import as_pixel_client
 from janus_ray.columns import (  # noqa: F401  (re-exported)
+    MODEL_NOT_LOADED,
+    load_error_text,
     oom_column,
     output_column,
     pixel_column,
@@ -27,12 +29,12 @@ from janus_ray.columns import (  # noqa: F401  (re-exported)
     time_column,
     todo_column,
 )
+from janus_ray.errors import JanusRayError
 from janus_ray.metrics import get_scorer_class
 from janus_ray.quick_exit import QuickExitWhenReleased
 
 NON_FINITE = "non-finite score"
 PIXELS_LOST = "pixels lost"
-
 
 class MetricActor(QuickExitWhenReleased):
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
@@ -70,7 +72,15 @@ class MetricActor(QuickExitWhenReleased):
         cls = get_scorer_class(scorer)
         self.metric = metric
         self.keys = list(cls.output_columns(**options))
-        self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
+        self.load_error: str | None = None
+        try:
+            self.scorer = cls(Path(weights_root), device=device, dtype=dtype, **options)
+        except JanusRayError as exc:
+            # A checkpoint that does not match its model: raised here, Ray would restart the actor,
+            # print its traceback for every try and end the run in ~300 lines of ActorDiedError.
+            # Kept instead, sent back on every row (load_error_text), and raised by the driver.
+            self.scorer = None
+            self.load_error = load_error_text(exc)
         self.max_batch: int | None = None  # set by the first CUDA out-of-memory (then halved again)
         self.oom_halvings = 0
         self.journal = open_journal(journal_dir, f"metric-{metric}")
@@ -81,6 +91,8 @@ class MetricActor(QuickExitWhenReleased):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         n = len(batch["image_path"])
+        if self.load_error is not None:  # no model: every row carries why, the driver ends the run
+            return self._load_failed(batch, started)
         errors = list(batch[stage_error_column(self.metric)])
         todo = batch[todo_column(self.metric)]
         eligible = [
@@ -105,6 +117,19 @@ class MetricActor(QuickExitWhenReleased):
         out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / n)
         out[oom_column(self.metric)] = np.full(n, self.oom_halvings, dtype=np.int64)
         self.oom_halvings = 0
+        if self.report_done:
+            self._report_done(batch)
+        return out
+
+    def _load_failed(self, batch: dict[str, np.ndarray], started: float) -> dict[str, np.ndarray]:
+        n = len(batch["image_path"])
+        out = dict(batch)
+        release_pixels(out, self.metric)
+        for key in self.keys:
+            out[output_column(key)] = np.full(n, np.nan, dtype=np.float64)
+        out[stage_error_column(self.metric)] = np.full(n, self.load_error, dtype=object)
+        out[time_column(self.metric)] = np.full(n, (time.perf_counter() - started) / max(n, 1))
+        out[oom_column(self.metric)] = np.full(n, MODEL_NOT_LOADED, dtype=np.int64)
         if self.report_done:
             self._report_done(batch)
         return out

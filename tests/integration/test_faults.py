@@ -127,7 +127,8 @@ def test_a_killed_driver_completes_on_rerun_with_the_uninterrupted_results(tmp_p
 
 def test_a_checkpoint_that_fails_in_the_actors_constructor_ends_the_run_with_its_own_one_line_error(local_ray, tmp_path):
     """A new user's trial: an ImageReward.pt with the wrong keys passed the driver's checks and
-    ended the run in ~280 lines of Ray's ActorDiedError. The actors' own WeightsError is raised."""
+    ended the run in ~280 lines of Ray's ActorDiedError. The actors' own WeightsError is raised, and
+    the actors do not die for it (no Ray restart, no traceback per try: the rows carry the error)."""
     from janus_ray.errors import WeightsError
 
     inputs = build_inputs(tmp_path)
@@ -138,3 +139,8 @@ def test_a_checkpoint_that_fails_in_the_actors_constructor_ends_the_run_with_its
         evaluate(config, io.StringIO())
     assert str(raised.value) == ("Cannot load scorer 'dummy': model.pt does not match the dummy model "
                                  "(raised while the actors loaded their models).")
+    chain, exc = [], raised.value
+    while exc is not None and len(chain) < 8:
+        chain.append(type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    assert not any("ActorDied" in name or "RayActorError" in name for name in chain), chain

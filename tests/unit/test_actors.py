@@ -131,3 +131,40 @@ def test_quick_exit_is_not_installed_outside_a_ray_actor(tmp_path, monkeypatch):
     quick_exit.actor_ended()
     quick_exit._actor_exit()
     assert ends == [0]
+
+
+def test_an_actor_whose_model_does_not_load_sends_why_on_every_row_and_the_driver_rebuilds_the_error(tmp_path):
+    """A checkpoint that does not match its model: raising in the actor's constructor made Ray
+    restart it and print ~300 lines of tracebacks. The actor starts without a model instead, marks
+    every row (oom column MODEL_NOT_LOADED, the error's first line), and the driver raises it."""
+    import pandas as pd
+    import pytest
+
+    from janus_ray.columns import MODEL_NOT_LOADED, load_failure, oom_column
+    from janus_ray.errors import WeightsError
+
+    paths = write_images(tmp_path, 3)
+    udf = actor(tmp_path, fail_on_load="model.pt does not match the dummy model")
+    out = udf(decoded(tmp_path, row_columns(paths, ["a", "b", "c"])))
+    assert list(out[stage_error_column("dummy")]) == [
+        "model not loaded: WeightsError: Cannot load scorer 'dummy': model.pt does not match the dummy model"] * 3
+    assert (out[oom_column("dummy")] == MODEL_NOT_LOADED).all() and np.isnan(out[output_column("dummy")]).all()
+    assert all(cell == b"" for cell in out[pixel_column("dummy")])
+
+    class Planned:
+        metric, columns = "dummy", {"dummy": "DummyScore"}
+
+    frame = pd.DataFrame({key: list(values) for key, values in out.items()})
+    error = load_failure(frame, [Planned()])
+    assert isinstance(error, WeightsError)
+    assert str(error) == ("Cannot load scorer 'dummy': model.pt does not match the dummy model "
+                          "(raised while the actors loaded their models).")
+    good = pd.DataFrame({key: list(values) for key, values in actor(tmp_path)(
+        decoded(tmp_path, row_columns(paths, ["a", "b", "c"]))).items()})
+    assert load_failure(good, [Planned()]) is None
+    spec = {"scorer": "dummy", "weights_root": str(tmp_path), "options": {"fail_on_load": "x"}}
+    fused = FusedStage(decode={"metrics": {"dummy": spec}, "max_pixels": None},
+                       metrics=[{"metric": "dummy", "device": "cpu", "dtype": None, **spec}])
+    fused_out = fused(row_columns(paths, ["a", "b", "c"]))  # the fused stage builds its stages alike
+    with pytest.raises(WeightsError, match="Cannot load scorer 'dummy': x"):
+        raise load_failure(pd.DataFrame({key: list(values) for key, values in fused_out.items()}), [Planned()])
