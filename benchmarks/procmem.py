@@ -134,7 +134,10 @@ class TreeSampler:
                     rss += process.memory_info().rss
                     times = process.cpu_times()
                     self.cpu_seconds[process.pid] = times.user + times.system
-                    title = " ".join(process.cmdline()[:2])[:120]
+                    try:
+                        title = " ".join(process.cmdline()[:2])[:120]
+                    except psutil.ZombieProcess:  # exited, not yet reaped: no command line, its name left
+                        title = self.names.get(process.pid) or process.name()
                     if not title.startswith("ray::IDLE") or not self.names.get(process.pid, "").startswith("ray::"):
                         self.names[process.pid] = title  # a worker's last task or actor, not its idle spells
                 except psutil.Error:

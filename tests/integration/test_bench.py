@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,23 @@ def test_overhead_fixed_costs_come_from_the_median_run_itself():
               "phases": phases}
     assert phases["pipeline"]["wall_s"] == pytest.approx(21.885)  # the median of two: their mean
     assert "process start + exit 0.1" in format_overhead(report)
+
+
+def test_a_process_that_has_exited_but_not_been_reaped_is_named_by_its_program_not_a_question_mark():
+    """A new user's trial: '? 0.4' in the loop's CPU list. A zombie has no command line left."""
+    import subprocess
+    import time
+
+    from benchmarks.procmem import TreeSampler, import_psutil
+
+    if import_psutil() is None:
+        pytest.skip("psutil not installed")
+    child = subprocess.Popen(["sleep", "0"])
+    deadline = time.monotonic() + 10
+    while import_psutil().Process(child.pid).status() != "zombie" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sampler = TreeSampler(os.getpid(), interval=0.05).start()
+    time.sleep(0.3)
+    sampler.stop()
+    child.wait()
+    assert sampler.names[child.pid] == "sleep" and "?" not in sampler.cpu_by_kind()
