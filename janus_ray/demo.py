@@ -102,27 +102,49 @@ DEMO_CACHE = ".janus_ray_cache"
 
 def foreign_demo_files(variants: Path) -> list[str]:
     """Files under an earlier demo's ``variants`` that the demo did not write (paths relative to
-    it, sorted): anything but its images, their result files, the run's outputs and its cache."""
+    it, sorted): anything but its images, their result files, the run's outputs and its cache, and
+    its ``prompt.json`` when edited (listed as ``'prompt.json (edited)'``)."""
     from janus_ray.results import RESULT_STEM
 
     own = {rel for rel, _ in variant_images(PROMPTS)} | set(DEMO_RUN_OUTPUTS)
     own |= {f"{variant}/{RESULT_STEM}.{ext}" for variant in VARIANTS for ext in ("csv", "json", "parquet")}
     found = []
+    prompt_json = variants / "prompt.json"
+    try:
+        edited = prompt_json.is_file() and json.loads(prompt_json.read_text(encoding="utf-8")) != {"prompts": PROMPTS}
+    except (OSError, ValueError):
+        edited = True
+    if edited:
+        found.append("prompt.json (edited)")
     for path in variants.rglob("*"):
         rel = path.relative_to(variants).as_posix()
         if rel == DEMO_CACHE or rel.startswith(DEMO_CACHE + "/") or path.is_dir() and not path.is_symlink():
             continue
-        if rel not in own:
+        if rel not in own and rel != "prompt.json":
             found.append(rel)
     return sorted(found)
+
+
+def foreign_weight_files(weights: Path) -> list[str]:
+    """Files under an earlier demo's ``weights`` that its tiny-weights writer did not list in its
+    marker (paths relative to it, sorted); every file when the marker cannot be read."""
+    from janus_ray.tiny_weights import MARKER
+
+    try:
+        own = set(json.loads((weights / MARKER).read_text(encoding="utf-8"))["sha256"]) | {MARKER}
+    except (OSError, ValueError, KeyError, TypeError):
+        own = {MARKER}
+    return sorted(rel for rel in (p.relative_to(weights).as_posix() for p in weights.rglob("*")
+                                  if p.is_file() or p.is_symlink()) if rel not in own)
 
 
 def remove_demo(directory: Path) -> None:
     """``demo --fresh``: delete an earlier demo's ``weights`` and ``variants``, and nothing else.
 
     Raises ConfigError, deleting nothing, when ``directory`` is not an earlier demo: it holds other
-    entries, its ``weights`` lacks the tiny weights' marker (``tiny_weights.MARKER``), or its
-    ``variants`` holds files the demo did not write (a user's own images or results)."""
+    entries, its ``weights`` lacks the tiny weights' marker (``tiny_weights.MARKER``) or holds files
+    the marker does not list, or its ``variants`` holds files the demo did not write (a user's own
+    images or results, an edited ``prompt.json``)."""
     from janus_ray.errors import ConfigError
     from janus_ray.tiny_weights import MARKER
 
@@ -134,11 +156,12 @@ def remove_demo(directory: Path) -> None:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "") if others else f"{weights} without {MARKER}"
         raise ConfigError(f"demo --fresh deletes an earlier demo, and {directory} is not one (it holds {shown}): "
                           "nothing was deleted. Give a new --dir, or delete the directory yourself.")
-    foreign = foreign_demo_files(variants) if variants.is_dir() else []
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} files)" if len(foreign) > 5 else "")
-        raise ConfigError(f"demo --fresh deletes an earlier demo, and {variants} holds files the demo did not "
-                          f"write ({shown}): nothing was deleted. Move them out, or delete the directory yourself.")
+    for folder, foreign in ((weights, foreign_weight_files(weights) if weights.is_dir() else []),
+                            (variants, foreign_demo_files(variants) if variants.is_dir() else [])):
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} files)" if len(foreign) > 5 else "")
+            raise ConfigError(f"demo --fresh deletes an earlier demo, and {folder} holds files the demo did not "
+                              f"write ({shown}): nothing was deleted. Move them out, or delete the directory yourself.")
     for name in DEMO_ENTRIES:
         if (directory / name).is_symlink():
             (directory / name).unlink()  # a link the user made: remove the link, never its target

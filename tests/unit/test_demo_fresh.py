@@ -50,7 +50,7 @@ def test_fresh_refuses_files_of_the_users_own_inside_variants_and_deletes_nothin
     from janus_ray.demo import PROMPTS, make_variant_folders
 
     root = demo_dir(tmp_path / "demo")
-    make_variant_folders(root / "variants", PROMPTS[:1], image_size=8)
+    make_variant_folders(root / "variants", PROMPTS, image_size=8)
     mine = root / "variants" / "Janus_llama_dola_early_exit" / "out_dola" / "prompt_0" / "my_best.png"
     mine.write_bytes(b"png")
     with pytest.raises(ConfigError, match=r"holds files the demo did not write "
@@ -61,4 +61,31 @@ def test_fresh_refuses_files_of_the_users_own_inside_variants_and_deletes_nothin
     (root / "variants" / "summary.csv").write_text("run output")
     (root / "variants" / ".janus_ray_cache" / "x").mkdir(parents=True)
     remove_demo(root)  # the demo's images, the run's outputs and its cache only: removed
+    assert list(root.iterdir()) == []
+
+
+def test_fresh_refuses_files_of_the_users_own_inside_weights_and_an_edited_prompt_json(tmp_path):
+    """A new user's trial: a file and a checkpoint folder of their own under weights/ were deleted
+    (only the marker was checked), and an edited prompt.json was overwritten."""
+    import json
+
+    from janus_ray.demo import PROMPTS, make_variant_folders
+
+    root = demo_dir(tmp_path / "demo")
+    (root / "weights" / MARKER).write_text(json.dumps({"sha256": {"PickScore_v1/model.safetensors": "0"}}))
+    (root / "weights" / "PickScore_v1").mkdir()
+    (root / "weights" / "PickScore_v1" / "model.safetensors").write_bytes(b"tiny")
+    (root / "weights" / "clip-flant5-xl").mkdir()
+    (root / "weights" / "clip-flant5-xl" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"weights holds files the demo did not write \(clip-flant5-xl/config.json\)"):
+        remove_demo(root)
+    assert (root / "weights" / "clip-flant5-xl" / "config.json").is_file()
+    (root / "weights" / "clip-flant5-xl" / "config.json").unlink()
+    make_variant_folders(root / "variants", PROMPTS, image_size=8)
+    (root / "variants" / "prompt.json").write_text(json.dumps({"prompts": ["my own edited"]}))
+    with pytest.raises(ConfigError, match=r"variants holds files the demo did not write \(prompt.json \(edited\)\)"):
+        remove_demo(root)
+    assert "my own edited" in (root / "variants" / "prompt.json").read_text()
+    (root / "variants" / "prompt.json").write_text(json.dumps({"prompts": PROMPTS}))
+    remove_demo(root)
     assert list(root.iterdir()) == []
