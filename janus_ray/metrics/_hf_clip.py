@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from janus_ray.metrics.base import HFPilProcessorTransform, Option, Scorer, TextFeatureCache, non_negative_int
+from janus_ray.metrics.base import (
+    HFPilProcessorTransform,
+    Option,
+    Scorer,
+    TextFeatureCache,
+    hf_loading_report_silenced,
+    non_negative_int,
+)
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 
 if TYPE_CHECKING:  # annotations only: importing a scorer module must not import torch
@@ -93,12 +100,13 @@ class HFCLIPScorer(Scorer):
             raise load_failure(self.name, _broken_tokenizer_file(folder), exc) from exc
         weights_file = hf_weights_file(folder, "").resolve() or folder
         try:
-            model, info = CLIPModel.from_pretrained(
-                str(folder),
-                local_files_only=True,
-                dtype=torch.float32,
-                output_loading_info=True,
-            )
+            with hf_loading_report_silenced():  # its key mismatches are raised below
+                model, info = CLIPModel.from_pretrained(
+                    str(folder),
+                    local_files_only=True,
+                    dtype=torch.float32,
+                    output_loading_info=True,
+                )
         except Exception as exc:
             raise load_failure(self.name, weights_file, exc) from exc
         # Strict loading: from_pretrained only logs key mismatches and initialises missing tensors

@@ -195,6 +195,27 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, cuda_de
     return getattr(torch, dtype)
 
 
+def hf_loading_report_silenced() -> AbstractContextManager:
+    """Around ``from_pretrained(..., output_loading_info=True)``: transformers' own warnings off
+    (its LOAD REPORT of missing / unexpected keys). The caller checks the loading info itself and
+    raises a WeightsError naming the keys; the report, printed by an actor after the run's one-line
+    error, ended with "those params were newly initialized", as if scoring went on with them."""
+    import contextlib
+
+    from transformers.utils import logging as hf_logging
+
+    @contextlib.contextmanager
+    def silenced():
+        before = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(before)
+
+    return silenced()
+
+
 def set_tf32(enabled: bool) -> None:
     """Opt-in TF32 for float32 matmuls and convolutions on CUDA (process-wide; off by default).
 

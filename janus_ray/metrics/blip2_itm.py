@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from janus_ray.errors import InputError, WeightsError
-from janus_ray.metrics.base import HFPilProcessorTransform, ImageTransform, Option, Scorer, boolean, unique_prompts
+from janus_ray.metrics.base import (
+    HFPilProcessorTransform,
+    ImageTransform,
+    Option,
+    Scorer,
+    boolean,
+    hf_loading_report_silenced,
+    unique_prompts,
+)
 from janus_ray.metrics.weights import RequiredFile, hf_weights_file, load_failure
 from janus_ray.metrics.costs import ModelCost
 
@@ -130,13 +138,14 @@ class ITMScorer(Scorer):
             # fp32 weights always: on CUDA, fp16 autocast rounds Linear/Conv weights per op, which is
             # what LAVIS' fp16 ViT weights + autocast Q-Former amount to. Eager attention = the 4.49
             # (reference) attention maths.
-            model, info = Blip2ForImageTextRetrieval.from_pretrained(
-                folder,
-                local_files_only=True,
-                dtype=torch.float32,
-                attn_implementation="eager",
-                output_loading_info=True,
-            )
+            with hf_loading_report_silenced():  # its key mismatches are raised below
+                model, info = Blip2ForImageTextRetrieval.from_pretrained(
+                    folder,
+                    local_files_only=True,
+                    dtype=torch.float32,
+                    attn_implementation="eager",
+                    output_loading_info=True,
+                )
         except Exception as exc:  # noqa: BLE001
             raise load_failure(self.name, weights_file, exc) from exc
         problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}

@@ -114,7 +114,7 @@ def test_metadata(scorer):
     assert scorer.score_variants([], []) == {"pickscore": [], "pickscore_scaled": []}
 
 
-def test_checkpoint_with_missing_tensor_is_rejected(tmp_path, weights_root):
+def test_checkpoint_with_missing_tensor_is_rejected(tmp_path, weights_root, capfd):
     folder = tmp_path / "PickScore_v1"
     shutil.copytree(weights_root / "PickScore_v1", folder)
     tensors = load_file(folder / "model.safetensors")
@@ -122,3 +122,6 @@ def test_checkpoint_with_missing_tensor_is_rejected(tmp_path, weights_root):
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError, match="text_projection.weight"):
         load_scorer("pickscore", tmp_path)
+    # transformers' own LOAD REPORT is not printed: it ends "those params were newly initialized",
+    # as if scoring went on (a new user's trial read it after the run's one-line error)
+    assert "LOAD REPORT" not in capfd.readouterr().err
