@@ -273,8 +273,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = config_from_args(args, require_inputs=False)  # folder problems are validate's own report
     if not config.folders:
         raise ConfigError("No input folders given: pass one or more FOLDER arguments (or `folders:` in the config).")
+    from janus_ray.metrics.weights import LAYOUT_HELP
+    from janus_ray.pipeline import run_problems
+
     prompts = load_prompts(config.prompt_json) if config.prompt_json else None
-    text, ok = validate_folders(config.folders, prompts, all_samples=config.all_samples, check_images=True)
+    text, ok = validate_folders(config.folders, prompts, all_samples=config.all_samples, check_images=True,
+                                limit=config.limit)
+    # what eval refuses before it starts (output mapping, weight files): reported, with the folders
+    problems = run_problems(config)
+    if problems:
+        *report, last = text.split("\n")
+        lines = ["== the run's settings (what eval checks before it starts)"]
+        lines += ["  " + line for problem in problems for line in problem.splitlines()]
+        if any("weight files" in problem for problem in problems):
+            lines += ["  " + line for line in LAYOUT_HELP.splitlines()]
+        lines += ["  status: PROBLEMS", ""]
+        last = last.replace("OK: ", "PROBLEMS FOUND in the run's settings; ", 1)
+        text, ok = "\n".join([*report, *lines, last]), False
+    elif not config.weights_root:  # the summary line stays the last one
+        *report, last = text.split("\n")
+        text = "\n".join([*report, "(weight files not checked: give --weights-root, or run `janus-ray check-weights`)", last])
     print(text)
     return 0 if ok else 1
 

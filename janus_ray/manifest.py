@@ -758,10 +758,12 @@ def _examples(items: Sequence) -> str:
 
 
 def validate_folders(folders: Sequence[str | os.PathLike], prompts: Sequence[str] | None,
-                     all_samples: bool = False, check_images: bool = True) -> tuple[str, bool]:
+                     all_samples: bool = False, check_images: bool = True,
+                     limit: int | None = None) -> tuple[str, bool]:
     """The ``validate`` command: every folder scanned on its own, so one folder's error (mixed
     layouts, no known layout, a broken metadata file, images but no row) is reported with the
-    other folders' problems instead of stopping at the first. No model is loaded."""
+    other folders' problems instead of stopping at the first. ``limit``: eval's --limit, the same
+    rows kept as ``build_manifest`` keeps. No model is loaded."""
     scans, failed = [], []
     seen: dict[str, str | os.PathLike] = {}
     for folder in folders:
@@ -774,6 +776,8 @@ def validate_folders(folders: Sequence[str | os.PathLike], prompts: Sequence[str
             scans += build_manifest([folder], prompts, all_samples, raise_folder_errors=False)
         except InputError as exc:
             failed.append((str(folder), str(exc)))
+    if limit is not None:
+        _limit_rows(scans, limit, prompts)
     return validate_report(scans, check_images, failed)
 
 

@@ -45,7 +45,7 @@ from janus_ray.errors import (
 )
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
-from janus_ray.metrics.weights import check_required
+from janus_ray.metrics.weights import LAYOUT_HELP, check_required
 from janus_ray.outputs import RunResult, WriteRequest, warn_replaced_results, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
 from janus_ray.results import ensure_writable_directory, unwritable_reason
@@ -517,6 +517,29 @@ def import_ray_data() -> None:
     (``stream.connect``, creating Ray Data's helper actors) it delayed the helpers and the stream
     by that much (measured: ``ray.init`` returning -> stream start 0.46 s before, 0.19 s after)."""
     import ray.data  # noqa: F401
+
+
+def run_problems(config: RunConfig) -> list[str]:
+    """What ``check_inputs`` would refuse in ``config`` besides the folders' own problems, all of
+    it, for ``janus-ray validate`` (which reports instead of raising, and creates nothing): the
+    folders' output mapping (--output-dir), and with a weights root every metric's weight files and
+    dtype. Each problem is one message (a weight problem lists its files on further lines)."""
+    problems = []
+    try:
+        output_dirs(config)
+    except ConfigError as exc:
+        if "is given twice" not in str(exc):  # the folder report says so already
+            problems.append(str(exc))
+    if config.weights_root:
+        weights_root = Path(config.weights_root).resolve()
+        for metric in config.metrics:
+            cls = get_scorer_class(metric)
+            try:
+                cls.check_dtype(config.spec(metric).dtype or config.dtype)
+                check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
+            except JanusRayError as exc:
+                problems.append(str(exc).split(LAYOUT_HELP)[0].rstrip())  # the layout: once, below
+    return problems
 
 
 def check_inputs(config: RunConfig) -> None:

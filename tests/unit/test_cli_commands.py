@@ -44,20 +44,42 @@ def test_validate_reports_ok_for_ready_folders(variant_folders, capsys):
     assert f"OK: {len(variant_folders)} folder(s), {3 * len(variant_folders)} row(s) to score." in out
 
 
-def test_validate_takes_an_eval_command_line_as_is(variant_folders, tmp_path, capsys):
+def test_validate_takes_an_eval_command_line_as_is(variant_folders, weights_root, tmp_path, capsys):
     """A new user's trial: `eval` with `validate` in its place failed on --weights-root
     ("unrecognized arguments"); the folders may come from --config as in eval."""
     prompt_json = variant_folders[0].parent / "prompt.json"
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    line = ["--weights-root", str(weights), "--prompt-json", str(prompt_json), "--metrics", "pickscore",
+    line = ["--weights-root", str(weights_root), "--prompt-json", str(prompt_json), "--metrics", "pickscore",
             "--output-dir", str(tmp_path / "out"), "--no-resume"]
     assert main(["validate", *map(str, variant_folders[:2]), *line]) == 0
-    assert capsys.readouterr().out.count("status: ok") == 2
+    out = capsys.readouterr().out
+    assert out.count("status: ok") == 2 and "weight files not checked" not in out
+    assert not (tmp_path / "out").exists()  # validate creates nothing
     config = tmp_path / "run.yaml"
     config.write_text(f"folders: [{variant_folders[0]}]\nprompt_json: {prompt_json}\n")
     assert main(["validate", "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("status: ok") == 1
+
+
+def test_validate_reports_what_eval_refuses_before_it_starts_and_keeps_evals_limit(variant_folders, tmp_path, capsys):
+    """A new user's trial: validate said OK where eval refused at once (two folders named alike
+    into one --output-dir, weight files missing), and counted every row despite --limit."""
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    first, second = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    variant_folders[0].rename(first)
+    variant_folders[1].rename(second)
+    (tmp_path / "empty").mkdir()
+    code = main(["validate", str(first), str(second), "--prompt-json", str(prompt_json), "--limit", "2",
+                 "--output-dir", str(tmp_path / "out"), "--weights-root", str(tmp_path / "empty"), "--metrics", "pickscore"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.count("rows: 2, to score: 2") == 2
+    assert "Input folders share a name (['run', 'run']); cannot map them into one --output-dir." in out
+    assert "Cannot load scorer 'pickscore': weight files are missing or unreadable:" in out and "MISSING" in out
+    assert out.rstrip().endswith("PROBLEMS FOUND in the run's settings; 2 folder(s), 4 row(s) to score.")
+    assert main(["validate", str(first), "--prompt-json", str(prompt_json)]) == 0
+    assert "(weight files not checked: give --weights-root" in capsys.readouterr().out
 
 
 def test_validate_without_folders_says_how_to_give_them(capsys):
