@@ -298,21 +298,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_weights(args: argparse.Namespace) -> int:
-    from janus_ray.config import DEFAULT_METRICS
-    from janus_ray.metrics import get_scorer_class, scorer_options
+    """List every weight file of the run's metrics (eval's command line: --metrics, --config, the
+    earlier tool's model flags) as OK / MISSING / UNREADABLE; exit 1 if any is not OK. Without a
+    metric list: the six metrics and HPSv2.1."""
+    from janus_ray.config import DEFAULT_METRICS, load_yaml_config
+    from janus_ray.errors import ConfigError
+    from janus_ray.metrics import get_scorer_class
     from janus_ray.metrics.weights import file_status
 
-    root = Path(args.weights_root)
-    if not root.is_dir():  # one line, as eval says it, not a MISSING line per file
-        from janus_ray.errors import ConfigError
-
-        raise ConfigError(f"--weights-root {args.weights_root!r} does not exist or is not a directory.")
-    names = args.metrics or [*DEFAULT_METRICS, "hpsv2.1"]
+    config = config_from_args(args, require_inputs=False)  # a root that is not a directory: one line
+    if not config.weights_root:
+        raise ConfigError("--weights-root is required: the folder holding the model checkpoints.")
+    root = Path(config.weights_root)
+    listed = bool(args.metrics) or list(config.metrics) != list(DEFAULT_METRICS) or bool(
+        args.config and "metrics" in load_yaml_config(args.config))
+    names = list(config.metrics) if listed else [*config.metrics, "hpsv2.1"]
     classes = {name: get_scorer_class(name) for name in names}  # an unknown name fails before any check
     bad = 0
     for name, cls in classes.items():
         print(f"{name}:")
-        for item in cls.required_files(root, **scorer_options(name)):
+        for item in cls.required_files(root, **config.spec(name).options):
             found = item.resolve()
             status = file_status(found, deep=args.deep) if found else "MISSING"
             shown = found or item.path
@@ -368,9 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--weights-root and the other flags of a run are accepted).")
     add_eval_arguments(p, for_plan=True)
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE")
-    p.add_argument("--weights-root", "--weights_root", dest="weights_root", required=True)
-    p.add_argument("--metrics", nargs="+")
+    p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE",
+                       description="List every weight file the metrics need under --weights-root: OK / MISSING / "
+                                   "UNREADABLE (a file's structure only; --deep reads every byte). It takes eval's "
+                                   "command line as is (--config, --metrics, the earlier tool's model flags); "
+                                   "without a metric list it checks the six metrics and HPSv2.1.")
+    add_eval_arguments(p, for_plan=True)
     p.add_argument("--deep", action="store_true",
                    help="also CRC-check every member of zip checkpoints (reads every byte; slow on real weights)")
     p.set_defaults(func=cmd_check_weights)

@@ -63,7 +63,8 @@ def file_status(path: Path, deep: bool = False) -> str:
     checkpoint (``.pt`` / ``.bin`` / ``.pth`` written by torch.save) must have a readable central
     directory whose every member lies inside the file (catches truncation); a ``.safetensors``
     file must have a plausible header length and, when its header parses, tensors that end
-    exactly at the end of the file. ``deep=True`` (``janus-ray check-weights --deep``) also
+    exactly at the end of the file; any other ``.pt`` / ``.bin`` / ``.pth`` must start as a pickle
+    does (torch.save's legacy format: 0x80, then protocol 2-5). ``deep=True`` (``janus-ray check-weights --deep``) also
     CRC-checks every zip member, reading the whole file.
     """
     if not path.exists():
@@ -80,6 +81,10 @@ def file_status(path: Path, deep: bool = False) -> str:
             json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix in {".pt", ".bin", ".pth"} and head[:2] == b"PK":
             if not _zip_ok(path, size, deep):
+                return "UNREADABLE"
+        elif path.suffix in {".pt", ".bin", ".pth"}:
+            # not a zip: torch.save's legacy format, a pickle (protocol 2-5: 0x80 then the protocol)
+            if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
                 return "UNREADABLE"
         elif path.suffix == ".safetensors":
             if not _safetensors_ok(path, head, size):

@@ -174,6 +174,10 @@ def test_safetensors_with_a_broken_header_is_a_weights_error(tmp_path):
         ("PickScore_v1/config.json", b"{not json", "UNREADABLE"),
         ("PickScore_v1/model.safetensors", b"\xff" * 64, "UNREADABLE"),
         ("PickScore_v1/config.json", None, "OK"),
+        # neither zip nor pickle (a new user's trial: b'garbage' * 10 passed, even with --deep)
+        ("ImageReward/ImageReward.pt", b"garbage" * 10, "UNREADABLE"),
+        ("ImageReward/ImageReward.pt", b"\x80", "UNREADABLE"),
+        ("ImageReward/ImageReward.pt", b"\x80\x02\x8a\x0alegacy torch.save", "OK"),
     ],
 )
 def test_file_status(rel, data, expected, tmp_path):
@@ -313,3 +317,22 @@ def test_check_weights_on_a_root_that_does_not_exist_says_so_in_one_line(tmp_pat
     captured = capsys.readouterr()
     assert captured.out == ""
     assert f"--weights-root '{tmp_path / 'nope'}' does not exist or is not a directory." in captured.err
+
+
+def test_check_weights_takes_an_eval_command_line_as_is(tmp_path, capsys):
+    """A new user's trial: check-weights refused --config, --imagereward_ckpt and --vqa_model
+    ("unrecognized arguments"), so the weights of an eval command line could not be checked."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"weights_root: {FIXTURE_ROOT}\nmetrics: [pickscore]\n")
+    assert main(["check-weights", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.endswith(":")] == ["pickscore:"] and lines[-1] == "all weight files present"
+    code, lines = check_weights(capsys, FIXTURE_ROOT, "--metrics", "vqascore", "--vqa_model", "clip-flant5-xl")
+    assert code == 1 and any(line.split()[:1] == ["MISSING"] and "clip-flant5-xl/config.json" in line for line in lines)
+    checkpoint = tmp_path / "mine" / "ImageReward.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"garbage" * 10)
+    code, lines = check_weights(capsys, FIXTURE_ROOT, "--metrics", "imagereward", "--imagereward_ckpt", str(checkpoint))
+    assert code == 1 and any(line.split()[:2] == ["UNREADABLE", str(checkpoint)] for line in lines), lines
+    assert main(["check-weights", "--metrics", "pickscore"]) == 2
+    assert "--weights-root is required" in capsys.readouterr().err
