@@ -60,7 +60,7 @@ def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
     if name in ALIASES:
         scorer_name, options = ALIASES[name]
         return scorer_name, dict(options)
-    raise UnknownNameError("scorer", name, [*SCORERS, *ALIASES])
+    raise UnknownNameError("scorer", name, [*list_scorers(), *ALIASES])  # the test scorer still works, unlisted
 
 
 def get_scorer_class(name: str) -> type[Scorer]:

@@ -65,6 +65,7 @@ def test_unknown_metric_lists_the_valid_names(run):
     assert "Unknown scorer 'pickscor'" in message and "Did you mean 'pickscore'" in message
     for name in ["vqascore", "clipscore", "itmscore", "hpsv2", "hpsv2.1", "pickscore", "imagereward"]:
         assert name in message
+    assert "dummy" not in message  # the test scorer is not offered to users (a new user's trial)
 
 
 def test_metric_aliases_are_resolved(run):
