@@ -97,8 +97,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                                    args.resamples, Path(args.out) if args.out else None)
         except OSError as exc:  # e.g. report.html is a directory: one line, not a traceback
             raise ConfigError(f"Cannot write the report: {exc}.") from exc
-    for warning in caught:
-        print(f"[janus-ray] warning: {warning.message}", file=sys.stderr)
+    for message in dict.fromkeys(str(warning.message) for warning in caught):  # each once (one per chart)
+        print(f"[janus-ray] warning: {message}", file=sys.stderr)
     for path in written:
         print(f"[janus-ray] report: {path}", file=sys.stderr)
     return 0

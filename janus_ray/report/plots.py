@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,8 +20,24 @@ BASE = "#e0a458"
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    # A folder name in a script the font lacks (CJK in DejaVu Sans) made matplotlib warn once per
+    # character and chart (8 lines for one name): said once here; the HTML tables show the names.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    missing = sorted({chr(int(m.group(1))) for w in caught if (m := _MISSING_GLYPH.search(str(w.message)))})
+    for w in caught:
+        if not _MISSING_GLYPH.search(str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        warnings.warn(f"a chart's labels use {len(missing)} character(s) its font has no glyph for "
+                      f"({''.join(missing[:12])}{' ...' if len(missing) > 12 else ''}); they show as boxes "
+                      "there, the report's tables show them", stacklevel=2)
     return buffer.getvalue()
+
+
+#: matplotlib's warning for a character its font lacks: "Glyph 26085 (\\N{CJK ...}) missing from font(s) ..."
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) \(.+?\) missing from font")
 
 
 def _style(ax) -> None:
