@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "be scored and every problem (unreadable images, prompts that do not match), "
                                    "without loading a model. It takes eval's command line as is (--config, "
                                    "--weights-root and the other flags of a run are accepted).")
-    add_eval_arguments(p, for_plan=True)
+    add_eval_arguments(p)  # every flag listed: --output-dir, for one, changes what is checked
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE",
                        description="List every weight file the metrics need under --weights-root: OK / MISSING / "

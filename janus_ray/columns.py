@@ -123,11 +123,19 @@ MODEL_NOT_LOADED = -1
 _LOAD_FAILED_TEXT = re.compile(r"^model not loaded: (\w+): (.*)$", re.DOTALL)
 
 
+#: the longest error text an actor sends back (a state dict's whole key list can run to pages)
+LOAD_ERROR_CHARS = 1200
+
+
 def load_error_text(exc: JanusRayError) -> str:
     """The stage error every row gets from an actor whose model did not load (a checkpoint that
-    does not match its model): ``'model not loaded: <ErrorClass>: <first line of the error>'``."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{LOAD_FAILED}{type(exc).__name__}: {first}"
+    does not match its model): ``'model not loaded: <ErrorClass>: <the error>'``, its lines joined
+    with spaces (torch names the missing keys on the lines after the first), at most
+    ``LOAD_ERROR_CHARS`` characters."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if len(text) > LOAD_ERROR_CHARS:
+        text = text[: LOAD_ERROR_CHARS - 4].rstrip() + " ..."
+    return f"{LOAD_FAILED}{type(exc).__name__}: {text}"
 
 
 def load_failure(batch: Any, plans: Sequence[PlannedMetric]) -> JanusRayError | None:

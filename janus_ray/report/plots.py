@@ -25,7 +25,9 @@ def _png(fig: Figure) -> bytes:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    missing = sorted({chr(int(m.group(1))) for w in caught if (m := _MISSING_GLYPH.search(str(w.message)))})
+    missing = sorted({chr(int(m.group(1))) for w in caught if (m := _MISSING_GLYPH.search(str(w.message)))}
+                     - _GLYPHS_REPORTED)  # said once per process: eval's report draws several charts
+    _GLYPHS_REPORTED.update(missing)
     for w in caught:
         if not _MISSING_GLYPH.search(str(w.message)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -36,6 +38,7 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+_GLYPHS_REPORTED: set[str] = set()
 #: matplotlib's warning for a character its font lacks: "Glyph 26085 (\\N{CJK ...}) missing from font(s) ..."
 _MISSING_GLYPH = re.compile(r"Glyph (\d+) \(.+?\) missing from font")
 

@@ -136,7 +136,7 @@ def test_quick_exit_is_not_installed_outside_a_ray_actor(tmp_path, monkeypatch):
 def test_an_actor_whose_model_does_not_load_sends_why_on_every_row_and_the_driver_rebuilds_the_error(tmp_path):
     """A checkpoint that does not match its model: raising in the actor's constructor made Ray
     restart it and print ~300 lines of tracebacks. The actor starts without a model instead, marks
-    every row (oom column MODEL_NOT_LOADED, the error's first line), and the driver raises it."""
+    every row (oom column MODEL_NOT_LOADED, the error), and the driver raises it."""
     import pandas as pd
     import pytest
 
@@ -168,3 +168,17 @@ def test_an_actor_whose_model_does_not_load_sends_why_on_every_row_and_the_drive
     fused_out = fused(row_columns(paths, ["a", "b", "c"]))  # the fused stage builds its stages alike
     with pytest.raises(WeightsError, match="Cannot load scorer 'dummy': x"):
         raise load_failure(pd.DataFrame({key: list(values) for key, values in fused_out.items()}), [Planned()])
+
+
+def test_the_error_sent_back_keeps_the_lines_naming_the_keys_and_is_bounded():
+    """A new user's trial: HPSv2's error kept only 'Error(s) in loading state_dict for CLIP:',
+    not the 'Missing key(s)' line after it."""
+    from janus_ray.columns import LOAD_ERROR_CHARS, load_error_text
+    from janus_ray.errors import WeightsError
+
+    text = load_error_text(WeightsError("HPS_v2_compressed.pt is corrupt (RuntimeError: Error(s) in loading "
+                                        "state_dict for CLIP:\n\tMissing key(s) in state_dict: \"text_projection\".)"))
+    assert text == ("model not loaded: WeightsError: HPS_v2_compressed.pt is corrupt (RuntimeError: Error(s) in "
+                    "loading state_dict for CLIP: Missing key(s) in state_dict: \"text_projection\".)")
+    long = load_error_text(WeightsError("keys: " + "k" * 5000))
+    assert long.endswith(" ...") and len(long) <= len("model not loaded: WeightsError: ") + LOAD_ERROR_CHARS
