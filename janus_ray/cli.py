@@ -200,7 +200,6 @@ def print_report(then, output_root) -> int | None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the placement plan for the cluster at hand or a described one; exit 2 when none fits."""
-    import dataclasses
     import json
 
     from janus_ray.errors import ConfigError
@@ -221,11 +220,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"--cluster-yaml {path} is not valid YAML: {str(exc).splitlines()[0]}.") from None
-        shape = shape_from_cluster_yaml(document)
-        if config.gpu_memory_gb:  # one size for every GPU node type
-            nodes = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.nodes]
-            types = [dataclasses.replace(n, gpu_memory_gb=config.gpu_memory_gb) if n.gpus else n for n in shape.node_types]
-            shape = dataclasses.replace(shape, nodes=tuple(nodes), node_types=tuple(types))
+        shape = shape_from_cluster_yaml(document, every_gpu_gb=config.gpu_memory_gb)  # one size for every GPU type
     elif args.gpus is not None:
         if args.ray_address:
             raise ConfigError("--gpus describes a cluster; --ray-address plans the one at that address: give one of them.")

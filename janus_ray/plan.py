@@ -889,11 +889,14 @@ def plan_run(config, shape: ClusterShape, *, use_weight_files: bool = True, meas
     return plan
 
 
-def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] | None = None) -> ClusterShape:
+def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] | None = None,
+                            every_gpu_gb: float | None = None) -> ClusterShape:
     """The shape a Ray cluster-launcher config declares: the head + min_workers of each type present,
     and every worker type (up to its max_workers) the autoscaler can add.
 
-    memory_gb: GPU memory per node type name; default: from the instance type (INSTANCE_GPU_MEMORY_GB).
+    memory_gb: GPU memory per node type name; every_gpu_gb (--gpu-memory-gb): one size for every
+    other GPU node type; default: from the instance type (INSTANCE_GPU_MEMORY_GB). Raises
+    ConfigError for a GPU node type none of them gives a size for.
     """
     if not isinstance(config, dict):
         raise ConfigError(f"A Ray cluster-launcher config is a YAML mapping, got {type(config).__name__}.")
@@ -914,7 +917,7 @@ def shape_from_cluster_yaml(config: dict[str, Any], memory_gb: dict[str, float] 
         res = dict(spec.get("resources", {}))
         gpus = int(res.pop("GPU", 0))
         cpus = float(res.pop("CPU", 1))
-        mem = (memory_gb or {}).get(name)
+        mem = (memory_gb or {}).get(name, every_gpu_gb)
         if mem is None and gpus:
             instance = str(spec.get("node_config", {}).get("InstanceType", ""))
             mem = next((v for k, v in INSTANCE_GPU_MEMORY_GB.items() if instance.startswith(k)), None)

@@ -335,7 +335,7 @@ def cluster_shape(connection: Connection, gpu_memory_gb: float | None = None) ->
                                name=node.get("NodeManagerAddress", "node")))
     node_types: tuple[NodeShape, ...] = ()
     if connection.autoscaler_config is not None:
-        declared = shape_from_cluster_yaml(connection.autoscaler_config, None)
+        declared = shape_from_cluster_yaml(connection.autoscaler_config, None, every_gpu_gb=gpu_memory_gb)
         node_types = declared.node_types
     return ClusterShape(nodes=tuple(nodes), can_autoscale=bool(node_types), node_types=node_types)
 

@@ -102,3 +102,17 @@ def test_plan_refuses_a_file_that_is_not_a_cluster_config_in_one_line(tmp_path, 
     path.write_text(text)
     assert main(["plan", "--cluster-yaml", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_gpu_node_type_of_unknown_memory_is_planned_with_gpu_memory_gb(tmp_path, capsys):
+    """A new user's trial: a node type without an AWS InstanceType failed with "unknown GPU memory;
+    pass --gpu-memory-gb" although the flag was given (the shape was built before it applied)."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text("head_node_type: head\navailable_node_types:\n"
+                    "  head: {resources: {CPU: 4}}\n"
+                    "  gpu: {resources: {CPU: 16, GPU: 2}, min_workers: 1, max_workers: 1}\n")
+    assert main(["plan", "--cluster-yaml", str(path), "--metrics", "pickscore"]) == 2
+    assert "Node type 'gpu' (): unknown GPU memory; pass --gpu-memory-gb." in capsys.readouterr().err
+    assert main(["plan", "--cluster-yaml", str(path), "--metrics", "pickscore", "--gpu-memory-gb", "80", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["gpus_total"] == 2 and plan["phases"][0]["metrics"]["pickscore"]["num_gpus"] == 1.0
