@@ -98,15 +98,38 @@ DEMO_ENTRIES = ("weights", "variants")
 DEMO_RUN_OUTPUTS = ("prompt.json", "run.json", "summary.csv", "summary.md", "report.html", "report.md",
                     "comparison.csv", "comparison.json")
 DEMO_CACHE = ".janus_ray_cache"
+#: in ``variants``: the sha256 of every image (and prompt.json) the demo wrote, so that ``--fresh``
+#: can tell a user's replaced or edited file from the demo's own
+DEMO_MARKER = ".janus_ray_demo.json"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_demo_marker(variants: Path) -> None:
+    """Record the sha256 of the demo's images and prompt.json (``DEMO_MARKER``)."""
+    files = ["prompt.json", *(rel for rel, _ in variant_images(PROMPTS))]
+    (variants / DEMO_MARKER).write_text(json.dumps({rel: _sha256(variants / rel) for rel in files}, indent=1),
+                                        encoding="utf-8")
+
+
+def _changed(root: Path, hashes: dict) -> list[str]:
+    """Files of ``hashes`` (path relative to ``root`` -> sha256) whose content differs now."""
+    return [f"{rel} (changed)" for rel, digest in hashes.items()
+            if (root / rel).is_file() and _sha256(root / rel) != digest]
 
 
 def foreign_demo_files(variants: Path) -> list[str]:
     """Files under an earlier demo's ``variants`` that the demo did not write (paths relative to
-    it, sorted): anything but its images, their result files, the run's outputs and its cache, and
-    its ``prompt.json`` when edited (listed as ``'prompt.json (edited)'``)."""
+    it, sorted): anything but its images, their result files, the run's outputs and its cache; its
+    ``prompt.json`` when edited (``'prompt.json (edited)'``) and images whose sha256 differs from
+    the one ``DEMO_MARKER`` recorded (``'<path> (changed)'``)."""
     from janus_ray.results import RESULT_STEM
 
-    own = {rel for rel, _ in variant_images(PROMPTS)} | set(DEMO_RUN_OUTPUTS)
+    own = {rel for rel, _ in variant_images(PROMPTS)} | set(DEMO_RUN_OUTPUTS) | {DEMO_MARKER}
     own |= {f"{variant}/{RESULT_STEM}.{ext}" for variant in VARIANTS for ext in ("csv", "json", "parquet")}
     found = []
     prompt_json = variants / "prompt.json"
@@ -116,6 +139,11 @@ def foreign_demo_files(variants: Path) -> list[str]:
         edited = True
     if edited:
         found.append("prompt.json (edited)")
+    try:  # a demo written before the marker existed: names (and prompt.json) only
+        found += [f for f in _changed(variants, json.loads((variants / DEMO_MARKER).read_text(encoding="utf-8")))
+                  if f != "prompt.json (changed)"]
+    except (OSError, ValueError, AttributeError):
+        pass
     for path in variants.rglob("*"):
         rel = path.relative_to(variants).as_posix()
         if rel == DEMO_CACHE or rel.startswith(DEMO_CACHE + "/") or path.is_dir() and not path.is_symlink():
@@ -127,15 +155,18 @@ def foreign_demo_files(variants: Path) -> list[str]:
 
 def foreign_weight_files(weights: Path) -> list[str]:
     """Files under an earlier demo's ``weights`` that its tiny-weights writer did not list in its
-    marker (paths relative to it, sorted); every file when the marker cannot be read."""
+    marker, and listed ones whose sha256 differs (``'<path> (changed)'``): paths relative to it,
+    sorted; every file when the marker cannot be read."""
     from janus_ray.tiny_weights import MARKER
 
     try:
-        own = set(json.loads((weights / MARKER).read_text(encoding="utf-8"))["sha256"]) | {MARKER}
+        hashes = dict(json.loads((weights / MARKER).read_text(encoding="utf-8"))["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
-        own = {MARKER}
-    return sorted(rel for rel in (p.relative_to(weights).as_posix() for p in weights.rglob("*")
-                                  if p.is_file() or p.is_symlink()) if rel not in own)
+        hashes = {}
+    own = set(hashes) | {MARKER}
+    extra = [rel for rel in (p.relative_to(weights).as_posix() for p in weights.rglob("*")
+                             if p.is_file() or p.is_symlink()) if rel not in own]
+    return sorted(extra + _changed(weights, hashes))
 
 
 def remove_demo(directory: Path) -> None:
@@ -179,6 +210,7 @@ def run_demo(directory: Path, fresh: bool = False) -> int:
         remove_demo(directory)
     weights = make_weights_root(directory / "weights")
     folders = make_variant_folders(directory / "variants", PROMPTS)
+    write_demo_marker(directory / "variants")
     config = RunConfig(
         folders=[str(f) for f in folders],
         weights_root=str(weights),

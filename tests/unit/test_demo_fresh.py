@@ -72,7 +72,10 @@ def test_fresh_refuses_files_of_the_users_own_inside_weights_and_an_edited_promp
     from janus_ray.demo import PROMPTS, make_variant_folders
 
     root = demo_dir(tmp_path / "demo")
-    (root / "weights" / MARKER).write_text(json.dumps({"sha256": {"PickScore_v1/model.safetensors": "0"}}))
+    import hashlib
+
+    digest = hashlib.sha256(b"tiny").hexdigest()
+    (root / "weights" / MARKER).write_text(json.dumps({"sha256": {"PickScore_v1/model.safetensors": digest}}))
     (root / "weights" / "PickScore_v1").mkdir()
     (root / "weights" / "PickScore_v1" / "model.safetensors").write_bytes(b"tiny")
     (root / "weights" / "clip-flant5-xl").mkdir()
@@ -87,5 +90,34 @@ def test_fresh_refuses_files_of_the_users_own_inside_weights_and_an_edited_promp
         remove_demo(root)
     assert "my own edited" in (root / "variants" / "prompt.json").read_text()
     (root / "variants" / "prompt.json").write_text(json.dumps({"prompts": PROMPTS}))
+    remove_demo(root)
+    assert list(root.iterdir()) == []
+
+
+def test_fresh_refuses_a_weight_file_or_an_image_the_user_replaced(tmp_path):
+    """A new user's trial: their own ImageReward.pt copied over the demo's, and an edited image,
+    were deleted: file names alone were compared. The markers' sha256 now are too."""
+    import hashlib
+    import json
+
+    from janus_ray.demo import DEMO_MARKER, PROMPTS, make_variant_folders, variant_images, write_demo_marker
+
+    root = demo_dir(tmp_path / "demo")
+    (root / "weights" / "ImageReward").mkdir()
+    (root / "weights" / "ImageReward" / "ImageReward.pt").write_bytes(b"tiny")
+    (root / "weights" / MARKER).write_text(json.dumps(
+        {"sha256": {"ImageReward/ImageReward.pt": hashlib.sha256(b"tiny").hexdigest()}}))
+    make_variant_folders(root / "variants", PROMPTS, image_size=8)
+    write_demo_marker(root / "variants")
+    (root / "weights" / "ImageReward" / "ImageReward.pt").write_bytes(b"the user's own checkpoint")
+    with pytest.raises(ConfigError, match=r"weights holds files the demo did not write \(ImageReward/ImageReward.pt \(changed\)\)"):
+        remove_demo(root)
+    (root / "weights" / "ImageReward" / "ImageReward.pt").write_bytes(b"tiny")
+    image = root / "variants" / variant_images(PROMPTS)[0][0]
+    image.write_bytes(image.read_bytes() + b"edited")
+    with pytest.raises(ConfigError, match=rf"variants holds files the demo did not write \({variant_images(PROMPTS)[0][0]} \(changed\)\)"):
+        remove_demo(root)
+    assert image.is_file() and (root / "variants" / DEMO_MARKER).is_file()
+    image.unlink()  # a demo image the user deleted: nothing of theirs left to keep
     remove_demo(root)
     assert list(root.iterdir()) == []
