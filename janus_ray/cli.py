@@ -343,37 +343,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), fresh=args.fresh)
 
 
+def eval_like(sub, name: str, help: str, description: str, hide_run_only: bool = True) -> argparse.ArgumentParser:
+    """A subcommand that takes eval's command line as is (``add_eval_arguments``); ``hide_run_only``:
+    the flags that only matter to a run are accepted but left out of its --help."""
+    parser = sub.add_parser(name, help=help, description=description)
+    add_eval_arguments(parser, for_plan=hide_run_only)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("eval", help="score every folder's images with every metric on Ray")
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("plan", help="the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running",
-                       description="The placement plan for the cluster at hand or a described one, without running "
-                                   "anything. It takes eval's command line as is (flags that cannot change a plan, such "
-                                   "as --output-dir or --no-resume, are accepted and not listed here); with folders it "
-                                   "also estimates the run's time.")
-    add_eval_arguments(p, for_plan=True)
+    p = eval_like(sub, "plan", "the placement plan (phases, pools, GPU memory, images/s) for a cluster, without running",
+                  "The placement plan for the cluster at hand or a described one, without running anything. It takes "
+                  "eval's command line as is (flags that cannot change a plan, such as --output-dir or --no-resume, "
+                  "are accepted and not listed here); with folders it also estimates the run's time.")
     p.add_argument("--gpus", type=int, help="describe a cluster instead of asking Ray: GPUs per node")
     p.add_argument("--cpus", type=float, help="CPUs per node (with --gpus)")
     p.add_argument("--nodes", type=int, default=1, help="identical nodes (with --gpus; default 1)")
     p.add_argument("--cluster-yaml", dest="cluster_yaml", help="plan for the nodes a Ray cluster-launcher config declares (cluster.yaml)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
-    p = sub.add_parser("validate", help="report what would be scored, before any model loads",
-                       description="Scan the folders and report, per folder, the layout found, the rows that would "
-                                   "be scored and every problem (unreadable images, prompts that do not match), "
-                                   "without loading a model. It takes eval's command line as is (--config, "
-                                   "--weights-root and the other flags of a run are accepted).")
-    add_eval_arguments(p)  # every flag listed: --output-dir, for one, changes what is checked
+    # every flag listed: --output-dir, for one, changes what validate checks
+    p = eval_like(sub, "validate", "report what would be scored, before any model loads",
+                  "Scan the folders and report, per folder, the layout found, the rows that would be scored and "
+                  "every problem (unreadable images, prompts that do not match), without loading a model. It takes "
+                  "eval's command line as is (--config, --weights-root and the other flags of a run are accepted).",
+                  hide_run_only=False)
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("check-weights", help="list every weight file each metric needs: OK / MISSING / UNREADABLE",
-                       description="List every weight file the metrics need under --weights-root: OK / MISSING / "
-                                   "UNREADABLE (a file's structure only; --deep reads every byte). It takes eval's "
-                                   "command line as is (--config, --metrics, the earlier tool's model flags); "
-                                   "without a metric list it checks the six metrics and HPSv2.1.")
-    add_eval_arguments(p, for_plan=True)
+    p = eval_like(sub, "check-weights", "list every weight file each metric needs: OK / MISSING / UNREADABLE",
+                  "List every weight file the metrics need under --weights-root: OK / MISSING / UNREADABLE (a file's "
+                  "structure only; --deep reads every byte). It takes eval's command line as is (--config, --metrics, "
+                  "the earlier tool's model flags); without a metric list it checks the six metrics and HPSv2.1.")
     p.add_argument("--deep", action="store_true",
                    help="also CRC-check every member of zip checkpoints (reads every byte; slow on real weights)")
     p.set_defaults(func=cmd_check_weights)
