@@ -206,6 +206,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from janus_ray.plan import ClusterShape, plan_run
 
     config = config_from_args(args, require_inputs=False)
+    from janus_ray.metrics import get_scorer_class
+
+    for metric in config.metrics:  # as eval refuses them before it starts: a plan for a run that cannot be
+        cls = get_scorer_class(metric)
+        cls.check_dtype(config.spec(metric).dtype or config.dtype)
+        cls.check_options(config.spec(metric).options)
     if args.cluster_yaml:
         import yaml
 

@@ -94,9 +94,11 @@ def make_weights_root(target: Path, seed: int = 0) -> Path:
 
 #: what ``run_demo`` writes into its directory (results and the cache go inside ``variants``)
 DEMO_ENTRIES = ("weights", "variants")
-#: what the demo's run writes beside the variant folders (run record, summary, report; the cache)
-DEMO_RUN_OUTPUTS = ("prompt.json", "run.json", "summary.csv", "summary.md", "report.html", "report.md",
-                    "comparison.csv", "comparison.json")
+def _run_outputs() -> tuple[str, ...]:
+    """What the demo writes beside the variant folders: prompt.json, then the run's own files."""
+    from janus_ray.results import ROOT_OUTPUTS
+
+    return ("prompt.json", *ROOT_OUTPUTS)
 DEMO_CACHE = ".janus_ray_cache"
 #: in ``variants``: the sha256 of every image (and prompt.json) the demo wrote, so that ``--fresh``
 #: can tell a user's replaced or edited file from the demo's own
@@ -129,7 +131,7 @@ def foreign_demo_files(variants: Path) -> list[str]:
     the one ``DEMO_MARKER`` recorded (``'<path> (changed)'``)."""
     from janus_ray.results import RESULT_STEM
 
-    own = {rel for rel, _ in variant_images(PROMPTS)} | set(DEMO_RUN_OUTPUTS) | {DEMO_MARKER}
+    own = {rel for rel, _ in variant_images(PROMPTS)} | set(_run_outputs()) | {DEMO_MARKER}
     own |= {f"{variant}/{RESULT_STEM}.{ext}" for variant in VARIANTS for ext in ("csv", "json", "parquet")}
     found = []
     prompt_json = variants / "prompt.json"

@@ -48,7 +48,7 @@ from janus_ray.metrics import get_scorer_class
 from janus_ray.metrics.weights import LAYOUT_HELP, check_required
 from janus_ray.outputs import RunResult, WriteRequest, warn_replaced_results, write_outputs  # noqa: F401  (RunResult: re-exported)
 from janus_ray.plan import Phase, Plan, plan_run
-from janus_ray.results import ensure_writable_directory, unwritable_reason
+from janus_ray.results import ROOT_OUTPUTS, ensure_writable_directory, unwritable_reason
 from janus_ray.signals import sigint_deferred
 from janus_ray.table import (
     BatchRecorder,
@@ -263,9 +263,18 @@ def output_dirs(config: RunConfig) -> tuple[Path, dict[str, Path]]:
                                   f"{config.folders[folders.index(folder)]}).")
         if len(set(names)) != len(names):
             raise ConfigError(f"Input folders share a name ({names}); cannot map them into one --output-dir.")
-        return root, {str(f): root / f.name for f in folders}
-    root = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
-    return root, {str(f): f for f in folders}
+        dirs = {str(f): root / f.name for f in folders}
+    else:
+        root = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
+        dirs = {str(f): f for f in folders}
+    # a result folder where the run writes its own files (summary.csv, the resume cache): eval would
+    # score everything and then fail writing the summary, or write results into the cache
+    reserved = {root / name for name in ROOT_OUTPUTS} | ({root / ".janus_ray_cache"} if not config.cache_dir else set())
+    for folder, out in dirs.items():
+        if out in reserved:
+            raise ConfigError(f"Folder {folder}'s results would go to {out}, where the run writes its own "
+                              f"{out.name}: rename the folder, or give {'another ' if config.output_dir else ''}--output-dir.")
+    return root, dirs
 
 
 @dataclass

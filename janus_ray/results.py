@@ -27,6 +27,9 @@ import pyarrow.parquet as pq
 RESULT_STEM = "janus_eval_scores"
 #: at the output root: the run's folders (input and result directory), time, janus_ray version
 RUN_RECORD = "run.json"
+#: every file a run (and its report, report/build.py) writes at the output root: no result folder
+#: may be one of these paths
+ROOT_OUTPUTS = ("summary.csv", "summary.md", RUN_RECORD, "report.html", "report.md", "comparison.csv", "comparison.json")
 #: the earlier tool's metric columns, always present (empty when a metric is off or failed)
 BASE_COLUMNS = ["HPSv2Score", "VQAScore", "CLIPScore", "ITMScore", "PickScore", "ImageReward"]
 ID_COLUMNS = ["prompt_idx", "prompt", "image_path"]

@@ -227,3 +227,34 @@ def test_validate_refuses_a_folder_given_twice_as_eval_does(variant_folders, cap
     out = capsys.readouterr().out
     assert f"Folder {folder}/ is given twice (same as {folder})." in out
     assert "3 row(s) to score" in out  # counted once
+
+
+def test_a_folder_named_like_a_file_the_run_writes_at_the_output_root_is_refused_before_scoring(variant_folders, tmp_path, capsys):
+    """A new user's trial: a folder named summary.csv (or .janus_ray_cache) under one --output-dir
+    passed validate; eval scored it all, then failed writing the summary ("Is a directory")."""
+    from janus_ray.config import RunConfig
+    from janus_ray.errors import ConfigError
+    from janus_ray.pipeline import output_dirs
+
+    prompt_json = variant_folders[0].parent / "prompt.json"
+    for name in ("summary.csv", ".janus_ray_cache"):
+        odd = tmp_path / "in" / name
+        odd.parent.mkdir(exist_ok=True)
+        variant_folders[0].rename(odd)
+        assert main(["validate", str(odd), "--prompt-json", str(prompt_json), "--output-dir", str(tmp_path / "out")]) == 1
+        assert f"where the run writes its own {name}: rename the folder, or give another --output-dir." in capsys.readouterr().out
+        odd.rename(variant_folders[0])
+    config = RunConfig(folders=[str(tmp_path / "in" / "summary.csv")], weights_root=str(tmp_path))
+    with pytest.raises(ConfigError, match="or give --output-dir"):  # without --output-dir: the common parent
+        output_dirs(config)
+
+
+def test_plan_refuses_the_metric_settings_eval_refuses(tmp_path, capsys):
+    """A new user's trial: plan --config planned an unknown option and VQAScore in float16."""
+    config = tmp_path / "run.yaml"
+    config.write_text("metrics: [clipscore]\nmetric_specs:\n  clipscore: {options: {foo: 1}}\n")
+    assert main(["plan", "--config", str(config), "--gpus", "1", "--gpu-memory-gb", "80", "--cpus", "8"]) == 2
+    assert "clipscore: unknown option(s) foo; accepted: text_cache_size." in capsys.readouterr().err
+    assert main(["plan", "--metrics", "vqascore", "--dtype", "vqascore=float16", "--gpus", "1", "--gpu-memory-gb", "80",
+                 "--cpus", "8"]) == 2
+    assert "vqascore: float16 is not supported" in capsys.readouterr().err
