@@ -300,8 +300,11 @@ class _Candidate:
     unused: int
 
 
-def _plan_gpu_phase(demands: list[MetricDemand], gpus_in: list[_Gpu], batches: dict[str, int]) -> _Candidate | str:
-    """One phase: every metric resident at once. Returns the best layout, or why none fits."""
+def _plan_gpu_phase(demands: list[MetricDemand], gpus_in: list[_Gpu], batches: dict[str, int],
+                    spread: bool = False) -> _Candidate | str:
+    """One phase: every metric resident at once. Returns the best layout, or why none fits.
+    ``spread``: the packed group may spread over whole free GPUs too (fewer of its metrics per GPU,
+    each on fewer GPUs), as it always may over partly used ones (see ``_assign``)."""
     gpus = [_Gpu(g.node, g.capacity_gb, g.resources) for g in gpus_in]
     pools: dict[str, Pool] = {}
     # 1. user-fixed GPU shares first (overrides win), first fit; failure names the sums
@@ -342,7 +345,7 @@ def _plan_gpu_phase(demands: list[MetricDemand], gpus_in: list[_Gpu], batches: d
             for _ in range(n_big - j):  # water-filling: each extra GPU to the slowest big metric
                 slowest = min(big, key=lambda d: counts[d.metric] * d.images_per_s_gpu)
                 counts[slowest.metric] += 1
-            result = _assign(big, counts, packed, whole, partial, batches)
+            result = _assign(big, counts, packed, whole, partial, batches, spread)
             if isinstance(result, str):
                 reason = result
                 continue
@@ -361,8 +364,9 @@ def _plan_gpu_phase(demands: list[MetricDemand], gpus_in: list[_Gpu], batches: d
     return best
 
 
-def _assign(big, counts, packed, whole, partial, batches):
-    """Place whole-GPU metrics (best fit), then the packed group on every GPU left that holds it."""
+def _assign(big, counts, packed, whole, partial, batches, spread=False):
+    """Place whole-GPU metrics (best fit), then the packed group on every GPU left that holds it
+    (``spread``: or spread over them, fewer of its metrics per GPU, when all do not fit on one)."""
     free = list(whole)
     pools: dict[str, Pool] = {}
     fullest = 0.0
@@ -395,9 +399,10 @@ def _assign(big, counts, packed, whole, partial, batches):
         # here: every GPU it may reach must hold its worst case (``_packed_share``)
         reachable = [g for g in [*free, *partial] if g.free_share > 1e-9 and _has_resources(g, wanted)]
         found = None
-        # spreading (fewer than all per GPU) only on GPUs partly held by --num-gpus/--replicas pools:
-        # with whole GPUs free, a metric that does not pack gets whole GPUs of its own instead
-        for per_gpu in range(len(packed), 0, -1) if not free else [len(packed)]:
+        # spreading (fewer than all per GPU) on GPUs partly held by --num-gpus/--replicas pools; with
+        # whole GPUs free, a metric that does not pack gets whole GPUs of its own instead, unless no
+        # such layout fits in one phase (``spread``, ``_fit_phase``'s second pass)
+        for per_gpu in range(len(packed), 0, -1) if spread or not free else [len(packed)]:
             fit = hosts
             while True:  # fewer hosts, fewer copies of each metric, a lighter worst case: to a fixed point
                 copies = len(fit) * per_gpu // len(packed)  # replicas of each packed metric
@@ -456,17 +461,23 @@ def _packed_share(share: float, copies: int, reachable: list[_Gpu], mems: list[f
 
 
 def _fit_phase(demands: list[MetricDemand], gpus: list[_Gpu]) -> tuple[_Candidate, dict[str, int]] | str:
-    """A phase with every metric of ``demands``; automatic batches halve (to MIN_AUTO_BATCH) to fit."""
-    batches = {d.metric: d.batch_size or d.default_batch for d in demands}
-    while True:
-        result = _plan_gpu_phase(demands, gpus, batches)
-        if not isinstance(result, str):
-            return result, batches
-        shrinkable = [d for d in demands if d.batch_size is None and batches[d.metric] > MIN_AUTO_BATCH]
-        if not shrinkable:
-            return result
-        d = max(shrinkable, key=lambda d: batches[d.metric] * d.activation_gb_per_image)
-        batches[d.metric] = max(MIN_AUTO_BATCH, batches[d.metric] // 2)
+    """A phase with every metric of ``demands``; automatic batches halve (to MIN_AUTO_BATCH) to fit.
+    Layouts that give a metric whole GPUs of its own come first; only when none fits, the packed
+    group spreads over whole GPUs (one phase instead of two: 2 x 24 GB with the six metrics)."""
+    first = None
+    for spread in (False, True):
+        batches = {d.metric: d.batch_size or d.default_batch for d in demands}
+        while True:
+            result = _plan_gpu_phase(demands, gpus, batches, spread)
+            if not isinstance(result, str):
+                return result, batches
+            shrinkable = [d for d in demands if d.batch_size is None and batches[d.metric] > MIN_AUTO_BATCH]
+            if not shrinkable:
+                break
+            d = max(shrinkable, key=lambda d: batches[d.metric] * d.activation_gb_per_image)
+            batches[d.metric] = max(MIN_AUTO_BATCH, batches[d.metric] // 2)
+        first = first or result  # the whole-GPU pass's reason: it names the metric that does not fit
+    return first
 
 
 def _refuse_unplaceable(demands: list[MetricDemand], gpus: list[_Gpu]) -> None:

@@ -65,6 +65,19 @@ def test_one_48gb_gpu_runs_the_xxl_and_the_small_models_in_phases():
     assert any("phases" in w for w in plan.warnings)
 
 
+def test_two_24gb_gpus_hold_the_six_with_the_xl_in_one_phase_spread_over_both():
+    """A new user's trial: 4 models on GPU 1, CLIPScore alone on GPU 2 and ImageReward pushed to a
+    second phase (17.9 img/s), where all six fit at once. When no layout giving metrics whole GPUs
+    fits one phase, the packed group spreads over the whole GPUs."""
+    metrics = ["clip-flant5-xl", "clipscore", "itmscore", "hpsv2", "pickscore", "imagereward"]
+    plan = plan_for(2, 24, 8, metrics)
+    assert len(plan.phases) == 1 and sorted(metrics_of(plan)) == sorted(SIX)
+    assert_fits(plan, 24, 2)
+    assert not any("phases" in w for w in plan.warnings)
+    one_per_gpu = plan_for(2, 80, 16)  # whole GPUs still come first when they fit
+    assert one_per_gpu.phases[0].pools["vqascore"].num_gpus == 1
+
+
 def test_one_24gb_gpu_refuses_the_xxl_naming_need_capacity_and_ways_out():
     with pytest.raises(ConfigError) as err:
         plan_for(1, 24, 8)
