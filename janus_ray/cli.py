@@ -140,14 +140,13 @@ def interrupted_message(exc: KeyboardInterrupt, config: RunConfig, report: bool 
     """The one line for Ctrl-C during eval: how many rows reached the resume cache, and where it is
     (or, once every result file is written, where they are and how to build the ``report``)."""
     from janus_ray.errors import InterruptedAfterWrite
-    from janus_ray.pipeline import output_dirs
+    from janus_ray.pipeline import cache_directory, output_dirs
 
     if isinstance(exc, InterruptedAfterWrite):
         root = exc.output_root
         return (f"janus-ray: interrupted as the run ended; every score is written under {root}"
                 + (f": `janus-ray report {root}` builds the report." if report else "."))
-    cache = (getattr(exc, "cache_dir", None) or
-             (Path(config.cache_dir) if config.cache_dir else output_dirs(config)[0] / ".janus_ray_cache"))
+    cache = getattr(exc, "cache_dir", None) or cache_directory(config, output_dirs(config)[0])
     received = getattr(exc, "rows_received", None)
     if not received:  # before scoring started (scan, plan, Ray start) or before the first result batch
         return (f"janus-ray: interrupted before any score arrived; nothing new in the resume cache ({cache}). "
@@ -205,13 +204,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from janus_ray.errors import ConfigError
     from janus_ray.plan import ClusterShape, plan_run
 
-    config = config_from_args(args, require_inputs=False)
-    from janus_ray.metrics import get_scorer_class
+    from janus_ray.pipeline import check_metric
 
-    for metric in config.metrics:  # as eval refuses them before it starts: a plan for a run that cannot be
-        cls = get_scorer_class(metric)
-        cls.check_dtype(config.spec(metric).dtype or config.dtype)
-        cls.check_options(config.spec(metric).options)
+    config = config_from_args(args, require_inputs=False)
+    for metric in config.metrics:  # what eval refuses before it starts: no plan for a run that cannot be
+        check_metric(config, metric)
     if args.cluster_yaml:
         import yaml
 
@@ -282,19 +279,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                 limit=config.limit)
     # what eval refuses before it starts (output mapping, weight files): reported, with the folders
     problems = run_problems(config)
+    *report, last = text.split("\n")  # the summary line stays the last one
     if problems:
-        *report, last = text.split("\n")
         lines = ["== the run's settings (what eval checks before it starts)"]
         lines += ["  " + line for problem in problems for line in problem.splitlines()]
         if any("weight files" in problem for problem in problems):
             lines += ["  " + line for line in LAYOUT_HELP.splitlines()]
         lines += ["  status: PROBLEMS", ""]
-        last = last.replace("OK: ", "PROBLEMS FOUND in the run's settings; ", 1)
-        text, ok = "\n".join([*report, *lines, last]), False
-    elif not config.weights_root:  # the summary line stays the last one
-        *report, last = text.split("\n")
-        text = "\n".join([*report, "(weight files not checked: give --weights-root, or run `janus-ray check-weights`)", last])
-    print(text)
+        last, ok = last.replace("OK: ", "PROBLEMS FOUND in the run's settings; ", 1), False
+    else:
+        lines = [] if config.weights_root else ["(weight files not checked: give --weights-root, or run `janus-ray check-weights`)"]
+    print("\n".join([*report, *lines, last]))
     return 0 if ok else 1
 
 

@@ -120,7 +120,7 @@ def check_result_batch(batch: Any, plans: Sequence[PlannedMetric]) -> None:
 LOAD_FAILED = "model not loaded: "
 #: ``oom_column``'s value on the rows of an actor whose model did not load (never a halving count)
 MODEL_NOT_LOADED = -1
-_LOAD_FAILED_TEXT = re.compile(r"^model not loaded: (\w+): (.*)$", re.DOTALL)
+_LOAD_FAILED_TEXT = re.compile(rf"^{re.escape(LOAD_FAILED)}(\w+): (.*)$", re.DOTALL)
 
 
 #: the longest error text an actor sends back (a state dict's whole key list can run to pages)
@@ -143,15 +143,12 @@ def load_failure(batch: Any, plans: Sequence[PlannedMetric]) -> JanusRayError | 
     whose model did not load (its ``oom_column`` is ``MODEL_NOT_LOADED``, its stage error
     ``load_error_text``): that janus-ray error rebuilt, else None. Per batch one integer
     comparison per metric; the text is read only then."""
-    from janus_ray import errors
+    from janus_ray.errors import actors_load_error
 
     for plan in plans:
         failed = batch[oom_column(plan.metric)].to_numpy() == MODEL_NOT_LOADED
         if failed.any():
             text = str(batch[stage_error_column(plan.metric)].to_numpy()[failed.argmax()])
             match = _LOAD_FAILED_TEXT.match(text)
-            cls = getattr(errors, match.group(1), None) if match else None
-            cls = cls if isinstance(cls, type) and issubclass(cls, JanusRayError) else JanusRayError
-            detail = (match.group(2) if match else text).strip().rstrip(".")
-            return cls(f"{detail} (raised while the actors loaded their models).")
+            return actors_load_error(match.group(1), match.group(2)) if match else actors_load_error("", text)
     return None

@@ -94,14 +94,8 @@ def make_weights_root(target: Path, seed: int = 0) -> Path:
 
 #: what ``run_demo`` writes into its directory (results and the cache go inside ``variants``)
 DEMO_ENTRIES = ("weights", "variants")
-def _run_outputs() -> tuple[str, ...]:
-    """What the demo writes beside the variant folders: prompt.json, then the run's own files."""
-    from janus_ray.results import ROOT_OUTPUTS
-
-    return ("prompt.json", *ROOT_OUTPUTS)
-DEMO_CACHE = ".janus_ray_cache"
-#: in ``variants``: the sha256 of every image (and prompt.json) the demo wrote, so that ``--fresh``
-#: can tell a user's replaced or edited file from the demo's own
+#: in ``variants``: the sha256 of every image the demo wrote, so that ``--fresh`` can tell a user's
+#: replaced or edited image from the demo's own (prompt.json is compared with ``PROMPTS`` instead)
 DEMO_MARKER = ".janus_ray_demo.json"
 
 
@@ -112,10 +106,9 @@ def _sha256(path: Path) -> str:
 
 
 def write_demo_marker(variants: Path) -> None:
-    """Record the sha256 of the demo's images and prompt.json (``DEMO_MARKER``)."""
-    files = ["prompt.json", *(rel for rel, _ in variant_images(PROMPTS))]
-    (variants / DEMO_MARKER).write_text(json.dumps({rel: _sha256(variants / rel) for rel in files}, indent=1),
-                                        encoding="utf-8")
+    """Record the sha256 of the demo's images (``DEMO_MARKER``)."""
+    hashes = {rel: _sha256(variants / rel) for rel, _ in variant_images(PROMPTS)}
+    (variants / DEMO_MARKER).write_text(json.dumps(hashes, indent=1), encoding="utf-8")
 
 
 def _changed(root: Path, hashes: dict) -> list[str]:
@@ -129,9 +122,10 @@ def foreign_demo_files(variants: Path) -> list[str]:
     it, sorted): anything but its images, their result files, the run's outputs and its cache; its
     ``prompt.json`` when edited (``'prompt.json (edited)'``) and images whose sha256 differs from
     the one ``DEMO_MARKER`` recorded (``'<path> (changed)'``)."""
-    from janus_ray.results import RESULT_STEM
+    from janus_ray.pipeline import CACHE_DIR_NAME
+    from janus_ray.results import RESULT_STEM, ROOT_OUTPUTS
 
-    own = {rel for rel, _ in variant_images(PROMPTS)} | set(_run_outputs()) | {DEMO_MARKER}
+    own = {rel for rel, _ in variant_images(PROMPTS)} | {"prompt.json", *ROOT_OUTPUTS, DEMO_MARKER}
     own |= {f"{variant}/{RESULT_STEM}.{ext}" for variant in VARIANTS for ext in ("csv", "json", "parquet")}
     found = []
     prompt_json = variants / "prompt.json"
@@ -142,15 +136,14 @@ def foreign_demo_files(variants: Path) -> list[str]:
     if edited:
         found.append("prompt.json (edited)")
     try:  # a demo written before the marker existed: names (and prompt.json) only
-        found += [f for f in _changed(variants, json.loads((variants / DEMO_MARKER).read_text(encoding="utf-8")))
-                  if f != "prompt.json (changed)"]
+        found += _changed(variants, json.loads((variants / DEMO_MARKER).read_text(encoding="utf-8")))
     except (OSError, ValueError, AttributeError):
         pass
     for path in variants.rglob("*"):
         rel = path.relative_to(variants).as_posix()
-        if rel == DEMO_CACHE or rel.startswith(DEMO_CACHE + "/") or path.is_dir() and not path.is_symlink():
+        if rel == CACHE_DIR_NAME or rel.startswith(CACHE_DIR_NAME + "/") or path.is_dir() and not path.is_symlink():
             continue
-        if rel not in own and rel != "prompt.json":
+        if rel not in own:
             found.append(rel)
     return sorted(found)
 

@@ -10,6 +10,15 @@ class JanusRayError(Exception):
     """Base class of every error janus_ray raises on purpose."""
 
 
+def actors_load_error(class_name: str, detail: str) -> JanusRayError:
+    """The error an actor raised while loading its model, rebuilt on the driver from its class name
+    and text (Ray or the result rows carry only text): that class when it is a janus-ray error,
+    else ``JanusRayError``; the message says where it was raised."""
+    cls = globals().get(class_name)
+    cls = cls if isinstance(cls, type) and issubclass(cls, JanusRayError) else JanusRayError
+    return cls(f"{detail.strip().rstrip('.')} (raised while the actors loaded their models).")
+
+
 class UnknownNameError(JanusRayError, KeyError):
     """A user-facing name (metric, scorer, option value) that is not registered."""
 

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from janus_ray import __version__
-from janus_ray import errors as errors_module
 from janus_ray.cache import ResultCache, WeightHashes, image_memo, weights_fingerprint
 from janus_ray.columns import check_result_batch, load_failure, oom_column, output_column, time_column
 from janus_ray.config import RunConfig
@@ -42,6 +41,7 @@ from janus_ray.errors import (
     InterruptedAfterWrite,
     JanusRayError,
     ResultsNotWritten,
+    actors_load_error,
 )
 from janus_ray.manifest import build_manifest, load_prompts
 from janus_ray.metrics import get_scorer_class
@@ -269,7 +269,7 @@ def output_dirs(config: RunConfig) -> tuple[Path, dict[str, Path]]:
         dirs = {str(f): f for f in folders}
     # a result folder where the run writes its own files (summary.csv, the resume cache): eval would
     # score everything and then fail writing the summary, or write results into the cache
-    reserved = {root / name for name in ROOT_OUTPUTS} | ({root / ".janus_ray_cache"} if not config.cache_dir else set())
+    reserved = {root / name for name in ROOT_OUTPUTS} | ({cache_directory(config, root)} if not config.cache_dir else set())
     for folder, out in dirs.items():
         if out in reserved:
             raise ConfigError(f"Folder {folder}'s results would go to {out}, where the run writes its own "
@@ -531,24 +531,31 @@ def import_ray_data() -> None:
 def run_problems(config: RunConfig) -> list[str]:
     """What ``check_inputs`` would refuse in ``config`` besides the folders' own problems, all of
     it, for ``janus-ray validate`` (which reports instead of raising, and creates nothing): the
-    folders' output mapping (--output-dir), and with a weights root every metric's weight files and
-    dtype. Each problem is one message (a weight problem lists its files on further lines)."""
+    folders' output mapping (--output-dir), every metric's dtype and options and, with a weights
+    root, its weight files. Each problem is one message (a weight problem lists its files on further lines)."""
     problems = []
     try:
         output_dirs(config)
     except ConfigError as exc:
         if "is given twice" not in str(exc):  # the folder report says so already
             problems.append(str(exc))
-    if config.weights_root:
-        weights_root = Path(config.weights_root).resolve()
-        for metric in config.metrics:
-            cls = get_scorer_class(metric)
-            try:
-                cls.check_dtype(config.spec(metric).dtype or config.dtype)
-                check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
-            except JanusRayError as exc:
-                problems.append(str(exc).split(LAYOUT_HELP)[0].rstrip())  # the layout: once, below
+    weights_root = Path(config.weights_root).resolve() if config.weights_root else None
+    for metric in config.metrics:
+        try:
+            check_metric(config, metric, weights_root)
+        except JanusRayError as exc:
+            problems.append(str(exc).split(LAYOUT_HELP)[0].rstrip())  # the layout: once, by the caller
     return problems
+
+
+def check_metric(config: RunConfig, metric: str, weights_root: Path | None = None) -> None:
+    """What eval checks of one metric before Ray starts: its dtype, its options and, given a
+    weights root, its weight files. Raises ConfigError / WeightsError."""
+    cls = get_scorer_class(metric)
+    cls.check_dtype(config.spec(metric).dtype or config.dtype)
+    cls.check_options(config.spec(metric).options)
+    if weights_root is not None:
+        check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
 
 
 def check_inputs(config: RunConfig) -> None:
@@ -561,9 +568,7 @@ def check_inputs(config: RunConfig) -> None:
     config.validate()
     weights_root = Path(config.weights_root).resolve()
     for metric in config.metrics:  # fail fast, before Ray starts, on a missing weight file or a refused dtype
-        cls = get_scorer_class(metric)
-        cls.check_dtype(config.spec(metric).dtype or config.dtype)
-        check_required(cls.required_files(weights_root, **config.spec(metric).options), metric)
+        check_metric(config, metric, weights_root)
     output_root, out_dirs = output_dirs(config)
     # every result folder that exists already (the input folders themselves without --output-dir) and
     # the output root (the summary): a file is created there now, not after the scoring, and before
@@ -628,10 +633,15 @@ def plan_phases(config: RunConfig, stream=sys.stderr, stages: Stages | None = No
     return plan, autoscale, phase_plans, plans
 
 
+#: the resume cache's directory under the output root when no --cache-dir is given
+CACHE_DIR_NAME = ".janus_ray_cache"
+
+
 def cache_directory(config: RunConfig, output_root: Path) -> Path:
-    """The resume cache's directory: ``config.cache_dir`` or ``<output root>/.janus_ray_cache``."""
+    """The resume cache's directory: ``config.cache_dir`` or ``<output root>/.janus_ray_cache``
+    (``CACHE_DIR_NAME``)."""
     # absolute: the crash journal under it is written by actors, whose working directory may differ
-    return (Path(config.cache_dir) if config.cache_dir else output_root / ".janus_ray_cache").resolve()
+    return (Path(config.cache_dir) if config.cache_dir else output_root / CACHE_DIR_NAME).resolve()
 
 
 def metric_weight_files(metric: str, weights_root: Path, options: dict[str, Any]) -> list[Path]:
@@ -752,9 +762,8 @@ def actor_start_failure(exc: BaseException) -> JanusRayError | None:
     while exc is not None and exc not in seen and len(seen) < 8:
         seen.append(exc)
         match = ACTOR_ERROR_LINE.search(str(exc))
-        cls = getattr(errors_module, match.group(1), None) if match else None
-        if isinstance(cls, type) and issubclass(cls, JanusRayError):
-            return cls(f"{match.group(2).strip().rstrip('.')} (raised while the actors loaded their models).")
+        if match:
+            return actors_load_error(match.group(1), match.group(2))
         exc = exc.__cause__ or exc.__context__
     return None
 

@@ -36,6 +36,7 @@ from janus_ray.quick_exit import QuickExitWhenReleased
 NON_FINITE = "non-finite score"
 PIXELS_LOST = "pixels lost"
 
+
 class MetricActor(QuickExitWhenReleased):
     """Ray Data UDF for one metric: adds ``_jr_out_<key>`` scores and a final per-row error."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -195,25 +195,20 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, cuda_de
     return getattr(torch, dtype)
 
 
-def hf_loading_report_silenced() -> AbstractContextManager:
+@contextmanager
+def hf_loading_report_silenced() -> Iterator[None]:
     """Around ``from_pretrained(..., output_loading_info=True)``: transformers' own warnings off
     (its LOAD REPORT of missing / unexpected keys). The caller checks the loading info itself and
     raises a WeightsError naming the keys; the report, printed by an actor after the run's one-line
     error, ended with "those params were newly initialized", as if scoring went on with them."""
-    import contextlib
-
     from transformers.utils import logging as hf_logging
 
-    @contextlib.contextmanager
-    def silenced():
-        before = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(before)
-
-    return silenced()
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def set_tf32(enabled: bool) -> None:

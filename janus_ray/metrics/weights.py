@@ -64,8 +64,8 @@ def file_status(path: Path, deep: bool = False) -> str:
     directory whose every member lies inside the file (catches truncation); a ``.safetensors``
     file must have a plausible header length and, when its header parses, tensors that end
     exactly at the end of the file; any other ``.pt`` / ``.bin`` / ``.pth`` must start as a pickle
-    does (torch.save's legacy format: 0x80, then protocol 2-5). ``deep=True`` (``janus-ray check-weights --deep``) also
-    CRC-checks every zip member, reading the whole file.
+    does (torch.save's legacy format: 0x80, then protocol 2-5). ``deep=True`` (``janus-ray
+    check-weights --deep``) also CRC-checks every zip member, reading the whole file.
     """
     if not path.exists():
         return "MISSING"
