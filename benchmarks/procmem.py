@@ -136,7 +136,9 @@ class TreeSampler:
                     self.cpu_seconds[process.pid] = times.user + times.system
                     try:
                         title = " ".join(process.cmdline()[:2])[:120]
-                    except psutil.ZombieProcess:  # exited, not yet reaped: no command line, its name left
+                    except psutil.ZombieProcess:
+                        title = ""
+                    if not title:  # exited, not yet reaped: no command line (raised, or empty), a name left
                         title = self.names.get(process.pid) or process.name()
                     if not title.startswith("ray::IDLE") or not self.names.get(process.pid, "").startswith("ray::"):
                         self.names[process.pid] = title  # a worker's last task or actor, not its idle spells
